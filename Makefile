@@ -1,0 +1,33 @@
+# outbox: PGXS build.  `make && make install` builds and installs the
+# extension; `make test` and `make demo` are the README's two commands.
+
+EXTENSION = outbox
+MODULE_big = outbox
+OBJS = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c)))
+DATA = $(wildcard outbox--*.sql)
+PGFILEDESC = "outbox - transactional outbox for PostgreSQL"
+
+PG_CONFIG ?= $(shell test -x /usr/lib/postgresql/15/bin/pg_config && echo /usr/lib/postgresql/15/bin/pg_config || echo pg_config)
+PG_CPPFLAGS = -Iinclude -Wall -Wextra -Wno-unused-parameter \
+	-Wno-missing-field-initializers -Wno-sign-compare
+
+# Regression tests run on a private instance that preloads the library.
+REGRESS = setup topics offer claim_ack nack_dead redrive dedupe errors \
+	maintain stats
+REGRESS_OPTS = --temp-instance=./tmp_check --temp-config=./test/outbox-test.conf
+ENCODING = UTF8
+NO_LOCALE = 1
+
+EXTRA_CLEAN = tmp_check tmp_check_iso output_iso results log regression.diffs regression.out
+
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)
+
+.PHONY: test demo
+# Every test suite, on a fresh machine too (installs what is missing).
+test:
+	bash scripts/test.sh
+
+# A local demo cluster with a producer and a consumer.
+demo:
+	bash scripts/demo.sh
