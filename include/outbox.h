@@ -1,0 +1,255 @@
+/*-------------------------------------------------------------------------
+ *
+ * outbox.h
+ *	  Declarations shared by the outbox extension's source files: the
+ *	  shared-memory layout, per-transaction bookkeeping, SPI plan cache and
+ *	  argument helpers.
+ *
+ * How delivery state is kept:
+ *
+ *	- outbox.event is an immutable, time-partitioned log.
+ *	- Each topic has, in shared memory, a scan position: every committed
+ *	  event at or below it has been handed out at least once (or is owned
+ *	  by outbox.retry).  A claim scans the log upward from it by
+ *	  (topic_id, id) and never meets a delivered row.
+ *	- Leases live in a shared hash keyed by event id; they need no WAL.
+ *	  Events handed back before they were acked (a rolled-back claim, a
+ *	  committed offer the scan went past while it was in flight) wait in
+ *	  the topic's ready list, also in that hash.
+ *	- Offering transactions announce themselves in a per-backend slot
+ *	  before they draw an id, so that a scan that passes their ids while
+ *	  they are in flight can say so; at commit they put those ids on the
+ *	  ready list.
+ *	- Durable state: outbox.acked (one row per ack call), outbox.retry,
+ *	  outbox.dead_letter and the per-topic watermark in outbox.topic_state,
+ *	  from which a topic's shared state is rebuilt after a restart.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef OUTBOX_H
+#define OUTBOX_H
+
+#include "postgres.h"
+
+#include "access/transam.h"
+#include "executor/spi.h"
+#include "lib/ilist.h"
+#include "storage/condition_variable.h"
+#include "storage/lwlock.h"
+#include "utils/hsearch.h"
+#include "utils/timestamp.h"
+#include "utils/uuid.h"
+
+/* Limits on arguments */
+#define OUTBOX_MAX_BATCH		10000
+#define OUTBOX_MAX_LEASE_USEC	USECS_PER_DAY
+#define OUTBOX_MAX_WAIT_USEC	USECS_PER_HOUR
+#define OUTBOX_MAX_RETRY_USEC	(INT64CONST(366) * USECS_PER_DAY)
+#define OUTBOX_MAX_ATTEMPTS		1000000
+#define OUTBOX_TOPIC_NAME_MAX	63
+
+/* How many topics one transaction may offer to */
+#define OUTBOX_XACT_TOPICS		32
+
+/* field4 of the advisory lock tags the extension takes */
+#define OUTBOX_LOCK_TOPIC		0x6f62
+#define OUTBOX_LOCK_MAINTAIN	0x6f63
+
+/* GUCs (outbox.c) */
+extern int	outbox_max_leases;
+extern int	outbox_max_topics;
+
+/*
+ * A topic's shared state.  scan_lock serialises the scan of the log and the
+ * commit of offers to the topic; everything else is protected by the
+ * shared state lock (OutboxShared.lock), always taken after scan_lock.
+ */
+typedef struct OutboxTopic
+{
+	bool		in_use;
+	Oid			dbid;
+	int32		topic_id;
+	int64		incarnation;
+	LWLock	   *scan_lock;
+
+	bool		initialized;	/* scan_pos loaded from the watermark */
+	int64		scan_pos;		/* every committed event <= this was seen */
+	int64		recovery_until; /* scan with the recovery plan up to here */
+	int64		watermark;		/* last durable watermark */
+	TimestampTz next_retry_at;	/* outbox.retry has nothing due before */
+	dlist_head	leases;			/* OutboxEntry, state LEASED */
+	dlist_head	ready;			/* OutboxEntry, state READY, FIFO */
+	int			nleases;
+	int			nready;
+	int			nretry_leases;	/* leases whose event sits in outbox.retry */
+	int			ninflight;		/* offer slots that name this topic */
+	uint64		offered;		/* committed offers since start */
+	uint64		acked;			/* committed acks since start */
+	ConditionVariable cv;		/* claims waiting for events */
+} OutboxTopic;
+
+typedef enum OutboxEntryState
+{
+	ENTRY_READY,
+	ENTRY_LEASED
+} OutboxEntryState;
+
+typedef enum OutboxEntrySource
+{
+	SRC_MAIN,					/* found by the scan of the log */
+	SRC_RETRY					/* has a row in outbox.retry */
+} OutboxEntrySource;
+
+typedef struct OutboxEntryKey
+{
+	Oid			dbid;
+	uint32		pad;			/* always zero */
+	int64		event_id;
+} OutboxEntryKey;
+
+typedef struct OutboxEntry
+{
+	OutboxEntryKey key;
+	int			topic;			/* index in OutboxShared.topics */
+	uint8		state;			/* OutboxEntryState */
+	uint8		source;			/* OutboxEntrySource */
+	bool		finishing;		/* an ack, nack or reap is in progress */
+	int32		attempt;		/* leases of this event, this one included */
+	pg_uuid_t	token;
+	TimestampTz expires_at;
+	TimestampTz claimed_at;
+	dlist_node	node;			/* in the topic's leases or ready list */
+} OutboxEntry;
+
+/*
+ * What an offering transaction announces, per backend.  lo is a lower bound
+ * on the ids it may hold in that topic; passed is the highest scan position
+ * a claim set while the transaction was still in flight.
+ */
+typedef struct OutboxOfferSlot
+{
+	TransactionId xid;
+	int			ntopics;
+	int			topic[OUTBOX_XACT_TOPICS];
+	int64		lo[OUTBOX_XACT_TOPICS];
+	int64		passed[OUTBOX_XACT_TOPICS];
+} OutboxOfferSlot;
+
+typedef struct OutboxShared
+{
+	LWLock	   *lock;			/* the shared state lock */
+	int			max_topics;
+	int			nslots;
+	OutboxTopic *topics;
+	OutboxOfferSlot *slots;
+} OutboxShared;
+
+/* shmem.c */
+extern OutboxShared *outbox_shared;
+extern HTAB *outbox_entries;
+extern void outbox_shmem_install_hooks(void);
+extern bool outbox_shmem_available(void);
+extern void outbox_require_shmem(const char *function);
+extern int	outbox_topic_acquire(int32 topic_id, int64 incarnation);
+extern int	outbox_topic_find(int32 topic_id);
+extern bool outbox_topic_matches(int topic, int32 topic_id, int64 incarnation);
+extern OutboxEntry *outbox_entry_find(int64 event_id);
+extern OutboxEntry *outbox_entry_enter(int64 event_id, bool *found);
+extern void outbox_entry_remove(OutboxEntry *entry);
+extern void outbox_topic_forget(int topic);
+extern void outbox_topic_rescan(OutboxTopic *t);
+extern OutboxOfferSlot *outbox_my_slot(void);
+
+/* xact.c: what this transaction did to shared state, applied at its end */
+typedef enum OutboxOpKind
+{
+	OP_CLAIMED,					/* a lease made by this transaction */
+	OP_ACK,						/* an ack: the lease ends at commit */
+	OP_FINISH,					/* a nack, dead letter or reap: ends at commit */
+	OP_EXTENDED					/* nothing to undo */
+} OutboxOpKind;
+
+extern void outbox_xact_init(void);
+extern void outbox_xact_reserve_ops(int n);
+extern void outbox_xact_add_op(OutboxOpKind kind, int64 event_id, int topic,
+							   TimestampTz retry_at);
+extern void outbox_xact_offer_register(int topic);
+extern void outbox_xact_offered(int topic, int64 event_id, bool delayed,
+								TimestampTz available_at);
+extern void outbox_xact_forget_topic(int topic);
+extern void outbox_xact_set_watermark(int topic, int64 watermark);
+extern void outbox_xact_retry_changed(int topic, TimestampTz when);
+
+/* topic.c */
+typedef struct OutboxTopicInfo
+{
+	int32		topic_id;
+	int64		incarnation;
+	int32		max_attempts;
+	int64		retention_usec;
+	int64		backoff_base_usec;
+	int64		backoff_max_usec;
+	bool		ordered;
+	char		name[OUTBOX_TOPIC_NAME_MAX + 1];
+} OutboxTopicInfo;
+
+extern void outbox_lookup_topic(const char *name, OutboxTopicInfo *info);
+extern bool outbox_lookup_topic_by_id(int32 topic_id, OutboxTopicInfo *info);
+extern void outbox_lock_topic(const char *name, LOCKMODE mode);
+extern void outbox_check_topic_name(const char *name);
+
+/* spi_util.c: SPI plans prepared once per backend and kept */
+typedef enum OutboxPlanId
+{
+	PLAN_TOPIC_BY_NAME,
+	PLAN_TOPIC_BY_ID,
+	PLAN_OFFER_INSERT,
+	PLAN_OFFER_RETRY,
+	PLAN_DEDUPE_INSERT,
+	PLAN_DEDUPE_LOOKUP,
+	PLAN_DEDUPE_REPLACE,
+	PLAN_OFFER_BATCH,
+	PLAN_WATERMARK,
+	PLAN_MAX_ID,
+	PLAN_SCAN,
+	PLAN_SCAN_RECOVERY,
+	PLAN_FETCH_READY,
+	PLAN_RETRY_DUE,
+	PLAN_RETRY_NEXT,
+	PLAN_ACK_INSERT,
+	PLAN_RETRY_DELETE,
+	PLAN_RETRY_UPSERT,
+	PLAN_DEAD_INSERT,
+	PLAN_WATERMARK_UPDATE,
+	PLAN_REDRIVE,
+	NUM_OUTBOX_PLANS
+} OutboxPlanId;
+
+extern SPIPlanPtr outbox_plan(OutboxPlanId id, const char *sql, int nargs,
+							  const Oid *argtypes);
+extern int	outbox_exec(OutboxPlanId id, const char *sql, int nargs,
+						const Oid *argtypes, Datum *values, const char *nulls,
+						bool read_only, long tcount);
+extern void outbox_spi_check(int rc, int expected, const char *what);
+
+/* util.c */
+extern int64 outbox_interval_usec(Interval *iv, const char *argname,
+								  int64 min_usec, int64 max_usec,
+								  bool min_inclusive);
+extern char *outbox_text_arg(FunctionCallInfo fcinfo, int argno,
+							 const char *argname, bool required);
+extern void outbox_require_arg(FunctionCallInfo fcinfo, int argno,
+							   const char *argname);
+extern void outbox_random_uuid(pg_uuid_t *uuid);
+extern int64 *outbox_int8_array(ArrayType *arr, const char *argname, int *n);
+extern int64 outbox_backoff_usec(const OutboxTopicInfo *info, int attempt);
+
+/* dead letters (dead_letter.c) */
+extern void outbox_send_to_dead_letter(int64 event_id, int32 topic_id,
+									   int attempts, const char *reason,
+									   const char *error);
+extern void outbox_schedule_retry(int64 event_id, int32 topic_id,
+								  int attempts, TimestampTz available_at,
+								  const char *error);
+
+#endif							/* OUTBOX_H */

@@ -1,0 +1,322 @@
+/* outbox--1.0.sql: tables, views and functions of the outbox extension */
+
+\echo Use "CREATE EXTENSION outbox CASCADE" to load this file. \quit
+
+/*
+ * Storage.
+ *
+ * outbox.event is the immutable log: a row is written once by offer and
+ * never updated.  Delivery state lives elsewhere:
+ *   - leases are kept in shared memory (they need not survive a crash);
+ *   - outbox.acked records acknowledgements, one row per ack call;
+ *   - outbox.retry holds the small set of events waiting for a time
+ *     (delayed offers, nacked events, expired leases, redriven dead letters);
+ *   - outbox.dead_letter holds events that gave up, with a copy of the event;
+ *   - outbox.topic_state holds each topic's watermark: every event at or
+ *     below it is acknowledged, dead, or waiting in outbox.retry.
+ */
+
+CREATE TABLE outbox.topic (
+	topic_id	integer GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+	name		text NOT NULL UNIQUE,
+	max_attempts integer NOT NULL,
+	retention	interval NOT NULL,
+	backoff_base interval NOT NULL,
+	backoff_max	interval NOT NULL,
+	ordered		boolean NOT NULL DEFAULT false,
+	incarnation bigint NOT NULL DEFAULT (floor(random() * 9.0e18))::bigint,
+	created_at	timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE outbox.topic IS 'Topics and their delivery settings';
+
+CREATE TABLE outbox.topic_state (
+	topic_id	integer PRIMARY KEY REFERENCES outbox.topic ON DELETE CASCADE,
+	watermark	bigint NOT NULL DEFAULT 0
+) WITH (fillfactor = 50);
+COMMENT ON TABLE outbox.topic_state IS 'Per-topic watermark: events at or below it need no scan of the log';
+
+CREATE SEQUENCE outbox.event_id_seq AS bigint CACHE 1;
+
+CREATE TABLE outbox.event (
+	id			bigint NOT NULL,
+	topic_id	integer NOT NULL,
+	created_at	timestamptz NOT NULL DEFAULT now(),
+	available_at timestamptz,
+	key			text,
+	type		text,
+	tenant		text,
+	payload		jsonb NOT NULL,
+	headers		jsonb,
+	origin_id	bigint
+) PARTITION BY RANGE (created_at);
+CREATE INDEX event_topic_id_idx ON outbox.event (topic_id, id);
+COMMENT ON TABLE outbox.event IS 'Immutable event log, partitioned by created_at';
+
+CREATE TABLE outbox.retry (
+	event_id	bigint PRIMARY KEY,
+	topic_id	integer NOT NULL,
+	available_at timestamptz NOT NULL,
+	attempts	integer NOT NULL DEFAULT 0,
+	errors		jsonb NOT NULL DEFAULT '[]'
+) WITH (fillfactor = 70);
+CREATE INDEX retry_due_idx ON outbox.retry (topic_id, available_at, event_id);
+COMMENT ON TABLE outbox.retry IS 'Events waiting for a time: delayed offers, retries, redrives';
+
+CREATE TABLE outbox.acked (
+	topic_id	integer NOT NULL,
+	max_id		bigint NOT NULL,
+	ids			bigint[] NOT NULL,
+	acked_at	timestamptz NOT NULL DEFAULT now()
+) WITH (autovacuum_vacuum_scale_factor = 0.0, autovacuum_vacuum_threshold = 1000);
+COMMENT ON TABLE outbox.acked IS 'Acknowledgements above the watermark, one row per ack call';
+
+CREATE TABLE outbox.dead_letter (
+	id			bigint PRIMARY KEY,
+	topic_id	integer NOT NULL,
+	key			text,
+	type		text,
+	tenant		text,
+	payload		jsonb NOT NULL,
+	headers		jsonb,
+	created_at	timestamptz NOT NULL,
+	attempts	integer NOT NULL,
+	reason		text NOT NULL,
+	error_history jsonb NOT NULL DEFAULT '[]',
+	dead_at		timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX dead_letter_topic_idx ON outbox.dead_letter (topic_id, dead_at);
+COMMENT ON TABLE outbox.dead_letter IS 'Events that exhausted their attempts or were given up';
+
+CREATE TABLE outbox.redrive_log (
+	event_id	bigint NOT NULL,
+	topic_id	integer NOT NULL,
+	reason		text NOT NULL,
+	redriven_at timestamptz NOT NULL DEFAULT now(),
+	redriven_by name NOT NULL DEFAULT current_user
+);
+CREATE INDEX redrive_log_event_idx ON outbox.redrive_log (event_id);
+COMMENT ON TABLE outbox.redrive_log IS 'Why and by whom dead letters were sent back';
+
+CREATE TABLE outbox.dedupe (
+	topic_id	integer NOT NULL,
+	tenant		text NOT NULL,
+	dedupe_key	text NOT NULL,
+	event_id	bigint NOT NULL,
+	created_at	timestamptz NOT NULL DEFAULT now(),
+	PRIMARY KEY (topic_id, tenant, dedupe_key)
+);
+CREATE INDEX dedupe_created_idx ON outbox.dedupe (created_at);
+COMMENT ON TABLE outbox.dedupe IS 'Dedupe keys seen within the topic retention';
+
+/* Topics are configuration: pg_dump carries them. */
+SELECT pg_catalog.pg_extension_config_dump('outbox.topic', '');
+SELECT pg_catalog.pg_extension_config_dump('outbox.topic_state', '');
+
+/*
+ * Partitions: one a day, created ahead by pg_partman.  pg_partman's own
+ * retention stays off: it would drop partitions whatever they hold.
+ */
+DO $$
+DECLARE
+	partman_schema name;
+BEGIN
+	SELECT n.nspname INTO partman_schema
+	FROM pg_catalog.pg_extension e
+	JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace
+	WHERE e.extname = 'pg_partman';
+
+	/* A previous install may have left its pg_partman configuration behind. */
+	EXECUTE format('DELETE FROM %I.part_config WHERE parent_table = %L',
+				   partman_schema, 'outbox.event');
+	EXECUTE format('SELECT %I.create_parent(p_parent_table => %L, p_control => %L, '
+				   'p_type => %L, p_interval => %L, p_premake => %s)',
+				   partman_schema, 'outbox.event', 'created_at', 'native', '1 day', 4);
+	EXECUTE format('UPDATE %I.part_config SET retention = NULL, infinite_time_partitions = true '
+				   'WHERE parent_table = %L', partman_schema, 'outbox.event');
+END
+$$;
+
+/* ------------------------------------------------------------------------
+ * Topics
+ * ------------------------------------------------------------------------ */
+
+CREATE FUNCTION outbox.create_topic(
+	topic text,
+	max_attempts integer DEFAULT 5,
+	retention interval DEFAULT '7 days',
+	backoff_base interval DEFAULT '1 second',
+	backoff_max interval DEFAULT '60 seconds',
+	ordered boolean DEFAULT false)
+RETURNS void
+LANGUAGE C
+AS 'MODULE_PATHNAME', 'outbox_create_topic';
+
+CREATE FUNCTION outbox.drop_topic(topic text, force boolean DEFAULT false)
+RETURNS void
+LANGUAGE C
+AS 'MODULE_PATHNAME', 'outbox_drop_topic';
+
+CREATE VIEW outbox.topics AS
+SELECT t.name AS topic, t.max_attempts, t.retention, t.backoff_base,
+	   t.backoff_max, t.ordered, t.created_at
+FROM outbox.topic t;
+
+/* ------------------------------------------------------------------------
+ * Producing
+ * ------------------------------------------------------------------------ */
+
+CREATE FUNCTION outbox.offer(
+	topic text,
+	payload jsonb,
+	key text DEFAULT NULL,
+	type text DEFAULT NULL,
+	headers jsonb DEFAULT NULL,
+	tenant text DEFAULT NULL,
+	dedupe_key text DEFAULT NULL,
+	available_at timestamptz DEFAULT NULL)
+RETURNS bigint
+LANGUAGE C VOLATILE
+AS 'MODULE_PATHNAME', 'outbox_offer';
+
+CREATE FUNCTION outbox.offer_batch(
+	topic text,
+	payloads jsonb[],
+	keys text[] DEFAULT NULL,
+	types text[] DEFAULT NULL,
+	headers jsonb[] DEFAULT NULL,
+	tenant text DEFAULT NULL)
+RETURNS SETOF bigint
+LANGUAGE C VOLATILE
+AS 'MODULE_PATHNAME', 'outbox_offer_batch';
+
+/* ------------------------------------------------------------------------
+ * Consuming
+ * ------------------------------------------------------------------------ */
+
+CREATE FUNCTION outbox.claim(
+	topic text,
+	batch_size integer DEFAULT 1,
+	lease interval DEFAULT '30 seconds',
+	wait interval DEFAULT '0')
+RETURNS TABLE (id bigint, topic text, key text, type text, payload jsonb,
+			   headers jsonb, tenant text, attempt integer, lease_token uuid,
+			   lease_expires_at timestamptz, created_at timestamptz)
+LANGUAGE C VOLATILE
+ROWS 10
+AS 'MODULE_PATHNAME', 'outbox_claim';
+
+CREATE FUNCTION outbox.ack(id bigint, lease_token uuid)
+RETURNS boolean
+LANGUAGE C VOLATILE
+AS 'MODULE_PATHNAME', 'outbox_ack_one';
+
+CREATE FUNCTION outbox.ack(ids bigint[], lease_token uuid)
+RETURNS integer
+LANGUAGE C VOLATILE
+AS 'MODULE_PATHNAME', 'outbox_ack_many';
+
+CREATE FUNCTION outbox.nack(id bigint, lease_token uuid, error text,
+							retry_after interval DEFAULT NULL)
+RETURNS text
+LANGUAGE C VOLATILE
+AS 'MODULE_PATHNAME', 'outbox_nack';
+
+CREATE FUNCTION outbox.extend_lease(ids bigint[], lease_token uuid,
+									lease interval DEFAULT '30 seconds')
+RETURNS integer
+LANGUAGE C VOLATILE
+AS 'MODULE_PATHNAME', 'outbox_extend_lease';
+
+CREATE FUNCTION outbox.dead_letter(id bigint, lease_token uuid, reason text)
+RETURNS boolean
+LANGUAGE C VOLATILE
+AS 'MODULE_PATHNAME', 'outbox_dead_letter';
+
+/* ------------------------------------------------------------------------
+ * Dead letters and recovery
+ * ------------------------------------------------------------------------ */
+
+CREATE VIEW outbox.dead_letters AS
+SELECT d.id, t.name AS topic, d.key, d.type, d.payload, d.headers, d.tenant,
+	   d.attempts, d.reason, d.error_history, d.dead_at
+FROM outbox.dead_letter d
+JOIN outbox.topic t USING (topic_id);
+
+CREATE FUNCTION outbox.redrive(ids bigint[], reason text)
+RETURNS integer
+LANGUAGE C VOLATILE
+AS 'MODULE_PATHNAME', 'outbox_redrive';
+
+/* ------------------------------------------------------------------------
+ * Housekeeping
+ * ------------------------------------------------------------------------ */
+
+CREATE FUNCTION outbox.reap()
+RETURNS integer
+LANGUAGE C VOLATILE
+AS 'MODULE_PATHNAME', 'outbox_reap';
+
+CREATE FUNCTION outbox._shmem_topics(
+	OUT topic_id integer, OUT incarnation bigint, OUT leased bigint, OUT leased_ids bigint[],
+	OUT offered bigint, OUT acked bigint)
+RETURNS SETOF record
+LANGUAGE C VOLATILE
+AS 'MODULE_PATHNAME', 'outbox_shmem_topics';
+COMMENT ON FUNCTION outbox._shmem_topics() IS
+	'Internal: leases and counters each topic has in shared memory (empty unless preloaded)';
+
+CREATE VIEW outbox.stats AS
+WITH m AS MATERIALIZED (SELECT * FROM outbox._shmem_topics()),
+s AS (
+	SELECT t.name AS topic, t.topic_id, ts.watermark,
+		   coalesce(m.leased, 0) AS leased,
+		   coalesce(m.leased_ids, '{}') AS leased_ids,
+		   m.offered, m.acked
+	FROM outbox.topic t
+	JOIN outbox.topic_state ts USING (topic_id)
+	LEFT JOIN m ON m.topic_id = t.topic_id AND m.incarnation = t.incarnation
+)
+SELECT s.topic,
+	   c.available + d.due AS available,
+	   s.leased,
+	   d.delayed,
+	   (SELECT count(*) FROM outbox.dead_letter dl WHERE dl.topic_id = s.topic_id) AS dead,
+	   clock_timestamp() - least(c.oldest, d.oldest) AS oldest_available_age,
+	   s.offered,
+	   s.acked
+FROM s
+CROSS JOIN LATERAL (
+	SELECT count(*) AS available, min(e.created_at) AS oldest
+	FROM outbox.event e
+	WHERE e.topic_id = s.topic_id
+	  AND e.id > s.watermark
+	  AND e.available_at IS NULL
+	  AND NOT EXISTS (SELECT 1 FROM outbox.acked a, unnest(a.ids) AS u(id)
+					  WHERE a.topic_id = s.topic_id AND a.max_id > s.watermark
+						AND u.id = e.id)
+	  AND NOT EXISTS (SELECT 1 FROM outbox.retry r WHERE r.event_id = e.id)
+	  AND NOT EXISTS (SELECT 1 FROM outbox.dead_letter dl WHERE dl.id = e.id)
+	  AND NOT EXISTS (SELECT 1 FROM unnest(s.leased_ids) AS l(id) WHERE l.id = e.id)
+) c
+CROSS JOIN LATERAL (
+	SELECT count(*) FILTER (WHERE r.available_at <= clock_timestamp()
+							AND NOT EXISTS (SELECT 1 FROM unnest(s.leased_ids) AS l(id)
+											WHERE l.id = r.event_id)) AS due,
+		   count(*) FILTER (WHERE r.available_at > clock_timestamp()) AS delayed,
+		   min(e.created_at) FILTER (WHERE r.available_at <= clock_timestamp()
+									 AND NOT EXISTS (SELECT 1 FROM unnest(s.leased_ids) AS l(id)
+													 WHERE l.id = r.event_id)) AS oldest
+	FROM outbox.retry r
+	JOIN outbox.event e ON e.topic_id = r.topic_id AND e.id = r.event_id
+	WHERE r.topic_id = s.topic_id
+) d;
+
+CREATE FUNCTION outbox.maintain()
+RETURNS void
+LANGUAGE C VOLATILE
+AS 'MODULE_PATHNAME', 'outbox_maintain';
+
+/* Nothing is granted to PUBLIC. */
+REVOKE ALL ON ALL TABLES IN SCHEMA outbox FROM PUBLIC;
+REVOKE ALL ON ALL SEQUENCES IN SCHEMA outbox FROM PUBLIC;
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA outbox FROM PUBLIC;

@@ -1,0 +1,643 @@
+/*-------------------------------------------------------------------------
+ *
+ * claim.c
+ *	  Consuming: claim.  A claim leases up to batch_size events of a topic,
+ *	  taking them in this order: events handed back and waiting on the
+ *	  topic's ready list, events due in outbox.retry, then the log itself,
+ *	  scanned upward from the topic's scan position by (topic_id, id).  The
+ *	  leases are made in shared memory and write nothing durable; if the
+ *	  claiming transaction rolls back they are undone at once (xact.c).
+ *
+ *	  Only one claim of a topic scans at a time (the topic's scan lock).
+ *	  The scan reads with a snapshot taken under that lock, and before it
+ *	  lets go it marks the offer slots of transactions that were in flight
+ *	  in that snapshot: their events it could not see will be put on the
+ *	  ready list when they commit.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "outbox.h"
+
+#include "access/xact.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_type.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "nodes/makefuncs.h"
+#include "storage/lmgr.h"
+#include "pgstat.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/snapmgr.h"
+#include "utils/tuplestore.h"
+
+PG_FUNCTION_INFO_V1(outbox_claim);
+
+/* Columns every fetch returns, in this order */
+#define EVENT_COLUMNS "e.id, e.key, e.type, e.payload, e.headers, e.tenant, e.created_at"
+#define COL_ID			1
+#define COL_KEY			2
+#define COL_TYPE		3
+#define COL_PAYLOAD		4
+#define COL_HEADERS		5
+#define COL_TENANT		6
+#define COL_CREATED_AT	7
+#define COL_ATTEMPTS	8
+
+static const char *scan_sql =
+"SELECT " EVENT_COLUMNS " FROM outbox.event e "
+"WHERE e.topic_id = $1 AND e.id > $2 AND e.available_at IS NULL "
+"ORDER BY e.id LIMIT $3";
+
+/*
+ * After a restart the log above the watermark may hold events already
+ * acknowledged, retried or dead: skip them.
+ */
+static const char *scan_recovery_sql =
+"WITH a AS MATERIALIZED (SELECT u.id FROM outbox.acked a, pg_catalog.unnest(a.ids) AS u(id) "
+"                        WHERE a.topic_id = $1 AND a.max_id > $2) "
+"SELECT " EVENT_COLUMNS " FROM outbox.event e "
+"WHERE e.topic_id = $1 AND e.id > $2 AND e.id <= $4 AND e.available_at IS NULL "
+"AND NOT EXISTS (SELECT 1 FROM a WHERE a.id = e.id) "
+"AND NOT EXISTS (SELECT 1 FROM outbox.retry r WHERE r.event_id = e.id) "
+"AND NOT EXISTS (SELECT 1 FROM outbox.dead_letter d WHERE d.id = e.id) "
+"ORDER BY e.id LIMIT $3";
+
+static const char *fetch_ready_sql =
+"SELECT " EVENT_COLUMNS " FROM outbox.event e "
+"WHERE e.topic_id = $1 AND e.id = ANY ($2) ORDER BY e.id";
+
+static const char *retry_due_sql =
+"SELECT " EVENT_COLUMNS ", r.attempts FROM outbox.retry r "
+"JOIN outbox.event e ON e.topic_id = r.topic_id AND e.id = r.event_id "
+"WHERE r.topic_id = $1 AND r.available_at <= $2 "
+"ORDER BY r.available_at, r.event_id LIMIT $3";
+
+typedef struct Candidate
+{
+	int64		id;
+	uint8		source;
+	bool		from_ready;
+	int32		attempts;		/* attempts made before this lease */
+	HeapTuple	tuple;
+	TupleDesc	desc;
+	bool		leased;
+	int32		attempt;		/* of the lease made */
+} Candidate;
+
+typedef struct ClaimState
+{
+	OutboxTopicInfo *info;
+	int			topic;
+	OutboxTopic *t;
+	Candidate  *cand;
+	int			ncand;
+	int			batch;
+} ClaimState;
+
+static void
+add_candidate(ClaimState *cs, HeapTuple tup, TupleDesc desc, uint8 source,
+			  bool from_ready, int32 attempts)
+{
+	Candidate  *c = &cs->cand[cs->ncand++];
+	bool		isnull;
+
+	c->id = DatumGetInt64(SPI_getbinval(tup, desc, COL_ID, &isnull));
+	c->source = source;
+	c->from_ready = from_ready;
+	c->attempts = attempts;
+	c->tuple = tup;
+	c->desc = desc;
+	c->leased = false;
+}
+
+/*
+ * Load the topic's scan position from its durable watermark, the first
+ * time the topic is claimed since the server started.  Caller holds the
+ * topic's scan lock.
+ */
+static void
+topic_init(ClaimState *cs)
+{
+	static const Oid wtypes[1] = {INT4OID};
+	static const Oid mtypes[2] = {INT4OID, INT8OID};
+	Datum		values[2];
+	int64		watermark = 0;
+	int64		maxid = 0;
+	bool		isnull;
+	int			rc;
+	Snapshot	snap = GetLatestSnapshot();
+
+	values[0] = Int32GetDatum(cs->info->topic_id);
+	rc = SPI_execute_snapshot(outbox_plan(PLAN_WATERMARK,
+										  "SELECT watermark FROM outbox.topic_state WHERE topic_id = $1",
+										  1, wtypes),
+							  values, NULL, snap, InvalidSnapshot, true, false, 1);
+	outbox_spi_check(rc, SPI_OK_SELECT, "claim");
+	if (SPI_processed == 1)
+		watermark = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+												SPI_tuptable->tupdesc, 1, &isnull));
+
+	values[1] = Int64GetDatum(watermark);
+	rc = SPI_execute_snapshot(outbox_plan(PLAN_MAX_ID,
+										  "SELECT max(id) FROM outbox.event WHERE topic_id = $1 AND id > $2",
+										  2, mtypes),
+							  values, NULL, snap, InvalidSnapshot, true, false, 1);
+	outbox_spi_check(rc, SPI_OK_SELECT, "claim");
+	if (SPI_processed == 1)
+	{
+		Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
+									  1, &isnull);
+
+		if (!isnull)
+			maxid = DatumGetInt64(d);
+	}
+
+	LWLockAcquire(outbox_shared->lock, LW_EXCLUSIVE);
+	if (!cs->t->initialized)
+	{
+		cs->t->watermark = watermark;
+		cs->t->scan_pos = watermark;
+		cs->t->recovery_until = Max(maxid, watermark);
+		cs->t->next_retry_at = 0;
+		cs->t->initialized = true;
+	}
+	LWLockRelease(outbox_shared->lock);
+}
+
+/* Events handed back: fetch them, oldest first. */
+static void
+take_ready(ClaimState *cs, int64 **junk, int *njunk)
+{
+	static const Oid types[2] = {INT4OID, INT8ARRAYOID};
+	Datum	   *ids;
+	int			nids = 0;
+	dlist_iter	it;
+	Datum		values[2];
+	int			rc;
+
+	LWLockAcquire(outbox_shared->lock, LW_SHARED);
+	ids = palloc(sizeof(Datum) * Max(1, Min(cs->batch, cs->t->nready)));
+	dlist_foreach(it, &cs->t->ready)
+	{
+		OutboxEntry *e = dlist_container(OutboxEntry, node, it.cur);
+
+		if (nids >= cs->batch)
+			break;
+		ids[nids++] = Int64GetDatum(e->key.event_id);
+	}
+	LWLockRelease(outbox_shared->lock);
+
+	*njunk = 0;
+	if (nids == 0)
+		return;
+
+	values[0] = Int32GetDatum(cs->info->topic_id);
+	values[1] = PointerGetDatum(construct_array(ids, nids, INT8OID, 8,
+												FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	rc = SPI_execute_snapshot(outbox_plan(PLAN_FETCH_READY, fetch_ready_sql, 2, types),
+							  values, NULL, GetLatestSnapshot(), InvalidSnapshot,
+							  true, false, 0);
+	outbox_spi_check(rc, SPI_OK_SELECT, "claim");
+
+	/* ids whose event is gone (offered in a rolled-back subtransaction) */
+	*junk = palloc(sizeof(int64) * nids);
+	for (int i = 0; i < nids; i++)
+	{
+		int64		id = DatumGetInt64(ids[i]);
+		bool		present = false;
+
+		for (uint64 j = 0; j < SPI_processed; j++)
+		{
+			bool		isnull;
+
+			if (DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[j],
+											SPI_tuptable->tupdesc, COL_ID,
+											&isnull)) == id)
+			{
+				present = true;
+				break;
+			}
+		}
+		if (!present)
+			(*junk)[(*njunk)++] = id;
+	}
+	for (uint64 j = 0; j < SPI_processed; j++)
+		add_candidate(cs, SPI_tuptable->vals[j], SPI_tuptable->tupdesc,
+					  SRC_MAIN, true, -1);
+}
+
+/* Events due in outbox.retry that nobody holds.  Returns true if exhausted. */
+static bool
+take_retry(ClaimState *cs, TimestampTz now, int nretry_leases)
+{
+	static const Oid types[3] = {INT4OID, TIMESTAMPTZOID, INT4OID};
+	Datum		values[3];
+	int			want = cs->batch - cs->ncand;
+	int			limit = want + nretry_leases;
+	int			rc;
+	SPITupleTable *tt;
+	uint64		n;
+
+	values[0] = Int32GetDatum(cs->info->topic_id);
+	values[1] = TimestampTzGetDatum(now);
+	values[2] = Int32GetDatum(limit);
+	rc = SPI_execute_snapshot(outbox_plan(PLAN_RETRY_DUE, retry_due_sql, 3, types),
+							  values, NULL, GetLatestSnapshot(), InvalidSnapshot,
+							  true, false, 0);
+	outbox_spi_check(rc, SPI_OK_SELECT, "claim");
+	tt = SPI_tuptable;
+	n = SPI_processed;
+
+	LWLockAcquire(outbox_shared->lock, LW_SHARED);
+	for (uint64 i = 0; i < n && cs->ncand < cs->batch; i++)
+	{
+		bool		isnull;
+		int64		id = DatumGetInt64(SPI_getbinval(tt->vals[i], tt->tupdesc,
+													 COL_ID, &isnull));
+
+		if (outbox_entry_find(id) != NULL)
+			continue;
+		add_candidate(cs, tt->vals[i], tt->tupdesc, SRC_RETRY, false,
+					  DatumGetInt32(SPI_getbinval(tt->vals[i], tt->tupdesc,
+												  COL_ATTEMPTS, &isnull)));
+	}
+	LWLockRelease(outbox_shared->lock);
+
+	return n < (uint64) limit;
+}
+
+/* When the next retry row falls due, or DT_NOEND. */
+static TimestampTz
+next_retry_time(ClaimState *cs, TimestampTz now)
+{
+	static const Oid types[2] = {INT4OID, TIMESTAMPTZOID};
+	Datum		values[2];
+	bool		isnull;
+	Datum		d;
+	int			rc;
+
+	values[0] = Int32GetDatum(cs->info->topic_id);
+	values[1] = TimestampTzGetDatum(now);
+	rc = SPI_execute_snapshot(outbox_plan(PLAN_RETRY_NEXT,
+										  "SELECT min(available_at) FROM outbox.retry "
+										  "WHERE topic_id = $1 AND available_at > $2",
+										  2, types),
+							  values, NULL, GetLatestSnapshot(), InvalidSnapshot,
+							  true, false, 1);
+	outbox_spi_check(rc, SPI_OK_SELECT, "claim");
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	return isnull ? DT_NOEND : DatumGetTimestampTz(d);
+}
+
+/*
+ * Scan the log upward from pos with the given snapshot.  Returns the new
+ * scan position: the highest id examined.
+ */
+static int64
+scan_log(ClaimState *cs, Snapshot snap, int64 pos, int64 recovery_until)
+{
+	static const Oid types[4] = {INT4OID, INT8OID, INT4OID, INT8OID};
+
+	while (cs->ncand < cs->batch)
+	{
+		bool		recovery = pos < recovery_until;
+		int			limit = cs->batch - cs->ncand;
+		Datum		values[4];
+		int			rc;
+		SPITupleTable *tt;
+		uint64		n;
+
+		CHECK_FOR_INTERRUPTS();
+
+		values[0] = Int32GetDatum(cs->info->topic_id);
+		values[1] = Int64GetDatum(pos);
+		values[2] = Int32GetDatum(limit);
+		values[3] = Int64GetDatum(recovery_until);
+		if (recovery)
+			rc = SPI_execute_snapshot(outbox_plan(PLAN_SCAN_RECOVERY, scan_recovery_sql, 4, types),
+									  values, NULL, snap, InvalidSnapshot, true, false, 0);
+		else
+			rc = SPI_execute_snapshot(outbox_plan(PLAN_SCAN, scan_sql, 3, types),
+									  values, NULL, snap, InvalidSnapshot, true, false, 0);
+		outbox_spi_check(rc, SPI_OK_SELECT, "claim");
+		tt = SPI_tuptable;
+		n = SPI_processed;
+
+		for (uint64 i = 0; i < n; i++)
+			add_candidate(cs, tt->vals[i], tt->tupdesc, SRC_MAIN, false, 0);
+		if (n > 0)
+			pos = cs->cand[cs->ncand - 1].id;
+
+		if (n < (uint64) limit)
+		{
+			if (!recovery)
+				break;
+			/* recovery range done: go on with the plain scan */
+			pos = Max(pos, recovery_until);
+		}
+	}
+	return pos;
+}
+
+/*
+ * Mark the offer slots of transactions in flight in snap: the scan went
+ * past ids they may hold.  Caller holds the shared state lock exclusively.
+ */
+static void
+mark_passed(int topic, Snapshot snap, int64 pos)
+{
+	for (int i = 0; i < outbox_shared->nslots; i++)
+	{
+		OutboxOfferSlot *slot = &outbox_shared->slots[i];
+
+		for (int k = 0; k < slot->ntopics; k++)
+		{
+			if (slot->topic[k] != topic || slot->passed[k] >= pos)
+				continue;
+			if (XidInMVCCSnapshot(slot->xid, snap))
+				slot->passed[k] = pos;
+		}
+	}
+}
+
+/*
+ * One attempt to lease up to cs->batch events.  Returns how many were
+ * leased; their candidates are marked.
+ */
+static int
+claim_once(ClaimState *cs, pg_uuid_t *token, TimestampTz expires_at)
+{
+	OutboxTopic *t = cs->t;
+	TimestampTz now = GetCurrentTimestamp();
+	int64	   *junk = NULL;
+	int			njunk = 0;
+	bool		retry_due;
+	bool		retry_exhausted = false;
+	TimestampTz seen_next_retry;
+	TimestampTz new_next_retry = 0;
+	int			nretry_leases;
+	int64		old_pos;
+	int64		new_pos;
+	int64		recovery_until;
+	Snapshot	snap = NULL;
+	int			nleased = 0;
+	bool		full = false;
+
+	cs->ncand = 0;
+
+	LWLockAcquire(t->scan_lock, LW_EXCLUSIVE);
+	if (!outbox_topic_matches(cs->topic, cs->info->topic_id, cs->info->incarnation))
+	{
+		LWLockRelease(t->scan_lock);
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("topic \"%s\" was dropped", cs->info->name)));
+	}
+	if (!t->initialized)
+		topic_init(cs);
+
+	take_ready(cs, &junk, &njunk);
+
+	LWLockAcquire(outbox_shared->lock, LW_SHARED);
+	seen_next_retry = t->next_retry_at;
+	retry_due = seen_next_retry <= now;
+	nretry_leases = t->nretry_leases;
+	old_pos = t->scan_pos;
+	recovery_until = t->recovery_until;
+	LWLockRelease(outbox_shared->lock);
+
+	if (cs->ncand < cs->batch && retry_due)
+	{
+		retry_exhausted = take_retry(cs, now, nretry_leases);
+		if (retry_exhausted)
+			new_next_retry = next_retry_time(cs, now);
+	}
+
+	new_pos = old_pos;
+	if (cs->ncand < cs->batch)
+	{
+		snap = RegisterSnapshot(GetLatestSnapshot());
+		new_pos = scan_log(cs, snap, old_pos, recovery_until);
+	}
+
+	outbox_xact_reserve_ops(cs->ncand);
+
+	LWLockAcquire(outbox_shared->lock, LW_EXCLUSIVE);
+	for (int i = 0; i < cs->ncand; i++)
+	{
+		Candidate  *c = &cs->cand[i];
+		OutboxEntry *e;
+		bool		found;
+
+		if (c->from_ready)
+		{
+			e = outbox_entry_find(c->id);
+			if (e == NULL || e->state != ENTRY_READY || e->topic != cs->topic)
+				continue;
+			dlist_delete(&e->node);
+			t->nready--;
+		}
+		else
+		{
+			e = outbox_entry_enter(c->id, &found);
+			if (e == NULL)
+			{
+				/* out of room: the scan resumes at this event next time */
+				full = true;
+				if (c->source == SRC_MAIN && c->id <= new_pos)
+					new_pos = c->id - 1;
+				break;
+			}
+			if (found)
+				continue;		/* held or waiting already */
+			e->attempt = c->attempts;
+			e->source = c->source;
+			e->topic = cs->topic;
+			if (c->source == SRC_RETRY)
+				t->nretry_leases++;
+		}
+		e->state = ENTRY_LEASED;
+		e->finishing = false;
+		e->attempt++;
+		e->token = *token;
+		e->expires_at = expires_at;
+		e->claimed_at = now;
+		dlist_push_tail(&t->leases, &e->node);
+		t->nleases++;
+		c->leased = true;
+		c->attempt = e->attempt;
+		outbox_xact_add_op(OP_CLAIMED, c->id, cs->topic, 0);
+		nleased++;
+	}
+
+	/* Ready entries whose event no longer exists */
+	for (int i = 0; i < njunk; i++)
+	{
+		OutboxEntry *e = outbox_entry_find(junk[i]);
+
+		if (e && e->state == ENTRY_READY && e->topic == cs->topic)
+		{
+			outbox_entry_remove(e);
+			t->nready--;
+		}
+	}
+
+	if (snap != NULL && new_pos > old_pos)
+	{
+		t->scan_pos = new_pos;
+		if (t->ninflight > 0)
+			mark_passed(cs->topic, snap, new_pos);
+	}
+	if (retry_exhausted && !full && t->next_retry_at == seen_next_retry)
+		t->next_retry_at = new_next_retry;
+	LWLockRelease(outbox_shared->lock);
+
+	if (snap != NULL)
+		UnregisterSnapshot(snap);
+	LWLockRelease(t->scan_lock);
+
+	if (full && nleased == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+				 errmsg("too many outbox events are leased"),
+				 errdetail("All %d lease entries of the server are in use.", outbox_max_leases),
+				 errhint("Ack or nack leased events, or raise outbox.max_leases and restart the server.")));
+	return nleased;
+}
+
+static void
+emit_rows(ClaimState *cs, ReturnSetInfo *rsinfo, pg_uuid_t *token,
+		  TimestampTz expires_at)
+{
+	Datum		topic_name = CStringGetTextDatum(cs->info->name);
+	pg_uuid_t  *tok = palloc(sizeof(pg_uuid_t));
+
+	*tok = *token;
+	for (int i = 0; i < cs->ncand; i++)
+	{
+		Candidate  *c = &cs->cand[i];
+		Datum		values[11];
+		bool		nulls[11];
+		static const int cols[] = {COL_ID, -1, COL_KEY, COL_TYPE, COL_PAYLOAD,
+		COL_HEADERS, COL_TENANT};
+
+		if (!c->leased)
+			continue;
+		memset(nulls, 0, sizeof(nulls));
+		for (int k = 0; k < 7; k++)
+		{
+			if (cols[k] < 0)
+				continue;
+			values[k] = SPI_getbinval(c->tuple, c->desc, cols[k], &nulls[k]);
+		}
+		values[1] = topic_name;
+		values[7] = Int32GetDatum(c->attempt);
+		values[8] = UUIDPGetDatum(tok);
+		values[9] = TimestampTzGetDatum(expires_at);
+		values[10] = SPI_getbinval(c->tuple, c->desc, COL_CREATED_AT, &nulls[10]);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+}
+
+/*
+ * claim(topic, batch_size, lease, wait): lease up to batch_size available
+ * events, oldest first, under one fresh token.  With wait > 0 and nothing
+ * available, sleep until an offer to the topic commits, a retry falls due,
+ * or wait runs out.
+ */
+Datum
+outbox_claim(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	char	   *name = outbox_text_arg(fcinfo, 0, "topic", true);
+	int32		batch;
+	int64		lease_usec;
+	int64		wait_usec;
+	OutboxTopicInfo info;
+	ClaimState	cs;
+	pg_uuid_t	token;
+	TimestampTz deadline;
+	TimestampTz expires_at;
+	bool		sleeping = false;
+
+	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
+
+	outbox_require_arg(fcinfo, 1, "batch_size");
+	outbox_require_arg(fcinfo, 2, "lease");
+	outbox_require_arg(fcinfo, 3, "wait");
+	batch = PG_GETARG_INT32(1);
+	if (batch < 1 || batch > OUTBOX_MAX_BATCH)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("\"batch_size\" must be between 1 and %d", OUTBOX_MAX_BATCH),
+				 errdetail("The value given was %d.", batch)));
+	lease_usec = outbox_interval_usec(PG_GETARG_INTERVAL_P(2), "lease", 0,
+									  OUTBOX_MAX_LEASE_USEC, false);
+	wait_usec = outbox_interval_usec(PG_GETARG_INTERVAL_P(3), "wait", 0,
+									 OUTBOX_MAX_WAIT_USEC, true);
+	outbox_require_shmem("outbox.claim()");
+
+	memset(&cs, 0, sizeof(cs));
+	cs.info = &info;
+	cs.batch = batch;
+	cs.cand = palloc(sizeof(Candidate) * batch);
+
+	SPI_connect();
+	outbox_lock_topic(name, AccessShareLock);
+	outbox_lookup_topic(name, &info);
+
+	/*
+	 * Lock the log before the scan lock: whoever locks the log exclusively
+	 * (maintain, to drop a partition) then never waits for a scanner that
+	 * holds the scan lock.
+	 */
+	LockRelationOid(RangeVarGetRelid(makeRangeVar("outbox", "event", -1),
+									 NoLock, false),
+					AccessShareLock);
+	cs.topic = outbox_topic_acquire(info.topic_id, info.incarnation);
+	cs.t = &outbox_shared->topics[cs.topic];
+
+	outbox_random_uuid(&token);
+	deadline = GetCurrentTimestamp() + wait_usec;
+
+	for (;;)
+	{
+		TimestampTz now;
+		TimestampTz next_retry;
+		long		sleep_ms;
+
+		expires_at = GetCurrentTimestamp() + lease_usec;
+		if (claim_once(&cs, &token, expires_at) > 0)
+			break;
+
+		now = GetCurrentTimestamp();
+		if (now >= deadline)
+			break;
+
+		/* Let go of what the empty attempt read. */
+		SPI_finish();
+		SPI_connect();
+
+		if (!sleeping)
+		{
+			/* prepare first, then look again, so no wake-up is missed */
+			ConditionVariablePrepareToSleep(&cs.t->cv);
+			sleeping = true;
+			continue;
+		}
+		LWLockAcquire(outbox_shared->lock, LW_SHARED);
+		next_retry = cs.t->next_retry_at;
+		LWLockRelease(outbox_shared->lock);
+		sleep_ms = (long) ((Min(deadline, Max(next_retry, now)) - now + 999) / 1000);
+		sleep_ms = Max(1, Min(sleep_ms, 1000));
+		(void) ConditionVariableTimedSleep(&cs.t->cv, sleep_ms, PG_WAIT_EXTENSION);
+	}
+	if (sleeping)
+		ConditionVariableCancelSleep();
+
+	emit_rows(&cs, rsinfo, &token, expires_at);
+	SPI_finish();
+	return (Datum) 0;
+}

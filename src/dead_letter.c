@@ -1,0 +1,149 @@
+/*-------------------------------------------------------------------------
+ *
+ * dead_letter.c
+ *	  Failed events: scheduling a retry, giving an event up into
+ *	  outbox.dead_letter (with a copy of the event, so that retiring its
+ *	  partition loses nothing), and redrive, which sends dead letters back.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "outbox.h"
+
+#include "catalog/pg_type.h"
+#include "fmgr.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+
+PG_FUNCTION_INFO_V1(outbox_redrive);
+
+/*
+ * Move an event to outbox.dead_letter, with its error history (and one
+ * more error, if given).  Caller is connected to SPI.
+ */
+void
+outbox_send_to_dead_letter(int64 event_id, int32 topic_id, int attempts,
+						   const char *reason, const char *error)
+{
+	static const Oid types[5] = {INT8OID, INT4OID, INT4OID, TEXTOID, TEXTOID};
+	Datum		values[5];
+	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
+	int			rc;
+
+	values[0] = Int64GetDatum(event_id);
+	values[1] = Int32GetDatum(topic_id);
+	values[2] = Int32GetDatum(attempts);
+	values[3] = CStringGetTextDatum(reason);
+	if (error)
+		values[4] = CStringGetTextDatum(error);
+	else
+		nulls[4] = 'n';
+	rc = outbox_exec(PLAN_DEAD_INSERT,
+					 "WITH r AS (DELETE FROM outbox.retry WHERE event_id = $1 RETURNING errors) "
+					 "INSERT INTO outbox.dead_letter (id, topic_id, key, type, tenant, payload, headers, "
+					 "  created_at, attempts, reason, error_history) "
+					 "SELECT e.id, e.topic_id, e.key, e.type, e.tenant, e.payload, e.headers, "
+					 "  e.created_at, $3, $4, "
+					 "  coalesce((SELECT r.errors FROM r), '[]'::jsonb) || "
+					 "  CASE WHEN $5::text IS NULL THEN '[]'::jsonb ELSE "
+					 "  pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object("
+					 "    'attempt', $3, 'error', $5::text, 'at', pg_catalog.clock_timestamp())) END "
+					 "FROM outbox.event e WHERE e.topic_id = $2 AND e.id = $1 "
+					 "ON CONFLICT (id) DO NOTHING",
+					 5, types, values, nulls, false, 0);
+	outbox_spi_check(rc, SPI_OK_INSERT, "dead letter");
+}
+
+/*
+ * Make an event available again at available_at, recording the error of
+ * the attempt that failed.  Caller is connected to SPI.
+ */
+void
+outbox_schedule_retry(int64 event_id, int32 topic_id, int attempts,
+					  TimestampTz available_at, const char *error)
+{
+	static const Oid types[5] = {INT8OID, INT4OID, TIMESTAMPTZOID, INT4OID, TEXTOID};
+	Datum		values[5];
+	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
+	int			rc;
+
+	values[0] = Int64GetDatum(event_id);
+	values[1] = Int32GetDatum(topic_id);
+	values[2] = TimestampTzGetDatum(available_at);
+	values[3] = Int32GetDatum(attempts);
+	if (error)
+		values[4] = CStringGetTextDatum(error);
+	else
+		nulls[4] = 'n';
+	rc = outbox_exec(PLAN_RETRY_UPSERT,
+					 "INSERT INTO outbox.retry AS r (event_id, topic_id, available_at, attempts, errors) "
+					 "VALUES ($1, $2, $3, $4, pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object("
+					 "  'attempt', $4, 'error', $5::text, 'at', pg_catalog.clock_timestamp()))) "
+					 "ON CONFLICT (event_id) DO UPDATE SET available_at = EXCLUDED.available_at, "
+					 "  attempts = EXCLUDED.attempts, errors = r.errors || EXCLUDED.errors",
+					 5, types, values, nulls, false, 0);
+	outbox_spi_check(rc, SPI_OK_INSERT, "retry");
+}
+
+/*
+ * redrive(ids, reason) returns integer: dead letters among ids become
+ * available again at once with their attempt count reset.  The reason is
+ * kept in outbox.redrive_log; the error history stays with the event.
+ */
+Datum
+outbox_redrive(PG_FUNCTION_ARGS)
+{
+	char	   *reason;
+	int			n;
+	Datum		values[2];
+	int			rc;
+	int			count = 0;
+	static const Oid types[2] = {INT8ARRAYOID, TEXTOID};
+
+	outbox_require_arg(fcinfo, 0, "ids");
+	reason = outbox_text_arg(fcinfo, 1, "reason", true);
+	if (reason[0] == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("\"reason\" must not be empty"),
+				 errhint("Say why the events are sent back; the reason is kept in outbox.redrive_log.")));
+	(void) outbox_int8_array(PG_GETARG_ARRAYTYPE_P(0), "ids", &n);
+	if (n == 0)
+		PG_RETURN_INT32(0);
+
+	SPI_connect();
+	values[0] = PG_GETARG_DATUM(0);
+	values[1] = CStringGetTextDatum(reason);
+	rc = outbox_exec(PLAN_REDRIVE,
+					 "WITH d AS (DELETE FROM outbox.dead_letter WHERE id = ANY ($1) RETURNING *), "
+					 "ev AS (INSERT INTO outbox.event (id, topic_id, created_at, key, type, tenant, payload, headers) "
+					 "  SELECT d.id, d.topic_id, pg_catalog.now(), d.key, d.type, d.tenant, d.payload, d.headers "
+					 "  FROM d WHERE NOT EXISTS (SELECT 1 FROM outbox.event e "
+					 "                           WHERE e.topic_id = d.topic_id AND e.id = d.id)), "
+					 "r AS (INSERT INTO outbox.retry (event_id, topic_id, available_at, attempts, errors) "
+					 "  SELECT d.id, d.topic_id, pg_catalog.clock_timestamp(), 0, d.error_history FROM d "
+					 "  ON CONFLICT (event_id) DO NOTHING), "
+					 "l AS (INSERT INTO outbox.redrive_log (event_id, topic_id, reason) "
+					 "  SELECT d.id, d.topic_id, $2 FROM d) "
+					 "SELECT d.topic_id, count(*)::integer FROM d GROUP BY d.topic_id",
+					 2, types, values, NULL, false, 0);
+	outbox_spi_check(rc, SPI_OK_SELECT, "redrive");
+
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+		int32		topic_id = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[i],
+														   SPI_tuptable->tupdesc, 1, &isnull));
+
+		count += DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[i],
+											 SPI_tuptable->tupdesc, 2, &isnull));
+		if (outbox_shmem_available())
+		{
+			int			topic = outbox_topic_find(topic_id);
+
+			if (topic >= 0)
+				outbox_xact_retry_changed(topic, GetCurrentTimestamp());
+		}
+	}
+	SPI_finish();
+	PG_RETURN_INT32(count);
+}

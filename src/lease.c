@@ -1,0 +1,318 @@
+/*-------------------------------------------------------------------------
+ *
+ * lease.c
+ *	  Settling leases: ack, nack, extend_lease and dead_letter.  Each
+ *	  checks that the token presented is the event's current lease; a stale
+ *	  token changes nothing and says so in the result.  A lease being
+ *	  settled is marked, so that a concurrent ack or reap of it loses; it
+ *	  ends when the settling transaction commits, and is intact again if it
+ *	  rolls back (xact.c).
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "outbox.h"
+
+#include "catalog/pg_type.h"
+#include "fmgr.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+
+PG_FUNCTION_INFO_V1(outbox_ack_one);
+PG_FUNCTION_INFO_V1(outbox_ack_many);
+PG_FUNCTION_INFO_V1(outbox_nack);
+PG_FUNCTION_INFO_V1(outbox_extend_lease);
+PG_FUNCTION_INFO_V1(outbox_dead_letter);
+
+typedef struct Settled
+{
+	int64		id;
+	int			topic;
+	int32		topic_id;
+	uint8		source;
+	int32		attempt;
+} Settled;
+
+/* Is e the current lease of token, and free to settle? */
+static inline bool
+lease_is(OutboxEntry *e, pg_uuid_t *token)
+{
+	return e != NULL && e->state == ENTRY_LEASED && !e->finishing &&
+		memcmp(&e->token, token, sizeof(pg_uuid_t)) == 0;
+}
+
+/*
+ * Mark the leases of ids held under token as being settled by this
+ * transaction.  Returns how many; out[] describes them.
+ */
+static int
+mark_settling(int64 *ids, int n, pg_uuid_t *token, OutboxOpKind kind,
+			  Settled *out)
+{
+	int			nout = 0;
+
+	outbox_xact_reserve_ops(n);
+	LWLockAcquire(outbox_shared->lock, LW_EXCLUSIVE);
+	for (int i = 0; i < n; i++)
+	{
+		OutboxEntry *e = outbox_entry_find(ids[i]);
+
+		if (!lease_is(e, token))
+			continue;
+		e->finishing = true;
+		out[nout].id = ids[i];
+		out[nout].topic = e->topic;
+		out[nout].topic_id = outbox_shared->topics[e->topic].topic_id;
+		out[nout].source = e->source;
+		out[nout].attempt = e->attempt;
+		nout++;
+		outbox_xact_add_op(kind, ids[i], e->topic, 0);
+	}
+	LWLockRelease(outbox_shared->lock);
+	return nout;
+}
+
+/*
+ * Make acks durable: one outbox.acked row per topic, and the retry rows of
+ * events that had one removed.
+ */
+static void
+record_acks(Settled *s, int n)
+{
+	static const Oid ack_types[3] = {INT4OID, INT8OID, INT8ARRAYOID};
+	static const Oid del_types[1] = {INT8ARRAYOID};
+	Datum	   *ids = palloc(sizeof(Datum) * n);
+	Datum	   *retry_ids = palloc(sizeof(Datum) * n);
+	bool	   *done = palloc0(sizeof(bool) * n);
+	int			nretry = 0;
+	int			rc;
+
+	for (int i = 0; i < n; i++)
+		if (s[i].source == SRC_RETRY)
+			retry_ids[nretry++] = Int64GetDatum(s[i].id);
+
+	for (int i = 0; i < n; i++)
+	{
+		int			nids = 0;
+		int64		max_id = 0;
+		Datum		values[3];
+
+		if (done[i])
+			continue;
+		for (int j = i; j < n; j++)
+		{
+			if (done[j] || s[j].topic_id != s[i].topic_id)
+				continue;
+			done[j] = true;
+			ids[nids++] = Int64GetDatum(s[j].id);
+			max_id = Max(max_id, s[j].id);
+		}
+		values[0] = Int32GetDatum(s[i].topic_id);
+		values[1] = Int64GetDatum(max_id);
+		values[2] = PointerGetDatum(construct_array(ids, nids, INT8OID, 8,
+													FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+		rc = outbox_exec(PLAN_ACK_INSERT,
+						 "INSERT INTO outbox.acked (topic_id, max_id, ids) VALUES ($1, $2, $3)",
+						 3, ack_types, values, NULL, false, 0);
+		outbox_spi_check(rc, SPI_OK_INSERT, "ack");
+	}
+
+	if (nretry > 0)
+	{
+		Datum		values[1];
+
+		values[0] = PointerGetDatum(construct_array(retry_ids, nretry, INT8OID, 8,
+													FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+		rc = outbox_exec(PLAN_RETRY_DELETE,
+						 "DELETE FROM outbox.retry WHERE event_id = ANY ($1)",
+						 1, del_types, values, NULL, false, 0);
+		outbox_spi_check(rc, SPI_OK_DELETE, "ack");
+	}
+}
+
+static int
+ack_ids(int64 *ids, int n, pg_uuid_t *token)
+{
+	Settled    *s;
+	int			nsettled;
+
+	if (!outbox_shmem_available() || n == 0)
+		return 0;
+	s = palloc(sizeof(Settled) * n);
+	nsettled = mark_settling(ids, n, token, OP_ACK, s);
+	if (nsettled > 0)
+	{
+		SPI_connect();
+		record_acks(s, nsettled);
+		SPI_finish();
+	}
+	return nsettled;
+}
+
+/* ack(id, lease_token) returns boolean */
+Datum
+outbox_ack_one(PG_FUNCTION_ARGS)
+{
+	int64		id;
+
+	outbox_require_arg(fcinfo, 0, "id");
+	outbox_require_arg(fcinfo, 1, "lease_token");
+	id = PG_GETARG_INT64(0);
+	PG_RETURN_BOOL(ack_ids(&id, 1, PG_GETARG_UUID_P(1)) == 1);
+}
+
+/* ack(ids, lease_token) returns integer: how many were acked */
+Datum
+outbox_ack_many(PG_FUNCTION_ARGS)
+{
+	int64	   *ids;
+	int			n;
+
+	outbox_require_arg(fcinfo, 0, "ids");
+	outbox_require_arg(fcinfo, 1, "lease_token");
+	ids = outbox_int8_array(PG_GETARG_ARRAYTYPE_P(0), "ids", &n);
+	PG_RETURN_INT32(ack_ids(ids, n, PG_GETARG_UUID_P(1)));
+}
+
+/*
+ * Settle one lease that failed: look its topic up, then mark it.  Returns
+ * false if token is not the event's current lease.
+ */
+static bool
+settle_failed(int64 id, pg_uuid_t *token, Settled *s, OutboxTopicInfo *info)
+{
+	OutboxEntry *e;
+	int32		topic_id = 0;
+
+	if (!outbox_shmem_available())
+		return false;
+
+	LWLockAcquire(outbox_shared->lock, LW_SHARED);
+	e = outbox_entry_find(id);
+	if (lease_is(e, token))
+		topic_id = outbox_shared->topics[e->topic].topic_id;
+	LWLockRelease(outbox_shared->lock);
+	if (topic_id == 0 || !outbox_lookup_topic_by_id(topic_id, info))
+		return false;
+
+	return mark_settling(&id, 1, token, OP_FINISH, s) == 1;
+}
+
+/*
+ * nack(id, lease_token, error, retry_after) returns text: 'retry' (the
+ * event is available again after retry_after, or after the topic's
+ * backoff), 'dead' (attempts are used up), or NULL for a stale token.
+ */
+Datum
+outbox_nack(PG_FUNCTION_ARGS)
+{
+	int64		id;
+	char	   *error = outbox_text_arg(fcinfo, 2, "error", false);
+	int64		delay_usec = -1;
+	Settled		s;
+	OutboxTopicInfo info;
+	const char *result;
+
+	outbox_require_arg(fcinfo, 0, "id");
+	outbox_require_arg(fcinfo, 1, "lease_token");
+	id = PG_GETARG_INT64(0);
+	if (!PG_ARGISNULL(3))
+		delay_usec = outbox_interval_usec(PG_GETARG_INTERVAL_P(3), "retry_after",
+										  0, OUTBOX_MAX_RETRY_USEC, true);
+
+	SPI_connect();
+	if (!settle_failed(id, PG_GETARG_UUID_P(1), &s, &info))
+	{
+		SPI_finish();
+		PG_RETURN_NULL();
+	}
+
+	if (s.attempt >= info.max_attempts)
+	{
+		outbox_send_to_dead_letter(id, info.topic_id, s.attempt,
+								   "max attempts reached", error);
+		result = "dead";
+	}
+	else
+	{
+		TimestampTz at;
+
+		if (delay_usec < 0)
+			delay_usec = outbox_backoff_usec(&info, s.attempt);
+		at = GetCurrentTimestamp() + delay_usec;
+		outbox_schedule_retry(id, info.topic_id, s.attempt, at, error);
+		outbox_xact_retry_changed(s.topic, at);
+		result = "retry";
+	}
+	SPI_finish();
+	PG_RETURN_TEXT_P(cstring_to_text(result));
+}
+
+/*
+ * dead_letter(id, lease_token, reason) returns boolean: give the event up
+ * now, whatever attempts are left.
+ */
+Datum
+outbox_dead_letter(PG_FUNCTION_ARGS)
+{
+	int64		id;
+	char	   *reason = outbox_text_arg(fcinfo, 2, "reason", true);
+	Settled		s;
+	OutboxTopicInfo info;
+
+	outbox_require_arg(fcinfo, 0, "id");
+	outbox_require_arg(fcinfo, 1, "lease_token");
+	id = PG_GETARG_INT64(0);
+	if (reason[0] == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("\"reason\" must not be empty")));
+
+	SPI_connect();
+	if (!settle_failed(id, PG_GETARG_UUID_P(1), &s, &info))
+	{
+		SPI_finish();
+		PG_RETURN_BOOL(false);
+	}
+	outbox_send_to_dead_letter(id, info.topic_id, s.attempt, reason, NULL);
+	SPI_finish();
+	PG_RETURN_BOOL(true);
+}
+
+/*
+ * extend_lease(ids, lease_token, lease) returns integer: push the expiry of
+ * the leases still held under token to now + lease.  Takes effect at once.
+ */
+Datum
+outbox_extend_lease(PG_FUNCTION_ARGS)
+{
+	int64	   *ids;
+	int			n;
+	pg_uuid_t  *token;
+	int64		lease_usec;
+	TimestampTz expires_at;
+	int			count = 0;
+
+	outbox_require_arg(fcinfo, 0, "ids");
+	outbox_require_arg(fcinfo, 1, "lease_token");
+	outbox_require_arg(fcinfo, 2, "lease");
+	ids = outbox_int8_array(PG_GETARG_ARRAYTYPE_P(0), "ids", &n);
+	token = PG_GETARG_UUID_P(1);
+	lease_usec = outbox_interval_usec(PG_GETARG_INTERVAL_P(2), "lease", 0,
+									  OUTBOX_MAX_LEASE_USEC, false);
+	if (!outbox_shmem_available())
+		PG_RETURN_INT32(0);
+
+	expires_at = GetCurrentTimestamp() + lease_usec;
+	LWLockAcquire(outbox_shared->lock, LW_EXCLUSIVE);
+	for (int i = 0; i < n; i++)
+	{
+		OutboxEntry *e = outbox_entry_find(ids[i]);
+
+		if (!lease_is(e, token))
+			continue;
+		e->expires_at = expires_at;
+		count++;
+	}
+	LWLockRelease(outbox_shared->lock);
+	PG_RETURN_INT32(count);
+}

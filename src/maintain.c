@@ -1,0 +1,147 @@
+/*-------------------------------------------------------------------------
+ *
+ * maintain.c
+ *	  Storage upkeep: maintain() has pg_partman create the partitions
+ *	  ahead, trims acknowledgements below the watermarks and dedupe keys
+ *	  past retention, and retires partitions past retention.  A partition
+ *	  is dropped only if no event in it is above its topic's watermark or
+ *	  waiting in outbox.retry: nothing undelivered is ever dropped.  Two
+ *	  runs never overlap.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "outbox.h"
+
+#include "catalog/namespace.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "nodes/makefuncs.h"
+#include "storage/lmgr.h"
+#include "storage/lock.h"
+#include "utils/builtins.h"
+
+PG_FUNCTION_INFO_V1(outbox_maintain);
+
+static char *
+partman_schema(void)
+{
+	int			rc;
+
+	rc = SPI_execute("SELECT n.nspname FROM pg_catalog.pg_extension e "
+					 "JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace "
+					 "WHERE e.extname = 'pg_partman'", true, 1);
+	outbox_spi_check(rc, SPI_OK_SELECT, "maintain");
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("extension \"pg_partman\" is not installed"),
+				 errhint("outbox needs pg_partman: CREATE EXTENSION pg_partman.")));
+	return pstrdup(quote_identifier(SPI_getvalue(SPI_tuptable->vals[0],
+												 SPI_tuptable->tupdesc, 1)));
+}
+
+/* Does the partition hold an event that may still be delivered? */
+static bool
+partition_has_pending(const char *qualified)
+{
+	int			rc;
+	bool		isnull;
+
+	rc = SPI_execute(psprintf("SELECT EXISTS (SELECT 1 FROM outbox.topic_state s "
+							  "  WHERE EXISTS (SELECT 1 FROM %s e WHERE e.topic_id = s.topic_id "
+							  "                AND e.id > s.watermark)) "
+							  "OR EXISTS (SELECT 1 FROM outbox.retry r JOIN %s e "
+							  "  ON e.topic_id = r.topic_id AND e.id = r.event_id)",
+							  qualified, qualified), true, 1);
+	outbox_spi_check(rc, SPI_OK_SELECT, "maintain");
+	return DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
+									  SPI_tuptable->tupdesc, 1, &isnull));
+}
+
+/*
+ * maintain() returns void.
+ */
+Datum
+outbox_maintain(PG_FUNCTION_ARGS)
+{
+	LOCKTAG		tag;
+	char	   *partman;
+	int			rc;
+	SPITupleTable *parts;
+	uint64		nparts;
+	bool		parent_locked = false;
+
+	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, 0, 0, OUTBOX_LOCK_MAINTAIN);
+	if (LockAcquire(&tag, ExclusiveLock, false, true) == LOCKACQUIRE_NOT_AVAIL)
+	{
+		ereport(NOTICE,
+				(errmsg("outbox maintenance is already running in another session")));
+		PG_RETURN_VOID();
+	}
+
+	SPI_connect();
+	partman = partman_schema();
+
+	/* Partitions ahead */
+	rc = SPI_execute(psprintf("SELECT %s.run_maintenance(p_parent_table => 'outbox.event', "
+							  "p_analyze => false)", partman), false, 0);
+	outbox_spi_check(rc, SPI_OK_SELECT, "maintain");
+
+	/* Acknowledgements at or below the watermark, and of dropped topics */
+	rc = SPI_execute("DELETE FROM outbox.acked a WHERE NOT EXISTS ("
+					 "SELECT 1 FROM outbox.topic_state s "
+					 "WHERE s.topic_id = a.topic_id AND a.max_id > s.watermark)",
+					 false, 0);
+	outbox_spi_check(rc, SPI_OK_DELETE, "maintain");
+
+	/* Dedupe keys past their topic's retention */
+	rc = SPI_execute("DELETE FROM outbox.dedupe d USING outbox.topic t "
+					 "WHERE d.topic_id = t.topic_id "
+					 "AND d.created_at < pg_catalog.now() - t.retention",
+					 false, 0);
+	outbox_spi_check(rc, SPI_OK_DELETE, "maintain");
+
+	/* Partitions past the longest retention, oldest first */
+	rc = SPI_execute(psprintf("SELECT pg_catalog.quote_ident(p.partition_schemaname) || '.' || "
+							  "       pg_catalog.quote_ident(p.partition_tablename) "
+							  "FROM %s.show_partitions('outbox.event') p, "
+							  "LATERAL %s.show_partition_info(p.partition_schemaname || '.' || "
+							  "        p.partition_tablename, p_parent_table => 'outbox.event') i "
+							  "WHERE i.child_end_time < pg_catalog.now() - "
+							  "      (SELECT coalesce(max(t.retention), interval '7 days') FROM outbox.topic t) "
+							  "ORDER BY i.child_end_time",
+							  partman, partman), true, 0);
+	outbox_spi_check(rc, SPI_OK_SELECT, "maintain");
+	parts = SPI_tuptable;
+	nparts = SPI_processed;
+
+	for (uint64 i = 0; i < nparts; i++)
+	{
+		char	   *qualified = SPI_getvalue(parts->vals[i], parts->tupdesc, 1);
+
+		CHECK_FOR_INTERRUPTS();
+		if (partition_has_pending(qualified))
+			continue;
+
+		/*
+		 * Dropping a partition locks its parent exclusively.  Take that lock
+		 * first, then look again: nothing can be added meanwhile.
+		 */
+		if (!parent_locked)
+		{
+			LockRelationOid(RangeVarGetRelid(makeRangeVar("outbox", "event", -1),
+											 NoLock, false),
+							AccessExclusiveLock);
+			parent_locked = true;
+		}
+		if (partition_has_pending(qualified))
+			continue;
+		rc = SPI_execute(psprintf("DROP TABLE %s", qualified), false, 0);
+		outbox_spi_check(rc, SPI_OK_UTILITY, "maintain");
+		ereport(LOG,
+				(errmsg("outbox retired partition %s", qualified)));
+	}
+
+	SPI_finish();
+	PG_RETURN_VOID();
+}

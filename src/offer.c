@@ -1,0 +1,339 @@
+/*-------------------------------------------------------------------------
+ *
+ * offer.c
+ *	  Producing: offer and offer_batch.  An offered event is one row in
+ *	  outbox.event, written in the caller's transaction and visible when it
+ *	  commits; a delayed event also gets its row in outbox.retry.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "outbox.h"
+
+#include "catalog/pg_type.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+#include "utils/tuplestore.h"
+
+PG_FUNCTION_INFO_V1(outbox_offer);
+PG_FUNCTION_INFO_V1(outbox_offer_batch);
+
+static const char *offer_insert_sql =
+"INSERT INTO outbox.event (id, topic_id, available_at, key, type, tenant, payload, headers) "
+"VALUES (coalesce($1, pg_catalog.nextval('outbox.event_id_seq')), $2, $3, $4, $5, $6, $7, $8) "
+"RETURNING id";
+
+/*
+ * Look the topic up under its share lock and, when shared memory is there,
+ * find its slot.  Returns the slot index or -1.
+ */
+static int
+offer_prepare(const char *name, OutboxTopicInfo *info)
+{
+	outbox_lock_topic(name, AccessShareLock);
+	outbox_lookup_topic(name, info);
+	if (!outbox_shmem_available())
+		return -1;
+	return outbox_topic_acquire(info->topic_id, info->incarnation);
+}
+
+static void
+check_headers(Jsonb *headers, const char *argname)
+{
+	if (!JB_ROOT_IS_OBJECT(headers) || JB_ROOT_IS_SCALAR(headers))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("\"%s\" must be a JSON object", argname)));
+}
+
+/*
+ * The dedupe key of an offer: returns the id of the event already stored
+ * under it within the topic's retention, or 0 after claiming the key for
+ * new_id.  Two racing offers: the second waits on the first's row; if the
+ * first commits it returns the first's id, if it aborts it stores its own.
+ */
+static int64
+dedupe_claim(const OutboxTopicInfo *info, const char *tenant,
+			 const char *dedupe_key, int64 new_id)
+{
+	static const Oid ins_types[4] = {INT4OID, TEXTOID, TEXTOID, INT8OID};
+	static const Oid look_types[3] = {INT4OID, TEXTOID, TEXTOID};
+	static const Oid repl_types[5] = {INT4OID, TEXTOID, TEXTOID, INT8OID, INTERVALOID};
+	Datum		values[5];
+	Interval	retention;
+	bool		isnull;
+	int			rc;
+
+	values[0] = Int32GetDatum(info->topic_id);
+	values[1] = CStringGetTextDatum(tenant ? tenant : "");
+	values[2] = CStringGetTextDatum(dedupe_key);
+	values[3] = Int64GetDatum(new_id);
+	rc = outbox_exec(PLAN_DEDUPE_INSERT,
+					 "INSERT INTO outbox.dedupe (topic_id, tenant, dedupe_key, event_id) "
+					 "VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING event_id",
+					 4, ins_types, values, NULL, false, 1);
+	outbox_spi_check(rc, SPI_OK_INSERT_RETURNING, "dedupe");
+	if (SPI_processed == 1)
+		return 0;
+
+	/* The key is taken: by an event still within retention? */
+	retention.month = 0;
+	retention.day = 0;
+	retention.time = info->retention_usec;
+	values[3] = Int64GetDatum(new_id);
+	values[4] = IntervalPGetDatum(&retention);
+	rc = outbox_exec(PLAN_DEDUPE_REPLACE,
+					 "UPDATE outbox.dedupe SET event_id = $4, created_at = pg_catalog.now() "
+					 "WHERE topic_id = $1 AND tenant = $2 AND dedupe_key = $3 "
+					 "AND created_at < pg_catalog.now() - $5 RETURNING event_id",
+					 5, repl_types, values, NULL, false, 1);
+	outbox_spi_check(rc, SPI_OK_UPDATE_RETURNING, "dedupe");
+	if (SPI_processed == 1)
+		return 0;
+
+	rc = outbox_exec(PLAN_DEDUPE_LOOKUP,
+					 "SELECT event_id FROM outbox.dedupe "
+					 "WHERE topic_id = $1 AND tenant = $2 AND dedupe_key = $3",
+					 3, look_types, values, NULL, false, 1);
+	outbox_spi_check(rc, SPI_OK_SELECT, "dedupe");
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+				 errmsg("could not settle dedupe key \"%s\" of topic \"%s\"",
+						dedupe_key, info->name),
+				 errdetail("The event holding the key was removed concurrently."),
+				 errhint("Retry the transaction.")));
+	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+									   SPI_tuptable->tupdesc, 1, &isnull));
+}
+
+/*
+ * offer(topic, payload, key, type, headers, tenant, dedupe_key,
+ * available_at) returns bigint: stores one event in the caller's
+ * transaction and returns its id (or, for a dedupe key seen within the
+ * topic's retention, the id of the event stored under it).
+ */
+Datum
+outbox_offer(PG_FUNCTION_ARGS)
+{
+	char	   *name = outbox_text_arg(fcinfo, 0, "topic", true);
+	char	   *tenant = outbox_text_arg(fcinfo, 5, "tenant", false);
+	char	   *dedupe_key = outbox_text_arg(fcinfo, 6, "dedupe_key", false);
+	bool		delayed = false;
+	TimestampTz available_at = 0;
+	OutboxTopicInfo info;
+	int			topic;
+	int64		id = 0;
+	Datum		values[8];
+	char		nulls[8];
+	bool		isnull;
+	int			rc;
+	static const Oid argtypes[8] = {INT8OID, INT4OID, TIMESTAMPTZOID, TEXTOID,
+	TEXTOID, TEXTOID, JSONBOID, JSONBOID};
+
+	if (PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("\"payload\" must not be null"),
+				 errhint("Pass 'null'::jsonb for an event without a payload.")));
+	if (!PG_ARGISNULL(4))
+		check_headers(PG_GETARG_JSONB_P(4), "headers");
+	if (!PG_ARGISNULL(7))
+	{
+		available_at = PG_GETARG_TIMESTAMPTZ(7);
+		if (TIMESTAMP_NOT_FINITE(available_at))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("\"available_at\" must be a finite timestamp")));
+		delayed = available_at > GetCurrentTimestamp();
+	}
+
+	SPI_connect();
+	topic = offer_prepare(name, &info);
+
+	/* Announce the offer before drawing an id: see outbox.h. */
+	if (topic >= 0 && !delayed)
+		outbox_xact_offer_register(topic);
+
+	if (dedupe_key != NULL)
+	{
+		int64		existing;
+
+		rc = SPI_execute("SELECT pg_catalog.nextval('outbox.event_id_seq')", false, 1);
+		outbox_spi_check(rc, SPI_OK_SELECT, "offer");
+		id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+										 SPI_tuptable->tupdesc, 1, &isnull));
+		existing = dedupe_claim(&info, tenant, dedupe_key, id);
+		if (existing != 0)
+		{
+			SPI_finish();
+			PG_RETURN_INT64(existing);
+		}
+	}
+
+	memset(nulls, ' ', sizeof(nulls));
+	values[0] = Int64GetDatum(id);
+	if (id == 0)
+		nulls[0] = 'n';
+	values[1] = Int32GetDatum(info.topic_id);
+	values[2] = TimestampTzGetDatum(available_at);
+	if (!delayed)
+		nulls[2] = 'n';
+	for (int i = 3; i < 8; i++)
+	{
+		static const int argno[5] = {2, 3, 5, 1, 4};	/* key type tenant payload headers */
+
+		if (PG_ARGISNULL(argno[i - 3]))
+		{
+			nulls[i] = 'n';
+			values[i] = (Datum) 0;
+		}
+		else
+			values[i] = PG_GETARG_DATUM(argno[i - 3]);
+	}
+	rc = outbox_exec(PLAN_OFFER_INSERT, offer_insert_sql, 8, argtypes,
+					 values, nulls, false, 1);
+	outbox_spi_check(rc, SPI_OK_INSERT_RETURNING, "offer");
+	id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+									 SPI_tuptable->tupdesc, 1, &isnull));
+
+	if (delayed)
+	{
+		static const Oid rtypes[3] = {INT8OID, INT4OID, TIMESTAMPTZOID};
+		Datum		rvalues[3];
+
+		rvalues[0] = Int64GetDatum(id);
+		rvalues[1] = Int32GetDatum(info.topic_id);
+		rvalues[2] = TimestampTzGetDatum(available_at);
+		rc = outbox_exec(PLAN_OFFER_RETRY,
+						 "INSERT INTO outbox.retry (event_id, topic_id, available_at) "
+						 "VALUES ($1, $2, $3)",
+						 3, rtypes, rvalues, NULL, false, 0);
+		outbox_spi_check(rc, SPI_OK_INSERT, "offer");
+	}
+
+	if (topic >= 0)
+		outbox_xact_offered(topic, id, delayed, available_at);
+
+	SPI_finish();
+	PG_RETURN_INT64(id);
+}
+
+/* A one-dimensional array argument of the given length, or NULL. */
+static ArrayType *
+batch_array(FunctionCallInfo fcinfo, int argno, const char *argname,
+			int expected)
+{
+	ArrayType  *arr;
+	int			n;
+
+	if (PG_ARGISNULL(argno))
+		return NULL;
+	arr = PG_GETARG_ARRAYTYPE_P(argno);
+	if (ARR_NDIM(arr) > 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
+				 errmsg("\"%s\" must be a one-dimensional array", argname)));
+	n = ArrayGetNItems(ARR_NDIM(arr), ARR_DIMS(arr));
+	if (expected >= 0 && n != expected)
+		ereport(ERROR,
+				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
+				 errmsg("\"%s\" has %d elements but \"payloads\" has %d", argname,
+						n, expected),
+				 errhint("Pass arrays of the same length, or NULL.")));
+	return arr;
+}
+
+/*
+ * offer_batch(topic, payloads, keys, types, headers, tenant) returns setof
+ * bigint: one event per payload, in one statement, ids in input order.
+ */
+Datum
+outbox_offer_batch(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	char	   *name = outbox_text_arg(fcinfo, 0, "topic", true);
+	ArrayType  *payloads;
+	ArrayType  *headers;
+	int			n;
+	OutboxTopicInfo info;
+	int			topic;
+	Datum		values[6];
+	char		nulls[6];
+	int			rc;
+	static const Oid argtypes[6] = {INT4OID, JSONBARRAYOID, TEXTARRAYOID,
+	TEXTARRAYOID, TEXTOID, JSONBARRAYOID};
+
+	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
+
+	outbox_require_arg(fcinfo, 1, "payloads");
+	payloads = batch_array(fcinfo, 1, "payloads", -1);
+	n = ArrayGetNItems(ARR_NDIM(payloads), ARR_DIMS(payloads));
+	if (array_contains_nulls(payloads))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("\"payloads\" must not contain nulls"),
+				 errhint("Pass 'null'::jsonb for an event without a payload.")));
+	(void) batch_array(fcinfo, 2, "keys", n);
+	(void) batch_array(fcinfo, 3, "types", n);
+	headers = batch_array(fcinfo, 4, "headers", n);
+	if (headers != NULL)
+	{
+		Datum	   *elems;
+		bool	   *elnulls;
+		int			nh;
+
+		deconstruct_array(headers, JSONBOID, -1, false, TYPALIGN_INT,
+						  &elems, &elnulls, &nh);
+		for (int i = 0; i < nh; i++)
+			if (!elnulls[i])
+				check_headers(DatumGetJsonbP(elems[i]), "headers");
+	}
+	if (n == 0)
+		return (Datum) 0;
+
+	SPI_connect();
+	topic = offer_prepare(name, &info);
+	if (topic >= 0)
+		outbox_xact_offer_register(topic);
+
+	memset(nulls, ' ', sizeof(nulls));
+	values[0] = Int32GetDatum(info.topic_id);
+	values[1] = PointerGetDatum(payloads);
+	for (int i = 2; i < 6; i++)
+	{
+		static const int argno[4] = {2, 3, 5, 4};	/* keys types tenant headers */
+
+		if (PG_ARGISNULL(argno[i - 2]))
+		{
+			nulls[i] = 'n';
+			values[i] = (Datum) 0;
+		}
+		else
+			values[i] = PG_GETARG_DATUM(argno[i - 2]);
+	}
+	rc = outbox_exec(PLAN_OFFER_BATCH,
+					 "INSERT INTO outbox.event (id, topic_id, key, type, tenant, payload, headers) "
+					 "SELECT pg_catalog.nextval('outbox.event_id_seq'), $1, u.k, u.t, $5, u.p, u.h "
+					 "FROM ROWS FROM (pg_catalog.unnest($2), pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($6)) AS u(p, k, t, h) "
+					 "RETURNING id",
+					 6, argtypes, values, nulls, false, 0);
+	outbox_spi_check(rc, SPI_OK_INSERT_RETURNING, "offer_batch");
+
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+		Datum		id = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc,
+									   1, &isnull);
+
+		if (topic >= 0)
+			outbox_xact_offered(topic, DatumGetInt64(id), false, 0);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, &id, &isnull);
+	}
+	SPI_finish();
+	return (Datum) 0;
+}

@@ -1,0 +1,196 @@
+/*-------------------------------------------------------------------------
+ *
+ * reap.c
+ *	  Housekeeping of leases: reap hands expired leases back (each counts
+ *	  as a failed attempt, 'lease expired') or dead-letters them once their
+ *	  attempts are used up, and moves each topic's durable watermark up to
+ *	  the lowest event still pending in shared memory.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "outbox.h"
+
+#include "catalog/pg_type.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+
+PG_FUNCTION_INFO_V1(outbox_reap);
+
+typedef struct Expired
+{
+	int64		id;
+	int			topic;
+	int32		topic_id;
+	int32		attempt;
+} Expired;
+
+/*
+ * The highest watermark a topic may have now: below the lowest event that
+ * is leased from the log, waiting on the ready list, or possibly held by an
+ * offering transaction.  Caller holds the shared state lock.
+ */
+static int64
+watermark_candidate(int topic)
+{
+	OutboxTopic *t = &outbox_shared->topics[topic];
+	int64		cand = t->scan_pos;
+	dlist_iter	it;
+
+	dlist_foreach(it, &t->ready)
+	{
+		OutboxEntry *e = dlist_container(OutboxEntry, node, it.cur);
+
+		cand = Min(cand, e->key.event_id - 1);
+	}
+	dlist_foreach(it, &t->leases)
+	{
+		OutboxEntry *e = dlist_container(OutboxEntry, node, it.cur);
+
+		if (e->source == SRC_MAIN)
+			cand = Min(cand, e->key.event_id - 1);
+	}
+	for (int i = 0; i < outbox_shared->nslots; i++)
+	{
+		OutboxOfferSlot *slot = &outbox_shared->slots[i];
+
+		for (int k = 0; k < slot->ntopics; k++)
+			if (slot->topic[k] == topic)
+				cand = Min(cand, slot->lo[k] - 1);
+	}
+	return cand;
+}
+
+static void
+advance_watermarks(void)
+{
+	static const Oid types[2] = {INT4OID, INT8OID};
+	int			n = 0;
+	int		   *topics = palloc(sizeof(int) * outbox_shared->max_topics);
+	int32	   *topic_ids = palloc(sizeof(int32) * outbox_shared->max_topics);
+	int64	   *marks = palloc(sizeof(int64) * outbox_shared->max_topics);
+
+	LWLockAcquire(outbox_shared->lock, LW_SHARED);
+	for (int i = 0; i < outbox_shared->max_topics; i++)
+	{
+		OutboxTopic *t = &outbox_shared->topics[i];
+		int64		cand;
+
+		if (!t->in_use || t->dbid != MyDatabaseId || !t->initialized ||
+			t->incarnation == 0)
+			continue;
+		cand = watermark_candidate(i);
+		if (cand <= t->watermark)
+			continue;
+		topics[n] = i;
+		topic_ids[n] = t->topic_id;
+		marks[n] = cand;
+		n++;
+	}
+	LWLockRelease(outbox_shared->lock);
+
+	for (int i = 0; i < n; i++)
+	{
+		Datum		values[2];
+		int			rc;
+
+		values[0] = Int32GetDatum(topic_ids[i]);
+		values[1] = Int64GetDatum(marks[i]);
+		rc = outbox_exec(PLAN_WATERMARK_UPDATE,
+						 "UPDATE outbox.topic_state SET watermark = $2 "
+						 "WHERE topic_id = $1 AND watermark < $2",
+						 2, types, values, NULL, false, 0);
+		outbox_spi_check(rc, SPI_OK_UPDATE, "reap");
+		outbox_xact_set_watermark(topics[i], marks[i]);
+	}
+}
+
+/*
+ * reap() returns integer: how many expired leases were handed back or
+ * dead-lettered.  A lease whose ack (or nack) is in progress is left to it.
+ */
+Datum
+outbox_reap(PG_FUNCTION_ARGS)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	Expired    *expired;
+	int			nexpired = 0;
+	int			maxexpired = 0;
+	OutboxTopicInfo info;
+	int32		info_topic_id = 0;
+	bool		info_valid = false;
+
+	if (!outbox_shmem_available())
+		PG_RETURN_INT32(0);
+
+	/* Count first, so that marking cannot fail half-way. */
+	LWLockAcquire(outbox_shared->lock, LW_SHARED);
+	for (int i = 0; i < outbox_shared->max_topics; i++)
+	{
+		OutboxTopic *t = &outbox_shared->topics[i];
+		dlist_iter	it;
+
+		if (!t->in_use || t->dbid != MyDatabaseId)
+			continue;
+		dlist_foreach(it, &t->leases)
+		{
+			OutboxEntry *e = dlist_container(OutboxEntry, node, it.cur);
+
+			if (!e->finishing && e->expires_at <= now)
+				maxexpired++;
+		}
+	}
+	LWLockRelease(outbox_shared->lock);
+
+	expired = palloc(sizeof(Expired) * Max(1, maxexpired));
+	outbox_xact_reserve_ops(maxexpired);
+
+	LWLockAcquire(outbox_shared->lock, LW_EXCLUSIVE);
+	for (int i = 0; i < outbox_shared->max_topics && nexpired < maxexpired; i++)
+	{
+		OutboxTopic *t = &outbox_shared->topics[i];
+		dlist_iter	it;
+
+		if (!t->in_use || t->dbid != MyDatabaseId)
+			continue;
+		dlist_foreach(it, &t->leases)
+		{
+			OutboxEntry *e = dlist_container(OutboxEntry, node, it.cur);
+
+			if (e->finishing || e->expires_at > now || nexpired >= maxexpired)
+				continue;
+			e->finishing = true;
+			expired[nexpired].id = e->key.event_id;
+			expired[nexpired].topic = i;
+			expired[nexpired].topic_id = t->topic_id;
+			expired[nexpired].attempt = e->attempt;
+			nexpired++;
+			outbox_xact_add_op(OP_FINISH, e->key.event_id, i, now);
+		}
+	}
+	LWLockRelease(outbox_shared->lock);
+
+	SPI_connect();
+	for (int i = 0; i < nexpired; i++)
+	{
+		Expired    *x = &expired[i];
+
+		CHECK_FOR_INTERRUPTS();
+		if (!info_valid || info_topic_id != x->topic_id)
+		{
+			info_valid = outbox_lookup_topic_by_id(x->topic_id, &info);
+			info_topic_id = x->topic_id;
+		}
+		if (!info_valid)
+			continue;			/* the topic is being dropped */
+		if (x->attempt >= info.max_attempts)
+			outbox_send_to_dead_letter(x->id, x->topic_id, x->attempt,
+									   "max attempts reached", "lease expired");
+		else
+			outbox_schedule_retry(x->id, x->topic_id, x->attempt, now,
+								  "lease expired");
+	}
+	advance_watermarks();
+	SPI_finish();
+
+	PG_RETURN_INT32(nexpired);
+}

@@ -1,0 +1,100 @@
+/*-------------------------------------------------------------------------
+ *
+ * stats.c
+ *	  What shared memory knows of each topic, for the outbox.stats view:
+ *	  leases held and the offered/acked counters since the server started.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "outbox.h"
+
+#include "catalog/pg_type.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "utils/array.h"
+#include "utils/tuplestore.h"
+
+PG_FUNCTION_INFO_V1(outbox_shmem_topics);
+
+typedef struct TopicCopy
+{
+	int32		topic_id;
+	int64		incarnation;
+	int			nleases;
+	int64	   *lease_ids;
+	uint64		offered;
+	uint64		acked;
+} TopicCopy;
+
+Datum
+outbox_shmem_topics(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	TopicCopy  *copies;
+	int			ncopies = 0;
+	int			nleases = 0;
+	int64	   *ids;
+	int			next = 0;
+
+	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
+	if (!outbox_shmem_available())
+		return (Datum) 0;
+
+	/* Allocate outside the lock, then copy under it. */
+	LWLockAcquire(outbox_shared->lock, LW_SHARED);
+	for (int i = 0; i < outbox_shared->max_topics; i++)
+		nleases += outbox_shared->topics[i].nleases;
+	LWLockRelease(outbox_shared->lock);
+	nleases += 1024;			/* slack for leases made meanwhile */
+	ids = palloc(sizeof(int64) * nleases);
+	copies = palloc(sizeof(TopicCopy) * outbox_shared->max_topics);
+
+	LWLockAcquire(outbox_shared->lock, LW_SHARED);
+	for (int i = 0; i < outbox_shared->max_topics; i++)
+	{
+		OutboxTopic *t = &outbox_shared->topics[i];
+		TopicCopy  *c;
+		dlist_iter	it;
+
+		if (!t->in_use || t->dbid != MyDatabaseId || t->incarnation == 0)
+			continue;
+		c = &copies[ncopies++];
+		c->topic_id = t->topic_id;
+		c->incarnation = t->incarnation;
+		c->offered = t->offered;
+		c->acked = t->acked;
+		c->lease_ids = &ids[next];
+		c->nleases = 0;
+		dlist_foreach(it, &t->leases)
+		{
+			OutboxEntry *e = dlist_container(OutboxEntry, node, it.cur);
+
+			if (next >= nleases)
+				break;
+			ids[next++] = e->key.event_id;
+			c->nleases++;
+		}
+	}
+	LWLockRelease(outbox_shared->lock);
+
+	for (int i = 0; i < ncopies; i++)
+	{
+		TopicCopy  *c = &copies[i];
+		Datum		values[6];
+		bool		nulls[6] = {false, false, false, false, false, false};
+		Datum	   *elems = palloc(sizeof(Datum) * Max(1, c->nleases));
+
+		for (int j = 0; j < c->nleases; j++)
+			elems[j] = Int64GetDatum(c->lease_ids[j]);
+		values[0] = Int32GetDatum(c->topic_id);
+		values[1] = Int64GetDatum(c->incarnation);
+		values[2] = Int64GetDatum(c->nleases);
+		values[3] = PointerGetDatum(construct_array(elems, c->nleases, INT8OID, 8,
+													FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+		values[4] = Int64GetDatum((int64) c->offered);
+		values[5] = Int64GetDatum((int64) c->acked);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
+}

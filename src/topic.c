@@ -1,0 +1,272 @@
+/*-------------------------------------------------------------------------
+ *
+ * topic.c
+ *	  Topics: create_topic, drop_topic, name checks, and the lookups and
+ *	  lock every other function starts with.
+ *
+ *	  Offers and claims hold a topic's lock in share mode until their
+ *	  transaction ends; create_topic and drop_topic hold it exclusively.  So
+ *	  an event can never be stored for a topic that a concurrent
+ *	  drop_topic removed.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "outbox.h"
+
+#include "catalog/pg_type.h"
+#include "common/hashfn.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "storage/lock.h"
+#include "utils/builtins.h"
+#include "utils/snapmgr.h"
+
+PG_FUNCTION_INFO_V1(outbox_create_topic);
+PG_FUNCTION_INFO_V1(outbox_drop_topic);
+
+static const char *topic_columns =
+"topic_id, incarnation, max_attempts, retention, backoff_base, backoff_max, ordered, name";
+
+void
+outbox_check_topic_name(const char *name)
+{
+	size_t		len = strlen(name);
+
+	if (len == 0 || len > OUTBOX_TOPIC_NAME_MAX)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_NAME),
+				 errmsg("invalid topic name \"%s\"", name),
+				 errdetail("A topic name has 1 to %d bytes.", OUTBOX_TOPIC_NAME_MAX)));
+	for (const char *p = name; *p; p++)
+	{
+		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+			  (*p >= '0' && *p <= '9') || *p == '_' || *p == '-' || *p == '.'))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_NAME),
+					 errmsg("invalid topic name \"%s\"", name),
+					 errdetail("A topic name may hold letters, digits, \"_\", \"-\" and \".\" only.")));
+	}
+}
+
+static int64
+interval_datum_usec(Datum d)
+{
+	Interval   *iv = DatumGetIntervalP(d);
+
+	return ((int64) iv->month * 30 + iv->day) * USECS_PER_DAY + iv->time;
+}
+
+static void
+topic_from_tuple(HeapTuple tup, TupleDesc desc, OutboxTopicInfo *info)
+{
+	bool		isnull;
+	char	   *name;
+
+	info->topic_id = DatumGetInt32(SPI_getbinval(tup, desc, 1, &isnull));
+	info->incarnation = DatumGetInt64(SPI_getbinval(tup, desc, 2, &isnull));
+	info->max_attempts = DatumGetInt32(SPI_getbinval(tup, desc, 3, &isnull));
+	info->retention_usec = interval_datum_usec(SPI_getbinval(tup, desc, 4, &isnull));
+	info->backoff_base_usec = interval_datum_usec(SPI_getbinval(tup, desc, 5, &isnull));
+	info->backoff_max_usec = interval_datum_usec(SPI_getbinval(tup, desc, 6, &isnull));
+	info->ordered = DatumGetBool(SPI_getbinval(tup, desc, 7, &isnull));
+	name = SPI_getvalue(tup, desc, 8);
+	strlcpy(info->name, name, sizeof(info->name));
+}
+
+/*
+ * Look a topic up by name with the latest snapshot, so that a topic
+ * dropped while we waited for its lock is not found, whatever the
+ * isolation level.  Errors out when there is no such topic.
+ */
+void
+outbox_lookup_topic(const char *name, OutboxTopicInfo *info)
+{
+	static const Oid argtypes[1] = {TEXTOID};
+	char	   *sql = psprintf("SELECT %s FROM outbox.topic WHERE name = $1", topic_columns);
+	SPIPlanPtr	plan = outbox_plan(PLAN_TOPIC_BY_NAME, sql, 1, argtypes);
+	Datum		values[1];
+	int			rc;
+
+	values[0] = CStringGetTextDatum(name);
+	rc = SPI_execute_snapshot(plan, values, NULL, GetLatestSnapshot(),
+							  InvalidSnapshot, true, false, 1);
+	outbox_spi_check(rc, SPI_OK_SELECT, "topic lookup");
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("topic \"%s\" does not exist", name),
+				 errhint("Create it with outbox.create_topic('%s').", name)));
+	topic_from_tuple(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, info);
+	SPI_freetuptable(SPI_tuptable);
+}
+
+bool
+outbox_lookup_topic_by_id(int32 topic_id, OutboxTopicInfo *info)
+{
+	static const Oid argtypes[1] = {INT4OID};
+	char	   *sql = psprintf("SELECT %s FROM outbox.topic WHERE topic_id = $1", topic_columns);
+	SPIPlanPtr	plan = outbox_plan(PLAN_TOPIC_BY_ID, sql, 1, argtypes);
+	Datum		values[1];
+	int			rc;
+
+	values[0] = Int32GetDatum(topic_id);
+	rc = SPI_execute_snapshot(plan, values, NULL, GetLatestSnapshot(),
+							  InvalidSnapshot, true, false, 1);
+	outbox_spi_check(rc, SPI_OK_SELECT, "topic lookup");
+	if (SPI_processed == 0)
+		return false;
+	topic_from_tuple(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, info);
+	SPI_freetuptable(SPI_tuptable);
+	return true;
+}
+
+/* Take the topic's lock, held until the end of the transaction. */
+void
+outbox_lock_topic(const char *name, LOCKMODE mode)
+{
+	LOCKTAG		tag;
+	uint64		h = hash_bytes_extended((const unsigned char *) name,
+										(int) strlen(name), 0);
+
+	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, (uint32) (h >> 32), (uint32) h,
+						 OUTBOX_LOCK_TOPIC);
+	(void) LockAcquire(&tag, mode, false, false);
+}
+
+/*
+ * create_topic(topic, max_attempts, retention, backoff_base, backoff_max,
+ * ordered): a new topic, refused if one of that name exists.
+ */
+Datum
+outbox_create_topic(PG_FUNCTION_ARGS)
+{
+	char	   *name = outbox_text_arg(fcinfo, 0, "topic", true);
+	int32		max_attempts;
+	bool		ordered;
+	Datum		values[6];
+	int			rc;
+	static const Oid argtypes[6] = {TEXTOID, INT4OID, INTERVALOID, INTERVALOID,
+	INTERVALOID, BOOLOID};
+
+	for (int i = 1; i < 6; i++)
+		outbox_require_arg(fcinfo, i, i == 1 ? "max_attempts" :
+						   i == 2 ? "retention" :
+						   i == 3 ? "backoff_base" :
+						   i == 4 ? "backoff_max" : "ordered");
+	outbox_check_topic_name(name);
+
+	max_attempts = PG_GETARG_INT32(1);
+	if (max_attempts < 1 || max_attempts > OUTBOX_MAX_ATTEMPTS)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("\"max_attempts\" must be between 1 and %d", OUTBOX_MAX_ATTEMPTS),
+				 errdetail("The value given was %d.", max_attempts)));
+	(void) outbox_interval_usec(PG_GETARG_INTERVAL_P(2), "retention",
+								0, INT64CONST(100) * 366 * USECS_PER_DAY, false);
+	{
+		int64		base = outbox_interval_usec(PG_GETARG_INTERVAL_P(3), "backoff_base",
+												0, OUTBOX_MAX_RETRY_USEC, false);
+		int64		max = outbox_interval_usec(PG_GETARG_INTERVAL_P(4), "backoff_max",
+											   0, OUTBOX_MAX_RETRY_USEC, false);
+
+		if (max < base)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("\"backoff_max\" must not be less than \"backoff_base\"")));
+	}
+	ordered = PG_GETARG_BOOL(5);
+	if (ordered)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("ordered topics are not supported yet"),
+				 errhint("Create the topic with ordered => false.")));
+
+	outbox_lock_topic(name, AccessExclusiveLock);
+
+	SPI_connect();
+	values[0] = CStringGetTextDatum(name);
+	for (int i = 1; i < 6; i++)
+		values[i] = PG_GETARG_DATUM(i);
+	rc = SPI_execute_with_args(
+							   "WITH t AS (INSERT INTO outbox.topic (name, max_attempts, retention, backoff_base, backoff_max, ordered) "
+							   "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (name) DO NOTHING RETURNING topic_id) "
+							   "INSERT INTO outbox.topic_state (topic_id) SELECT topic_id FROM t",
+							   6, (Oid *) argtypes, values, NULL, false, 0);
+	outbox_spi_check(rc, SPI_OK_INSERT, "create_topic");
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_DUPLICATE_OBJECT),
+				 errmsg("topic \"%s\" already exists", name)));
+	SPI_finish();
+	PG_RETURN_VOID();
+}
+
+/*
+ * drop_topic(topic, force): remove a topic and all it holds.  Without
+ * force, refused while the topic holds any event not yet acknowledged
+ * (available, leased, delayed or dead).
+ */
+Datum
+outbox_drop_topic(PG_FUNCTION_ARGS)
+{
+	char	   *name = outbox_text_arg(fcinfo, 0, "topic", true);
+	bool		force;
+	OutboxTopicInfo info;
+	Datum		values[1];
+	int			rc;
+	static const Oid textarg[1] = {TEXTOID};
+	static const Oid intarg[1] = {INT4OID};
+
+	outbox_require_arg(fcinfo, 1, "force");
+	force = PG_GETARG_BOOL(1);
+
+	outbox_lock_topic(name, AccessExclusiveLock);
+
+	SPI_connect();
+	outbox_lookup_topic(name, &info);
+
+	if (!force)
+	{
+		int64		pending;
+		bool		isnull;
+
+		values[0] = CStringGetTextDatum(name);
+		rc = SPI_execute_with_args("SELECT available + leased + delayed + dead "
+								   "FROM outbox.stats WHERE topic = $1",
+								   1, (Oid *) textarg, values, NULL, true, 1);
+		outbox_spi_check(rc, SPI_OK_SELECT, "drop_topic");
+		pending = SPI_processed == 0 ? 0 :
+			DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+										SPI_tuptable->tupdesc, 1, &isnull));
+		if (pending > 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_IN_USE),
+					 errmsg("topic \"%s\" still holds undelivered events", name),
+					 errdetail("%lld events are available, leased, delayed or dead.",
+							   (long long) pending),
+					 errhint("Drain the topic first, or call outbox.drop_topic('%s', force => true).",
+							 name)));
+	}
+
+	values[0] = Int32GetDatum(info.topic_id);
+	rc = SPI_execute_with_args(
+							   "WITH e AS (DELETE FROM outbox.event WHERE topic_id = $1), "
+							   "r AS (DELETE FROM outbox.retry WHERE topic_id = $1), "
+							   "a AS (DELETE FROM outbox.acked WHERE topic_id = $1), "
+							   "d AS (DELETE FROM outbox.dead_letter WHERE topic_id = $1), "
+							   "k AS (DELETE FROM outbox.dedupe WHERE topic_id = $1), "
+							   "l AS (DELETE FROM outbox.redrive_log WHERE topic_id = $1) "
+							   "DELETE FROM outbox.topic WHERE topic_id = $1",
+							   1, (Oid *) intarg, values, NULL, false, 0);
+	outbox_spi_check(rc, SPI_OK_DELETE, "drop_topic");
+	SPI_finish();
+
+	if (outbox_shmem_available())
+	{
+		int			topic = outbox_topic_find(info.topic_id);
+
+		if (topic >= 0)
+			outbox_xact_forget_topic(topic);
+	}
+	PG_RETURN_VOID();
+}

@@ -1,0 +1,144 @@
+/*-------------------------------------------------------------------------
+ *
+ * util.c
+ *	  Checking the arguments of the SQL functions, lease tokens, and the
+ *	  retry backoff.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "outbox.h"
+
+#include "catalog/pg_type.h"
+#include "common/int.h"
+#include "common/pg_prng.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+
+static char *
+usec_text(int64 usec)
+{
+	Interval	iv;
+
+	iv.month = 0;
+	iv.day = 0;
+	iv.time = usec;
+	return DatumGetCString(DirectFunctionCall1(interval_out,
+											   IntervalPGetDatum(&iv)));
+}
+
+/*
+ * An interval argument in microseconds, months counted as 30 days, checked
+ * against [min, max] (or (min, max] when !min_inclusive).
+ */
+int64
+outbox_interval_usec(Interval *iv, const char *argname, int64 min_usec,
+					 int64 max_usec, bool min_inclusive)
+{
+	int64		result;
+	int64		days;
+	bool		overflow;
+
+	overflow = pg_mul_s64_overflow((int64) iv->month, 30, &days) ||
+		pg_add_s64_overflow(days, (int64) iv->day, &days) ||
+		pg_mul_s64_overflow(days, USECS_PER_DAY, &result) ||
+		pg_add_s64_overflow(result, iv->time, &result);
+
+	if (!overflow && (result < min_usec || (!min_inclusive && result == min_usec)))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("\"%s\" must be %s %s", argname,
+						min_inclusive ? "at least" : "greater than",
+						usec_text(min_usec)),
+				 errdetail("The value given was %s.",
+						   DatumGetCString(DirectFunctionCall1(interval_out,
+															   IntervalPGetDatum(iv))))));
+	if (overflow || result > max_usec)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("\"%s\" must be at most %s", argname, usec_text(max_usec)),
+				 errdetail("The value given was %s.",
+						   DatumGetCString(DirectFunctionCall1(interval_out,
+															   IntervalPGetDatum(iv))))));
+	return result;
+}
+
+void
+outbox_require_arg(FunctionCallInfo fcinfo, int argno, const char *argname)
+{
+	if (PG_ARGISNULL(argno))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("\"%s\" must not be null", argname)));
+}
+
+char *
+outbox_text_arg(FunctionCallInfo fcinfo, int argno, const char *argname,
+				bool required)
+{
+	if (PG_ARGISNULL(argno))
+	{
+		if (required)
+			outbox_require_arg(fcinfo, argno, argname);
+		return NULL;
+	}
+	return text_to_cstring(PG_GETARG_TEXT_PP(argno));
+}
+
+/* A version 4 (random) UUID. */
+void
+outbox_random_uuid(pg_uuid_t *uuid)
+{
+	if (!pg_strong_random(uuid->data, UUID_LEN))
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not generate a random lease token")));
+	uuid->data[6] = (uuid->data[6] & 0x0f) | 0x40;
+	uuid->data[8] = (uuid->data[8] & 0x3f) | 0x80;
+}
+
+/* The elements of a one-dimensional bigint[] argument, which holds no NULL. */
+int64 *
+outbox_int8_array(ArrayType *arr, const char *argname, int *n)
+{
+	Datum	   *elems;
+	bool	   *nulls;
+	int64	   *result;
+
+	if (ARR_NDIM(arr) > 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
+				 errmsg("\"%s\" must be a one-dimensional array", argname)));
+	deconstruct_array(arr, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE,
+					  &elems, &nulls, n);
+	result = palloc(sizeof(int64) * Max(*n, 1));
+	for (int i = 0; i < *n; i++)
+	{
+		if (nulls[i])
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("\"%s\" must not contain nulls", argname)));
+		result[i] = DatumGetInt64(elems[i]);
+	}
+	return result;
+}
+
+/*
+ * The wait before the next attempt after a failed attempt number
+ * `attempt`: base * 2^(attempt - 1), at most the topic's maximum, of which
+ * the upper half is random ("equal jitter"), so that consumers failing
+ * together do not retry together.
+ */
+int64
+outbox_backoff_usec(const OutboxTopicInfo *info, int attempt)
+{
+	int64		delay = info->backoff_base_usec;
+	int64		half;
+
+	for (int i = 1; i < attempt && delay < info->backoff_max_usec; i++)
+		delay *= 2;
+	if (delay > info->backoff_max_usec)
+		delay = info->backoff_max_usec;
+	half = delay / 2;
+	return (delay - half) + (int64) (pg_prng_double(&pg_global_prng_state) * (double) half);
+}

@@ -1,0 +1,569 @@
+/*-------------------------------------------------------------------------
+ *
+ * xact.c
+ *	  What the current transaction did to the outbox's shared state, and the
+ *	  transaction callbacks that make it take effect at commit or undo it at
+ *	  abort:
+ *
+ *	  - a lease made by a claim stays at commit; at abort its event is
+ *		available again at once;
+ *	  - a lease ends when the ack, nack, dead letter or reap that ended it
+ *		commits; at abort the lease is intact;
+ *	  - an offer announced in the backend's offer slot is withdrawn at the
+ *		end; at commit, ids a claim's scan went past while the transaction
+ *		was in flight go on the topic's ready list, and waiting claims wake.
+ *
+ *	  Subtransactions are followed: what a rolled-back subtransaction did is
+ *	  undone at once.  PREPARE TRANSACTION is refused: the shared state
+ *	  cannot follow a transaction to another backend.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "outbox.h"
+
+#include "access/xact.h"
+#include "miscadmin.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+
+typedef struct XactOp
+{
+	int64		event_id;
+	int			topic;
+	uint8		kind;			/* OutboxOpKind */
+	bool		done;			/* undone by a subtransaction abort */
+	SubTransactionId subid;
+	pg_uuid_t	token;
+	TimestampTz retry_at;		/* OP_FINISH: the event's retry row time */
+} XactOp;
+
+/* Per topic this transaction touched */
+typedef struct XactTopic
+{
+	int			topic;
+	int32		topic_id;
+	int64		incarnation;
+	int			slot_index;		/* in our offer slot, or -1 */
+	int64	   *ids;			/* offered ids */
+	SubTransactionId *subids;	/* InvalidSubTransactionId: rolled back */
+	bool	   *delayed;
+	int			nids;
+	int			maxids;
+	bool		forget;
+	SubTransactionId forget_subid;
+	int64		watermark;
+	TimestampTz retry_at;		/* earliest new outbox.retry time, or 0 */
+} XactTopic;
+
+typedef struct XactState
+{
+	bool		active;
+	XactOp	   *ops;
+	int			nops;
+	int			maxops;
+	XactTopic  *topics;
+	int			ntopics;
+	int			maxtopics;
+} XactState;
+
+static XactState xs;
+
+static void
+xact_activate(void)
+{
+	if (xs.active)
+		return;
+	memset(&xs, 0, sizeof(xs));
+	xs.maxops = 64;
+	xs.ops = MemoryContextAlloc(TopTransactionContext,
+								xs.maxops * sizeof(XactOp));
+	xs.maxtopics = 8;
+	xs.topics = MemoryContextAllocZero(TopTransactionContext,
+									   xs.maxtopics * sizeof(XactTopic));
+	xs.active = true;
+}
+
+static XactTopic *
+xact_topic(int topic)
+{
+	OutboxTopic *t = &outbox_shared->topics[topic];
+	XactTopic  *xt;
+
+	xact_activate();
+	for (int i = 0; i < xs.ntopics; i++)
+	{
+		if (xs.topics[i].topic == topic)
+			return &xs.topics[i];
+	}
+	if (xs.ntopics == xs.maxtopics)
+	{
+		xs.topics = repalloc(xs.topics, 2 * xs.maxtopics * sizeof(XactTopic));
+		memset(&xs.topics[xs.maxtopics], 0, xs.maxtopics * sizeof(XactTopic));
+		xs.maxtopics *= 2;
+	}
+	xt = &xs.topics[xs.ntopics++];
+	xt->topic = topic;
+	xt->topic_id = t->topic_id;
+	xt->incarnation = t->incarnation;
+	xt->slot_index = -1;
+	return xt;
+}
+
+/* Make room for n more operations, so recording them cannot fail later. */
+void
+outbox_xact_reserve_ops(int n)
+{
+	xact_activate();
+	if (xs.nops + n > xs.maxops)
+	{
+		while (xs.nops + n > xs.maxops)
+			xs.maxops *= 2;
+		xs.ops = repalloc(xs.ops, xs.maxops * sizeof(XactOp));
+	}
+}
+
+/*
+ * Record an operation on an entry.  Room must have been reserved; the
+ * entry's current token is taken, so the caller holds the state lock.
+ */
+void
+outbox_xact_add_op(OutboxOpKind kind, int64 event_id, int topic,
+				   TimestampTz retry_at)
+{
+	XactOp	   *op;
+	OutboxEntry *e;
+
+	Assert(xs.active && xs.nops < xs.maxops);
+	op = &xs.ops[xs.nops++];
+	op->event_id = event_id;
+	op->topic = topic;
+	op->kind = kind;
+	op->done = false;
+	op->subid = GetCurrentSubTransactionId();
+	op->retry_at = retry_at;
+	e = outbox_entry_find(event_id);
+	if (e)
+		op->token = e->token;
+	else
+		memset(&op->token, 0, sizeof(op->token));
+}
+
+/*
+ * Announce, before drawing its first id, that this transaction offers to a
+ * topic.  From here on a claim whose scan passes ids this transaction may
+ * hold, while it is still in flight, marks the slot.
+ */
+void
+outbox_xact_offer_register(int topic)
+{
+	XactTopic  *xt = xact_topic(topic);
+	OutboxOfferSlot *slot;
+	OutboxTopic *t;
+	TransactionId xid;
+	int			k;
+
+	if (xt->slot_index >= 0)
+		return;
+
+	/* Scans judge the slot by this xid, so it must exist first. */
+	xid = GetTopTransactionId();
+	slot = outbox_my_slot();
+	t = &outbox_shared->topics[topic];
+
+	LWLockAcquire(outbox_shared->lock, LW_EXCLUSIVE);
+	if (slot->ntopics >= OUTBOX_XACT_TOPICS)
+	{
+		LWLockRelease(outbox_shared->lock);
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("a transaction can offer to at most %d outbox topics",
+						OUTBOX_XACT_TOPICS)));
+	}
+	slot->xid = xid;
+	k = slot->ntopics++;
+	slot->topic[k] = topic;
+	slot->lo[k] = t->scan_pos + 1;
+	slot->passed[k] = 0;
+	t->ninflight++;
+	LWLockRelease(outbox_shared->lock);
+
+	xt->slot_index = k;
+}
+
+void
+outbox_xact_offered(int topic, int64 event_id, bool delayed,
+					TimestampTz available_at)
+{
+	XactTopic  *xt = xact_topic(topic);
+
+	if (xt->nids == xt->maxids)
+	{
+		int			newmax = xt->maxids ? 2 * xt->maxids : 16;
+
+		if (xt->ids == NULL)
+		{
+			xt->ids = MemoryContextAlloc(TopTransactionContext, newmax * sizeof(int64));
+			xt->subids = MemoryContextAlloc(TopTransactionContext, newmax * sizeof(SubTransactionId));
+			xt->delayed = MemoryContextAlloc(TopTransactionContext, newmax * sizeof(bool));
+		}
+		else
+		{
+			xt->ids = repalloc(xt->ids, newmax * sizeof(int64));
+			xt->subids = repalloc(xt->subids, newmax * sizeof(SubTransactionId));
+			xt->delayed = repalloc(xt->delayed, newmax * sizeof(bool));
+		}
+		xt->maxids = newmax;
+	}
+	xt->ids[xt->nids] = event_id;
+	xt->subids[xt->nids] = GetCurrentSubTransactionId();
+	xt->delayed[xt->nids] = delayed;
+	xt->nids++;
+	if (delayed && (xt->retry_at == 0 || available_at < xt->retry_at))
+		xt->retry_at = available_at;
+}
+
+void
+outbox_xact_forget_topic(int topic)
+{
+	XactTopic  *xt = xact_topic(topic);
+
+	xt->forget = true;
+	xt->forget_subid = GetCurrentSubTransactionId();
+}
+
+void
+outbox_xact_set_watermark(int topic, int64 watermark)
+{
+	XactTopic  *xt = xact_topic(topic);
+
+	if (watermark > xt->watermark)
+		xt->watermark = watermark;
+}
+
+void
+outbox_xact_retry_changed(int topic, TimestampTz when)
+{
+	XactTopic  *xt = xact_topic(topic);
+
+	if (xt->retry_at == 0 || when < xt->retry_at)
+		xt->retry_at = when;
+}
+
+static void
+lower_next_retry(OutboxTopic *t, TimestampTz when)
+{
+	if (when < t->next_retry_at)
+		t->next_retry_at = when;
+}
+
+/*
+ * Settle one operation.  Caller holds the shared state lock exclusively.
+ */
+static void
+settle_op(XactOp *op, bool commit)
+{
+	OutboxEntry *e;
+	OutboxTopic *t;
+
+	if (op->done || op->kind == OP_EXTENDED)
+		return;
+	op->done = true;
+
+	e = outbox_entry_find(op->event_id);
+	if (e == NULL || e->state != ENTRY_LEASED || e->topic != op->topic ||
+		memcmp(&e->token, &op->token, sizeof(pg_uuid_t)) != 0)
+		return;					/* the lease went another way meanwhile */
+	t = &outbox_shared->topics[e->topic];
+
+	switch ((OutboxOpKind) op->kind)
+	{
+		case OP_CLAIMED:
+			if (commit || e->finishing)
+				return;
+			/* the claim rolled back: the event is available at once */
+			t->nleases--;
+			if (e->source == SRC_RETRY)
+			{
+				t->nretry_leases--;
+				outbox_entry_remove(e);
+				t->next_retry_at = 0;
+			}
+			else
+			{
+				dlist_delete(&e->node);
+				e->state = ENTRY_READY;
+				e->attempt--;
+				memset(&e->token, 0, sizeof(e->token));
+				dlist_push_head(&t->ready, &e->node);
+				t->nready++;
+			}
+			ConditionVariableBroadcast(&t->cv);
+			break;
+
+		case OP_ACK:
+		case OP_FINISH:
+			if (!e->finishing)
+				return;
+			if (!commit)
+			{
+				e->finishing = false;
+				return;
+			}
+			t->nleases--;
+			if (e->source == SRC_RETRY)
+				t->nretry_leases--;
+			outbox_entry_remove(e);
+			if (op->kind == OP_ACK)
+				t->acked++;
+			else if (op->retry_at != 0)
+				lower_next_retry(t, op->retry_at);
+			break;
+
+		case OP_EXTENDED:
+			break;
+	}
+}
+
+/*
+ * The offer side of commit: hand the ids a scan went past to the ready
+ * list, count the offers, and wake waiting claims.  Holds the topic's scan
+ * lock so that no scan is between its snapshot and its marking.
+ */
+static void
+settle_offers(XactTopic *xt, bool commit)
+{
+	OutboxTopic *t = &outbox_shared->topics[xt->topic];
+	OutboxOfferSlot *slot = outbox_my_slot();
+	bool		live;
+	uint64		count = 0;
+
+	if (commit)
+		LWLockAcquire(t->scan_lock, LW_EXCLUSIVE);
+	LWLockAcquire(outbox_shared->lock, LW_EXCLUSIVE);
+
+	live = t->in_use && t->dbid == MyDatabaseId &&
+		t->topic_id == xt->topic_id && t->incarnation == xt->incarnation;
+
+	if (commit && live)
+	{
+		int64		passed = 0;
+
+		if (xt->slot_index >= 0)
+			passed = slot->passed[xt->slot_index];
+
+		for (int i = 0; i < xt->nids; i++)
+		{
+			OutboxEntry *e;
+			bool		found;
+
+			if (xt->subids[i] == InvalidSubTransactionId)
+				continue;
+			count++;
+			if (xt->delayed[i] || xt->ids[i] > passed || !t->initialized)
+				continue;
+			e = outbox_entry_enter(xt->ids[i], &found);
+			if (e == NULL)
+			{
+				/* no room: scan again from the watermark instead */
+				outbox_topic_rescan(t);
+				continue;
+			}
+			if (found)
+				continue;
+			e->topic = xt->topic;
+			e->state = ENTRY_READY;
+			e->source = SRC_MAIN;
+			e->finishing = false;
+			e->attempt = 0;
+			memset(&e->token, 0, sizeof(e->token));
+			e->expires_at = 0;
+			e->claimed_at = 0;
+			dlist_push_tail(&t->ready, &e->node);
+			t->nready++;
+		}
+		t->offered += count;
+		if (xt->retry_at != 0)
+			lower_next_retry(t, xt->retry_at);
+	}
+
+	if (xt->slot_index >= 0)
+	{
+		slot->topic[xt->slot_index] = -1;
+		t->ninflight--;
+		if (t->ninflight == 0 && t->in_use && t->incarnation == 0)
+			t->in_use = false;	/* dropped while we were offering */
+	}
+
+	LWLockRelease(outbox_shared->lock);
+	if (commit)
+	{
+		LWLockRelease(t->scan_lock);
+		if (live && count > 0)
+			ConditionVariableBroadcast(&t->cv);
+	}
+}
+
+static void
+xact_finish(bool commit)
+{
+	if (outbox_shared != NULL)
+	{
+		/* Offers first: a claim of the same transaction is settled after. */
+		for (int i = 0; i < xs.ntopics; i++)
+		{
+			XactTopic  *xt = &xs.topics[i];
+
+			if (xt->slot_index >= 0 || xt->nids > 0)
+				settle_offers(xt, commit);
+		}
+
+		if (xs.nops > 0)
+		{
+			LWLockAcquire(outbox_shared->lock, LW_EXCLUSIVE);
+			for (int i = 0; i < xs.nops; i++)
+				settle_op(&xs.ops[i], commit);
+			LWLockRelease(outbox_shared->lock);
+		}
+
+		if (commit)
+		{
+			for (int i = 0; i < xs.ntopics; i++)
+			{
+				XactTopic  *xt = &xs.topics[i];
+				OutboxTopic *t = &outbox_shared->topics[xt->topic];
+
+				if (!xt->forget && xt->watermark == 0 &&
+					(xt->retry_at == 0 || xt->nids > 0))
+					continue;
+				if (xt->forget)
+					LWLockAcquire(t->scan_lock, LW_EXCLUSIVE);
+				LWLockAcquire(outbox_shared->lock, LW_EXCLUSIVE);
+				if (t->in_use && t->topic_id == xt->topic_id &&
+					t->incarnation == xt->incarnation && t->dbid == MyDatabaseId)
+				{
+					if (xt->forget)
+						outbox_topic_forget(xt->topic);
+					else
+					{
+						if (xt->watermark > t->watermark)
+							t->watermark = xt->watermark;
+						if (xt->retry_at != 0 && xt->nids == 0)
+							lower_next_retry(t, xt->retry_at);
+					}
+				}
+				LWLockRelease(outbox_shared->lock);
+				if (xt->forget)
+					LWLockRelease(t->scan_lock);
+				ConditionVariableBroadcast(&t->cv);
+			}
+		}
+
+		/* The slot is empty again. */
+		{
+			OutboxOfferSlot *slot = outbox_my_slot();
+
+			if (slot->ntopics > 0)
+			{
+				LWLockAcquire(outbox_shared->lock, LW_EXCLUSIVE);
+				slot->ntopics = 0;
+				slot->xid = InvalidTransactionId;
+				LWLockRelease(outbox_shared->lock);
+			}
+		}
+	}
+	memset(&xs, 0, sizeof(xs));
+}
+
+static void
+outbox_xact_callback(XactEvent event, void *arg)
+{
+	if (!xs.active)
+		return;
+
+	switch (event)
+	{
+		case XACT_EVENT_PRE_PREPARE:
+			ereport(ERROR,
+					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+					 errmsg("cannot PREPARE a transaction that has offered, claimed or settled outbox events")));
+			break;
+		case XACT_EVENT_COMMIT:
+		case XACT_EVENT_PARALLEL_COMMIT:
+			xact_finish(true);
+			break;
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PARALLEL_ABORT:
+			xact_finish(false);
+			break;
+		default:
+			break;
+	}
+}
+
+static void
+outbox_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+						SubTransactionId parentSubid, void *arg)
+{
+	if (!xs.active)
+		return;
+
+	if (event == SUBXACT_EVENT_COMMIT_SUB)
+	{
+		for (int i = 0; i < xs.nops; i++)
+			if (xs.ops[i].subid == mySubid)
+				xs.ops[i].subid = parentSubid;
+		for (int i = 0; i < xs.ntopics; i++)
+		{
+			XactTopic  *xt = &xs.topics[i];
+
+			for (int j = 0; j < xt->nids; j++)
+				if (xt->subids[j] == mySubid)
+					xt->subids[j] = parentSubid;
+			if (xt->forget && xt->forget_subid == mySubid)
+				xt->forget_subid = parentSubid;
+		}
+	}
+	else if (event == SUBXACT_EVENT_ABORT_SUB)
+	{
+		bool		locked = false;
+
+		for (int i = 0; i < xs.nops; i++)
+		{
+			if (xs.ops[i].subid != mySubid || xs.ops[i].done)
+				continue;
+			if (outbox_shared != NULL && !locked)
+			{
+				LWLockAcquire(outbox_shared->lock, LW_EXCLUSIVE);
+				locked = true;
+			}
+			if (locked)
+				settle_op(&xs.ops[i], false);
+			xs.ops[i].done = true;
+		}
+		if (locked)
+			LWLockRelease(outbox_shared->lock);
+
+		for (int i = 0; i < xs.ntopics; i++)
+		{
+			XactTopic  *xt = &xs.topics[i];
+
+			for (int j = 0; j < xt->nids; j++)
+				if (xt->subids[j] == mySubid)
+					xt->subids[j] = InvalidSubTransactionId;
+			if (xt->forget && xt->forget_subid == mySubid)
+				xt->forget = false;
+		}
+	}
+}
+
+void
+outbox_xact_init(void)
+{
+	static bool registered = false;
+
+	if (registered)
+		return;
+	RegisterXactCallback(outbox_xact_callback, NULL);
+	RegisterSubXactCallback(outbox_subxact_callback, NULL);
+	registered = true;
+}
