@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Throwaway PostgreSQL clusters for tests and demos.  Source this file; it
 # defines functions and installs an EXIT/INT/TERM trap that stops every cluster
 # started through it and removes its directory.
@@ -81,7 +82,7 @@ _pgc_port_busy() {
 		[ "$(pgc_port "$d")" = "$port" ] && pgc_running "$d" && return 0
 	done
 	[ -e "/tmp/.s.PGSQL.$port" ] && return 0
-	"$PGC_BINDIR/pg_isready" -q -h 127.0.0.1 -p "$port" -t 1 >/dev/null 2>&1 || rc=$?
+	"$PGC_BINDIR/pg_isready" -q -h 127.0.0.1 -p "$port" -U postgres -d postgres -t 1 >/dev/null 2>&1 || rc=$?
 	[ "$rc" = 0 ] || [ "$rc" = 1 ] && return 0
 	(exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
 	return 1
@@ -97,7 +98,9 @@ pgc_start() {
 	while [ $# -gt 0 ]; do
 		case "$1" in
 			--port) port=$2; shift 2 ;;
-			--conf) confs+=("$2"); shift 2 ;;
+			--conf)
+				[ -r "$2" ] || { pgc_die "pgc_start: cannot read $2"; return 1; }
+				confs+=("$2"); shift 2 ;;
 			*=*) settings+=("$1"); shift ;;
 			*) pgc_die "pgc_start: unexpected argument '$1'"; return 1 ;;
 		esac
@@ -115,7 +118,6 @@ pgc_start() {
 		echo "logging_collector = off"
 		local f s
 		for f in "${confs[@]}"; do
-			[ -r "$f" ] || { rm -f "$tmp"; pgc_die "pgc_start: cannot read $f"; return 1; }
 			cat "$f"; echo
 		done
 		for s in "${settings[@]}"; do
@@ -136,7 +138,7 @@ pgc_start() {
 			-o "-p $port" -w -t 120 start >/dev/null 2>&1; then
 			echo "$port" >"$dir/port"
 			local i=0
-			until "$PGC_BINDIR/pg_isready" -q -h "$dir/sock" -p "$port" -t 1; do
+			until "$PGC_BINDIR/pg_isready" -q -h "$dir/sock" -p "$port" -U postgres -d postgres -t 1; do
 				i=$((i + 1))
 				[ "$i" -lt 60 ] || { pgc_log_tail "$dir"; pgc_die "pgc_start: server in $dir not ready"; return 1; }
 				sleep 0.5
