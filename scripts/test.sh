@@ -1,0 +1,232 @@
+#!/usr/bin/env bash
+# Runs every outbox test suite: installs what is missing, builds and installs
+# the extension, then runs each suite on throwaway servers and prints one
+# PASS/FAIL line per suite.  Exits non-zero if any suite failed.
+#
+#   scripts/test.sh              all suites
+#   scripts/test.sh pgtap ...    only the named suites
+#
+# Suites:
+#   regress      pg_regress (sql/, expected/) through `make installcheck`
+#   isolation    isolation specs (specs/) through `make installcheck`, once
+#                the Makefile declares ISOLATION
+#   tap          Perl TAP tests (t/) through `make installcheck`, once the
+#                Makefile declares TAP_TESTS
+#   pgtap        pgTAP files test/*.sql under pg_prove
+#   concurrency  test/concurrency/drain.sh
+# A suite that finds no tests fails.
+set -uo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT" || exit 1
+export PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
+export LANG=C.UTF-8 LC_ALL=C.UTF-8
+# shellcheck source=scripts/pgcluster.sh
+. "$ROOT/scripts/pgcluster.sh"
+
+SUDO=
+if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null; then SUDO=sudo; fi
+
+say() { printf '\n==== %s\n' "$*"; }
+
+# Runs a command as the OS user the servers run as (postgres when root).
+as_server() { pgc_as_server "$@"; }
+
+# Prints the value of a variable of the project's Makefile.
+make_var() {
+	make -s --no-print-directory -C "$TREE" -f Makefile -f "$WORK/print.mk" \
+		PG_CONFIG="$PG_CONFIG" "print-$1" 2>/dev/null
+}
+
+# ---------------------------------------------------------------- suites
+
+# `make installcheck` in the postgres-owned copy of the tree, restricted to
+# one kind of test by emptying the variables of the others.
+installcheck() {
+	local what=$1; shift
+	local rc=0
+	as_server make -C "$TREE" --no-print-directory PG_CONFIG="$PG_CONFIG" "$@" installcheck || rc=$?
+	if [ "$rc" != 0 ]; then
+		local f
+		for f in "$TREE/regression.diffs" "$TREE/output_iso/regression.diffs"; do
+			if [ -s "$f" ]; then
+				echo "---- $what: ${f#"$TREE"/} ----"
+				cat "$f"
+			fi
+		done
+		if [ -d "$TREE/tmp_check/log" ] && [ "$what" = tap ]; then
+			local l
+			for l in "$TREE"/tmp_check/log/*; do
+				[ -f "$l" ] || continue
+				echo "---- $what: ${l#"$TREE"/} (last 50 lines) ----"
+				tail -n 50 "$l"
+			done
+		fi
+	fi
+	return "$rc"
+}
+
+suite_regress() {
+	local tests t missing=0
+	tests=$(make_var REGRESS)
+	if [ -z "${tests// /}" ]; then
+		echo "regress: the Makefile lists no REGRESS tests"
+		return 1
+	fi
+	for t in $tests; do
+		[ -f "$TREE/sql/$t.sql" ] || { echo "regress: sql/$t.sql is missing"; missing=1; }
+		[ -f "$TREE/expected/$t.out" ] || { echo "regress: expected/$t.out is missing"; missing=1; }
+	done
+	[ "$missing" = 0 ] || return 1
+	installcheck regress ISOLATION= TAP_TESTS=
+}
+
+suite_isolation() {
+	local tests t missing=0
+	tests=$(make_var ISOLATION)
+	if [ -z "${tests// /}" ]; then
+		echo "isolation: specs/ holds specs but the Makefile declares no ISOLATION tests"
+		return 1
+	fi
+	for t in $tests; do
+		[ -f "$TREE/specs/$t.spec" ] || { echo "isolation: specs/$t.spec is missing"; missing=1; }
+		[ -f "$TREE/expected/$t.out" ] || { echo "isolation: expected/$t.out is missing"; missing=1; }
+	done
+	[ "$missing" = 0 ] || return 1
+	installcheck isolation REGRESS= TAP_TESTS=
+}
+
+suite_tap() {
+	if [ -z "$(make_var TAP_TESTS)" ]; then
+		echo "tap: t/ holds tests but the Makefile does not set TAP_TESTS = 1"
+		return 1
+	fi
+	if ! compgen -G "$TREE/t/*.pl" >/dev/null; then
+		echo "tap: no tests in t/*.pl"
+		return 1
+	fi
+	installcheck tap REGRESS= ISOLATION=
+}
+
+suite_pgtap() {
+	local files=() f
+	for f in test/*.sql; do [ -f "$f" ] && files+=("$f"); done
+	if [ ${#files[@]} -eq 0 ]; then
+		echo "pgtap: no tests in test/*.sql"
+		return 1
+	fi
+	command -v pg_prove >/dev/null || { echo "pgtap: pg_prove is not installed"; return 1; }
+
+	local c="$WORK/pgtap" rc=0
+	pgc_init "$c" || return 1
+	pgc_start "$c" --conf "$ROOT/test/outbox-test.conf" || return 1
+	if ! pgc_psql "$c" -d postgres -c "CREATE DATABASE outbox_test" ||
+		! pgc_psql "$c" -d outbox_test -c "CREATE EXTENSION pgtap"; then
+		pgc_destroy "$c"
+		return 1
+	fi
+	pg_prove --nocolor --failures --comments -h "$(pgc_host "$c")" -p "$(pgc_port "$c")" \
+		-U postgres -d outbox_test "${files[@]}" || rc=$?
+	pgc_stop "$c" || rc=1
+	if grep -E -q 'terminated by signal|PANIC|TRAP:' "$c/server.log"; then
+		echo "pgtap: the server crashed during the tests:"
+		grep -E -B2 -A5 'terminated by signal|PANIC|TRAP:' "$c/server.log" | head -n 60
+		rc=1
+	elif [ "$rc" != 0 ]; then
+		pgc_log_tail "$c" 30 2>&1
+	fi
+	pgc_destroy "$c"
+	return "$rc"
+}
+
+suite_concurrency() {
+	[ -f "$ROOT/test/concurrency/drain.sh" ] || { echo "concurrency: test/concurrency/drain.sh is missing"; return 1; }
+	OUTBOX_TEST_WORK="$WORK" bash "$ROOT/test/concurrency/drain.sh"
+}
+
+# ---------------------------------------------------------------- driver
+
+# Suites that are part of the project: regress, pgtap and concurrency always;
+# isolation and tap once the Makefile or the tree has any of them.
+all_suites() {
+	echo regress
+	if [ -n "$(make_var ISOLATION)" ] || compgen -G "$ROOT/specs/*.spec" >/dev/null; then
+		echo isolation
+	fi
+	if [ -n "$(make_var TAP_TESTS)" ] || compgen -G "$ROOT/t/*.pl" >/dev/null; then
+		echo tap
+	fi
+	echo pgtap
+	echo concurrency
+}
+
+RESULTS=()
+record() { RESULTS+=("$(printf '%-12s %s  (%ss)' "$1" "$2" "$3")"); }
+
+summary() {
+	local passed=0 failed=0 r
+	say "summary"
+	for r in "${RESULTS[@]}"; do
+		echo "$r"
+		case "$r" in *" PASS "*) passed=$((passed + 1)) ;; *) failed=$((failed + 1)) ;; esac
+	done
+	echo "$passed passed, $failed failed"
+	[ "$failed" = 0 ]
+}
+
+WORK=$(mktemp -d /tmp/outbox-test.XXXXXX) || exit 1
+chmod 755 "$WORK"
+if [ "$(id -u)" = 0 ]; then chown "$PGC_OSUSER": "$WORK"; fi
+pgc_on_exit "rm -rf -- '$WORK'"
+# shellcheck disable=SC2016
+printf 'print-%%:\n\t@echo $($*)\n' >"$WORK/print.mk"
+TREE="$WORK/tree"
+
+say "dependencies"
+if ! bash "$ROOT/scripts/install-deps.sh"; then
+	echo "test: installing dependencies failed" >&2
+	exit 1
+fi
+
+say "build and install"
+build_ok=1
+make -C "$ROOT" --no-print-directory PG_CONFIG="$PG_CONFIG" || build_ok=0
+if [ "$build_ok" = 1 ]; then
+	$SUDO make -C "$ROOT" --no-print-directory PG_CONFIG="$PG_CONFIG" install >/dev/null || build_ok=0
+fi
+
+# A copy of the tree the server user can write: pg_regress, isolation and
+# TAP write their results next to the sources.
+mkdir -p "$TREE"
+tar -C "$ROOT" -cf - --exclude=./.git --exclude=./tmp_check --exclude=./tmp_check_iso \
+	--exclude=./output_iso --exclude=./results --exclude=./log \
+	--exclude=./regression.diffs --exclude=./regression.out . | tar -C "$TREE" -xf - || exit 1
+if [ "$(id -u)" = 0 ]; then chown -R "$PGC_OSUSER": "$TREE"; fi
+
+if [ $# -gt 0 ]; then
+	suites=("$@")
+else
+	mapfile -t suites < <(all_suites)
+fi
+
+for s in "${suites[@]}"; do
+	if ! declare -F "suite_$s" >/dev/null; then
+		echo "test: unknown suite '$s'" >&2
+		record "$s" FAIL 0
+		continue
+	fi
+	if [ "$build_ok" != 1 ]; then
+		record "$s" FAIL 0
+		continue
+	fi
+	say "suite: $s"
+	start=$SECONDS
+	if "suite_$s"; then
+		record "$s" PASS $((SECONDS - start))
+	else
+		record "$s" FAIL $((SECONDS - start))
+	fi
+done
+[ "$build_ok" = 1 ] || echo "test: the build or install failed; no suite ran" >&2
+
+summary
