@@ -411,8 +411,13 @@ claim_once(ClaimState *cs, pg_uuid_t *token, TimestampTz expires_at)
 	if (cs->ncand < cs->batch && retry_due)
 	{
 		retry_exhausted = take_retry(cs, now, nretry_leases);
+		/*
+		 * Remember when the next retry falls due, but look again within a
+		 * second whatever it says, so that no change to outbox.retry can
+		 * leave an event unseen for long.
+		 */
 		if (retry_exhausted)
-			new_next_retry = next_retry_time(cs, now);
+			new_next_retry = Min(next_retry_time(cs, now), now + USECS_PER_SEC);
 	}
 
 	new_pos = old_pos;

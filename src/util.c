@@ -15,16 +15,35 @@
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
 
+/* A limit in words, whatever the session's IntervalStyle. */
 static char *
 usec_text(int64 usec)
 {
-	Interval	iv;
+	static const struct
+	{
+		int64		unit;
+		const char *name;
+	}			units[] = {
+		{USECS_PER_DAY, "day"},
+		{USECS_PER_HOUR, "hour"},
+		{USECS_PER_MINUTE, "minute"},
+		{USECS_PER_SEC, "second"},
+		{1000, "millisecond"},
+		{1, "microsecond"}
+	};
 
-	iv.month = 0;
-	iv.day = 0;
-	iv.time = usec;
-	return DatumGetCString(DirectFunctionCall1(interval_out,
-											   IntervalPGetDatum(&iv)));
+	if (usec == 0)
+		return "0";
+	for (int i = 0; i < lengthof(units); i++)
+	{
+		if (usec % units[i].unit == 0)
+		{
+			int64		n = usec / units[i].unit;
+
+			return psprintf(INT64_FORMAT " %s%s", n, units[i].name, n == 1 ? "" : "s");
+		}
+	}
+	return psprintf(INT64_FORMAT " microseconds", usec);
 }
 
 /*

@@ -1,0 +1,56 @@
+-- maintain(): partitions ahead, and retirement that never drops an
+-- undelivered event.
+SELECT outbox.create_topic('old');
+
+-- two old partitions, named the way pg_partman names them
+CREATE TABLE outbox.event_p2020_01_01 PARTITION OF outbox.event
+	FOR VALUES FROM ('2020-01-01 00:00+00') TO ('2020-01-02 00:00+00');
+CREATE TABLE outbox.event_p2020_01_02 PARTITION OF outbox.event
+	FOR VALUES FROM ('2020-01-02 00:00+00') TO ('2020-01-03 00:00+00');
+-- old events: one in each partition
+INSERT INTO outbox.event (id, topic_id, created_at, payload)
+SELECT nextval('outbox.event_id_seq'), topic_id, '2020-01-01 12:00+00', '{"old": 1}'
+FROM outbox.topic WHERE name = 'old';
+INSERT INTO outbox.event (id, topic_id, created_at, payload)
+SELECT nextval('outbox.event_id_seq'), topic_id, '2020-01-02 12:00+00', '{"old": 2}'
+FROM outbox.topic WHERE name = 'old';
+
+-- deliver the first only; reap moves the watermark past it
+CREATE TEMP TABLE m1 AS SELECT * FROM outbox.claim('old');
+SELECT payload FROM m1;
+SELECT outbox.ack(id, lease_token) FROM m1;
+SELECT outbox.reap() >= 0;
+
+SELECT outbox.maintain();
+SELECT relname FROM pg_class WHERE relname LIKE 'event_p2020%' ORDER BY 1;
+SELECT payload FROM outbox.event WHERE created_at < '2021-01-01' ORDER BY id;
+
+-- once the second is delivered, it goes too
+CREATE TEMP TABLE m2 AS SELECT * FROM outbox.claim('old');
+SELECT payload FROM m2;
+-- ... but not while it is leased
+SELECT outbox.reap() >= 0;
+SELECT outbox.maintain();
+SELECT relname FROM pg_class WHERE relname LIKE 'event_p2020%' ORDER BY 1;
+SELECT outbox.ack(id, lease_token) FROM m2;
+SELECT outbox.reap() >= 0;
+SELECT outbox.maintain();
+SELECT relname FROM pg_class WHERE relname LIKE 'event_p2020%' ORDER BY 1;
+
+-- partitions ahead: four days of them; one dropped is made again
+SELECT count(*) AS ahead FROM show_partitions('outbox.event') p,
+	LATERAL show_partition_info(p.partition_schemaname || '.' || p.partition_tablename,
+		p_parent_table => 'outbox.event') i
+WHERE i.child_start_time > now();
+SELECT p.partition_tablename AS newest FROM show_partitions('outbox.event', 'DESC') p LIMIT 1 \gset
+DROP TABLE outbox.:newest;
+SELECT outbox.maintain();
+SELECT to_regclass('outbox.' || :'newest') IS NOT NULL AS made_again;
+-- acks below the watermark are trimmed
+SELECT count(*) AS acks_kept FROM outbox.acked a JOIN outbox.topic_state s USING (topic_id)
+WHERE a.max_id <= s.watermark;
+-- a second run at the same time does nothing
+BEGIN;
+SELECT outbox.maintain();
+SELECT outbox.maintain();
+COMMIT;
