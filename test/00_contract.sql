@@ -3,7 +3,7 @@
 -- basic behaviour those signatures promise.
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS outbox CASCADE;
-SELECT plan(92);
+SELECT plan(96);
 
 -- Input-argument defaults of a function, evaluated: '-' for an argument
 -- without a default, 'NULL' for DEFAULT NULL.
@@ -227,15 +227,9 @@ SELECT is(outbox.offer('contract_d', '{"a": 1}', tenant => 't1', dedupe_key => '
 SELECT is((SELECT available FROM outbox.stats WHERE topic = 'contract_d'), 1::bigint,
           'a deduplicated offer stores nothing');
 
--- Housekeeping and replay.
+-- Housekeeping.
 SELECT lives_ok($$SELECT outbox.maintain()$$, 'maintain runs');
 SELECT ok(outbox.reap() >= 0, 'reap returns a count');
-SELECT is(outbox.replay('contract_t', now() - interval '1 hour'), 4,
-          'replay re-offers the delivered events of the topic');
-SELECT is((SELECT count(*)::int FROM outbox.claim('contract_t', batch_size => 10) c
-            WHERE c.id NOT IN (SELECT id FROM ids)
-              AND c.payload IN (SELECT jsonb_build_object('n', n) FROM generate_series(0, 3) n)),
-          4, 'replayed events are new events with the original payloads');
 
 SELECT * FROM finish();
 ROLLBACK;
