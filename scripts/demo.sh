@@ -71,7 +71,7 @@ HOST=$(pgc_host "$DIR")
 echo "demo: server in $DIR, socket $HOST, port $PORT"
 
 pgc_psql "$DIR" -d postgres -c "CREATE DATABASE $DB"
-pgc_psql "$DIR" -d "$DB" -f "$ROOT/scripts/demo.sql" >/dev/null
+PGOPTIONS="-c client_min_messages=warning" pgc_psql "$DIR" -d "$DB" -f "$ROOT/scripts/demo.sql" >/dev/null
 echo "demo: database $DB with topic 'orders'"
 
 echo "==== producer and consumer, ${SECONDS_TO_RUN} s"
