@@ -209,24 +209,30 @@ else
 	mapfile -t suites < <(all_suites)
 fi
 
+# Suites after a failed build or an interrupt do not run and count as failed.
+not_run=
+[ "$build_ok" = 1 ] || not_run="the build or install failed"
 for s in "${suites[@]}"; do
 	if ! declare -F "suite_$s" >/dev/null; then
 		echo "test: unknown suite '$s'" >&2
 		record "$s" FAIL 0
 		continue
 	fi
-	if [ "$build_ok" != 1 ]; then
+	if [ -n "$not_run" ]; then
+		echo "test: $s not run: $not_run" >&2
 		record "$s" FAIL 0
 		continue
 	fi
 	say "suite: $s"
 	start=$SECONDS
-	if "suite_$s"; then
+	rc=0
+	"suite_$s" || rc=$?
+	if [ "$rc" = 0 ]; then
 		record "$s" PASS $((SECONDS - start))
 	else
 		record "$s" FAIL $((SECONDS - start))
 	fi
+	[ "$rc" != 130 ] || not_run="interrupted"
 done
-[ "$build_ok" = 1 ] || echo "test: the build or install failed; no suite ran" >&2
 
 summary
