@@ -45,6 +45,8 @@ make_var() {
 installcheck() {
 	local what=$1; shift
 	local rc=0
+	rm -rf -- "$TREE/regression.diffs" "$TREE/regression.out" "$TREE/results" "$TREE/output_iso" \
+		"$TREE/tmp_check" "$TREE/tmp_check_iso" "$TREE/log"
 	as_server make -C "$TREE" --no-print-directory PG_CONFIG="$PG_CONFIG" "$@" installcheck || rc=$?
 	if [ "$rc" != 0 ]; then
 		local f
