@@ -53,25 +53,35 @@ psql_db() { pgc_psql "$C" -d "$DB" "$@"; }
 
 pgc_psql "$C" -d postgres -c "CREATE DATABASE $DB" || fail "CREATE DATABASE"
 
-psql_db -c "CREATE EXTENSION outbox CASCADE" || fail "CREATE EXTENSION"
+PGOPTIONS="-c client_min_messages=warning" psql_db -c "CREATE EXTENSION outbox CASCADE" || fail "CREATE EXTENSION"
 psql_db -v topic="$TOPIC" <<'SQL' >/dev/null || fail "setup"
 SELECT outbox.create_topic(:'topic');
 CREATE TABLE drain_offered (id bigint PRIMARY KEY);
 CREATE TABLE drain_seen (id bigint NOT NULL, consumer int NOT NULL, lease_token uuid NOT NULL,
                          attempt int NOT NULL, at timestamptz NOT NULL DEFAULT clock_timestamp());
 CREATE TABLE drain_acks (consumer int NOT NULL, claimed int NOT NULL, acked int NOT NULL,
-                         tokens int NOT NULL);
+                         tokens int NOT NULL, at timestamptz NOT NULL DEFAULT clock_timestamp());
+CREATE TABLE drain_ready (consumer int PRIMARY KEY, at timestamptz NOT NULL DEFAULT clock_timestamp());
 
--- One consumer: claim a batch, record it, ack it, commit; stop after two
--- empty claims in a row.
-CREATE PROCEDURE drain_consume(p_consumer int, p_topic text, p_batch int)
+-- One consumer: wait until all consumers are connected, then claim a batch,
+-- record it, ack it, commit; stop after two empty claims in a row.
+CREATE PROCEDURE drain_consume(p_consumer int, p_topic text, p_batch int, p_consumers int)
 LANGUAGE plpgsql AS $$
 DECLARE
     v_ids    bigint[];
     v_tokens uuid[];
     v_acked  int;
     v_empty  int := 0;
+    v_give_up timestamptz := clock_timestamp() + interval '60 seconds';
 BEGIN
+    INSERT INTO drain_ready (consumer) VALUES (p_consumer);
+    COMMIT;
+    WHILE (SELECT count(*) FROM drain_ready) < p_consumers LOOP
+        IF clock_timestamp() > v_give_up THEN
+            RAISE EXCEPTION 'consumer %: the other consumers did not connect within 60 s', p_consumer;
+        END IF;
+        PERFORM pg_sleep(0.01);
+    END LOOP;
     LOOP
         WITH c AS (
             SELECT * FROM outbox.claim(topic => p_topic, batch_size => p_batch, lease => '5 minutes')
@@ -127,7 +137,7 @@ t0=$(now)
 for ((k = 1; k <= CONSUMERS; k++)); do
 	timeout "$CONSUMER_TIMEOUT" "$PGC_BINDIR/psql" -X -q -v ON_ERROR_STOP=1 \
 		-h "$(pgc_host "$C")" -p "$(pgc_port "$C")" -U postgres -d "$DB" \
-		-c "CALL drain_consume($k, '$TOPIC', $BATCH)" >"$OUT/$k.log" 2>&1 &
+		-c "CALL drain_consume($k, '$TOPIC', $BATCH, $CONSUMERS)" >"$OUT/$k.log" 2>&1 &
 	pids+=($!)
 done
 bad=0
@@ -142,8 +152,10 @@ for ((k = 1; k <= CONSUMERS; k++)); do
 done
 t1=$(now)
 [ "$bad" = 0 ] || fail "a consumer failed"
-awk -v n="$EVENTS" -v c="$CONSUMERS" -v a="$t0" -v b="$t1" \
-	'BEGIN { printf "concurrency: drained %d events with %d consumers in %.2f s wall time (%.0f events/s)\n", n, c, b - a, n / (b - a) }'
+drain_s=$(psql_db -Atc "SELECT round(extract(epoch FROM (SELECT max(at) FROM drain_acks) -
+                                                       (SELECT max(at) FROM drain_ready))::numeric, 3)")
+awk -v n="$EVENTS" -v c="$CONSUMERS" -v a="$t0" -v b="$t1" -v d="$drain_s" \
+	'BEGIN { printf "concurrency: drained %d events with %d consumers in %.2f s wall time, %.2f s from the last consumer ready to the last ack (%.0f events/s)\n", n, c, b - a, d, (d > 0 ? n / d : 0) }'
 
 # Assertions.  Each row is one check; any row with ok = false fails the run.
 psql_db -v topic="$TOPIC" -v events="$EVENTS" -v batch="$BATCH" -P pager=off -P footer=off >"$OUT/checks.txt" <<'SQL' || fail "running the checks"
