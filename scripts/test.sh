@@ -127,7 +127,7 @@ suite_pgtap() {
 		pgc_destroy "$c"
 		return 1
 	fi
-	pg_prove --nocolor --failures --comments -h "$(pgc_host "$c")" -p "$(pgc_port "$c")" \
+	PGOPTIONS="-c client_min_messages=warning" pg_prove --nocolor --failures --comments -h "$(pgc_host "$c")" -p "$(pgc_port "$c")" \
 		-U postgres -d outbox_test "${files[@]}" || rc=$?
 	pgc_stop "$c" || rc=1
 	if grep -E -q 'terminated by signal|PANIC|TRAP:' "$c/server.log"; then
