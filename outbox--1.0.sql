@@ -112,29 +112,14 @@ COMMENT ON TABLE outbox.dedupe IS 'Dedupe keys seen within the topic retention';
 SELECT pg_catalog.pg_extension_config_dump('outbox.topic', '');
 SELECT pg_catalog.pg_extension_config_dump('outbox.topic_state', '');
 
-/*
- * Partitions: one a day, created ahead by pg_partman.  pg_partman's own
- * retention stays off: it would drop partitions whatever they hold.
- */
-DO $$
-DECLARE
-	partman_schema name;
-BEGIN
-	SELECT n.nspname INTO partman_schema
-	FROM pg_catalog.pg_extension e
-	JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace
-	WHERE e.extname = 'pg_partman';
-
-	/* A previous install may have left its pg_partman configuration behind. */
-	EXECUTE format('DELETE FROM %I.part_config WHERE parent_table = %L',
-				   partman_schema, 'outbox.event');
-	EXECUTE format('SELECT %I.create_parent(p_parent_table => %L, p_control => %L, '
-				   'p_type => %L, p_interval => %L, p_premake => %s)',
-				   partman_schema, 'outbox.event', 'created_at', 'native', '1 day', 4);
-	EXECUTE format('UPDATE %I.part_config SET retention = NULL, infinite_time_partitions = true '
-				   'WHERE parent_table = %L', partman_schema, 'outbox.event');
-END
-$$;
+/* Partitions: one a day, created ahead by pg_partman (see maintain.c). */
+CREATE FUNCTION outbox._setup_storage()
+RETURNS void
+LANGUAGE C
+AS 'MODULE_PATHNAME', 'outbox_setup_storage';
+COMMENT ON FUNCTION outbox._setup_storage() IS
+	'Internal: hands outbox.event to pg_partman; run once by the install script';
+SELECT outbox._setup_storage();
 
 /* ------------------------------------------------------------------------
  * Topics
@@ -267,7 +252,7 @@ COMMENT ON FUNCTION outbox._shmem_topics() IS
 
 CREATE VIEW outbox.stats AS
 WITH m AS MATERIALIZED (SELECT * FROM outbox._shmem_topics()),
-s AS (
+s AS MATERIALIZED (
 	SELECT t.name AS topic, t.topic_id, ts.watermark,
 		   coalesce(m.leased, 0) AS leased,
 		   coalesce(m.leased_ids, '{}') AS leased_ids,
@@ -275,41 +260,54 @@ s AS (
 	FROM outbox.topic t
 	JOIN outbox.topic_state ts USING (topic_id)
 	LEFT JOIN m ON m.topic_id = t.topic_id AND m.incarnation = t.incarnation
+),
+held AS MATERIALIZED (
+	SELECT s.topic_id, l.id FROM s, unnest(s.leased_ids) AS l(id)
+),
+done AS MATERIALIZED (
+	SELECT a.topic_id, u.id
+	FROM outbox.acked a
+	JOIN s ON s.topic_id = a.topic_id AND a.max_id > s.watermark,
+	unnest(a.ids) AS u(id)
+),
+pending AS (
+	SELECT e.topic_id, count(*) AS n, min(e.created_at) AS oldest
+	FROM outbox.event e
+	JOIN s ON e.topic_id = s.topic_id AND e.id > s.watermark
+	WHERE e.available_at IS NULL
+	  AND NOT EXISTS (SELECT 1 FROM done d WHERE d.topic_id = e.topic_id AND d.id = e.id)
+	  AND NOT EXISTS (SELECT 1 FROM outbox.retry r WHERE r.event_id = e.id)
+	  AND NOT EXISTS (SELECT 1 FROM outbox.dead_letter x WHERE x.id = e.id)
+	  AND NOT EXISTS (SELECT 1 FROM held h WHERE h.topic_id = e.topic_id AND h.id = e.id)
+	GROUP BY e.topic_id
+),
+waiting AS (
+	SELECT r.topic_id,
+		   count(*) FILTER (WHERE r.available_at <= clock_timestamp() AND h.id IS NULL) AS due,
+		   count(*) FILTER (WHERE r.available_at > clock_timestamp()) AS delayed,
+		   min(e.created_at) FILTER (WHERE r.available_at <= clock_timestamp() AND h.id IS NULL) AS oldest
+	FROM outbox.retry r
+	JOIN outbox.event e ON e.topic_id = r.topic_id AND e.id = r.event_id
+	LEFT JOIN held h ON h.topic_id = r.topic_id AND h.id = r.event_id
+	GROUP BY r.topic_id
+),
+dead AS (
+	SELECT d.topic_id, count(*) AS n FROM outbox.dead_letter d GROUP BY d.topic_id
 )
 SELECT s.topic,
-	   c.available + d.due AS available,
+	   coalesce(p.n, 0) + coalesce(w.due, 0) AS available,
 	   s.leased,
-	   d.delayed,
-	   (SELECT count(*) FROM outbox.dead_letter dl WHERE dl.topic_id = s.topic_id) AS dead,
-	   clock_timestamp() - least(c.oldest, d.oldest) AS oldest_available_age,
+	   coalesce(w.delayed, 0) AS delayed,
+	   coalesce(d.n, 0) AS dead,
+	   clock_timestamp() - least(p.oldest, w.oldest) AS oldest_available_age,
 	   s.offered,
 	   s.acked
 FROM s
-CROSS JOIN LATERAL (
-	SELECT count(*) AS available, min(e.created_at) AS oldest
-	FROM outbox.event e
-	WHERE e.topic_id = s.topic_id
-	  AND e.id > s.watermark
-	  AND e.available_at IS NULL
-	  AND NOT EXISTS (SELECT 1 FROM outbox.acked a, unnest(a.ids) AS u(id)
-					  WHERE a.topic_id = s.topic_id AND a.max_id > s.watermark
-						AND u.id = e.id)
-	  AND NOT EXISTS (SELECT 1 FROM outbox.retry r WHERE r.event_id = e.id)
-	  AND NOT EXISTS (SELECT 1 FROM outbox.dead_letter dl WHERE dl.id = e.id)
-	  AND NOT EXISTS (SELECT 1 FROM unnest(s.leased_ids) AS l(id) WHERE l.id = e.id)
-) c
-CROSS JOIN LATERAL (
-	SELECT count(*) FILTER (WHERE r.available_at <= clock_timestamp()
-							AND NOT EXISTS (SELECT 1 FROM unnest(s.leased_ids) AS l(id)
-											WHERE l.id = r.event_id)) AS due,
-		   count(*) FILTER (WHERE r.available_at > clock_timestamp()) AS delayed,
-		   min(e.created_at) FILTER (WHERE r.available_at <= clock_timestamp()
-									 AND NOT EXISTS (SELECT 1 FROM unnest(s.leased_ids) AS l(id)
-													 WHERE l.id = r.event_id)) AS oldest
-	FROM outbox.retry r
-	JOIN outbox.event e ON e.topic_id = r.topic_id AND e.id = r.event_id
-	WHERE r.topic_id = s.topic_id
-) d;
+LEFT JOIN pending p USING (topic_id)
+LEFT JOIN waiting w USING (topic_id)
+LEFT JOIN dead d USING (topic_id);
+COMMENT ON VIEW outbox.stats IS
+	'Per topic: events available, leased, delayed and dead now; age of the oldest available; offered and acked since server start';
 
 CREATE FUNCTION outbox.maintain()
 RETURNS void

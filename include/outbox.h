@@ -177,6 +177,7 @@ extern void outbox_xact_offer_register(int topic);
 extern void outbox_xact_offered(int topic, int64 event_id, bool delayed,
 								TimestampTz available_at);
 extern void outbox_xact_forget_topic(int topic);
+extern void outbox_xact_forget_database(void);
 extern void outbox_xact_set_watermark(int topic, int64 watermark);
 extern void outbox_xact_retry_changed(int topic, TimestampTz when);
 

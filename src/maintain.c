@@ -19,8 +19,10 @@
 #include "storage/lmgr.h"
 #include "storage/lock.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 
 PG_FUNCTION_INFO_V1(outbox_maintain);
+PG_FUNCTION_INFO_V1(outbox_setup_storage);
 
 static char *
 partman_schema(void)
@@ -38,6 +40,50 @@ partman_schema(void)
 				 errhint("outbox needs pg_partman: CREATE EXTENSION pg_partman.")));
 	return pstrdup(quote_identifier(SPI_getvalue(SPI_tuptable->vals[0],
 												 SPI_tuptable->tupdesc, 1)));
+}
+
+/*
+ * Run a pg_partman call.  pg_partman sets search_path for the session while
+ * it works and sets back what it found; inside CREATE EXTENSION that would
+ * leave the script's search_path behind in the caller's session.  Every
+ * setting changed during the call is rolled back afterwards.
+ */
+static void
+partman_call(const char *sql, int expected)
+{
+	int			save_nestlevel = NewGUCNestLevel();
+	int			rc;
+
+	rc = SPI_execute(sql, false, 0);
+	outbox_spi_check(rc, expected, "pg_partman");
+	AtEOXact_GUC(false, save_nestlevel);
+}
+
+/*
+ * _setup_storage(): hand outbox.event to pg_partman, one partition a day,
+ * four made ahead.  pg_partman's own retention stays off: it would drop
+ * partitions whatever they hold.  Called by the install script.
+ */
+Datum
+outbox_setup_storage(PG_FUNCTION_ARGS)
+{
+	char	   *partman;
+
+	SPI_connect();
+	partman = partman_schema();
+	/* A previous install may have left its configuration behind. */
+	partman_call(psprintf("DELETE FROM %s.part_config WHERE parent_table = 'outbox.event'",
+						  partman), SPI_OK_DELETE);
+	partman_call(psprintf("SELECT %s.create_parent(p_parent_table => 'outbox.event', "
+						  "p_control => 'created_at', p_type => 'native', "
+						  "p_interval => '1 day', p_premake => 4)", partman),
+				 SPI_OK_SELECT);
+	partman_call(psprintf("UPDATE %s.part_config SET retention = NULL, "
+						  "infinite_time_partitions = true "
+						  "WHERE parent_table = 'outbox.event'", partman),
+				 SPI_OK_UPDATE);
+	SPI_finish();
+	PG_RETURN_VOID();
 }
 
 /* Does the partition hold an event that may still be delivered? */
@@ -83,9 +129,8 @@ outbox_maintain(PG_FUNCTION_ARGS)
 	partman = partman_schema();
 
 	/* Partitions ahead */
-	rc = SPI_execute(psprintf("SELECT %s.run_maintenance(p_parent_table => 'outbox.event', "
-							  "p_analyze => false)", partman), false, 0);
-	outbox_spi_check(rc, SPI_OK_SELECT, "maintain");
+	partman_call(psprintf("SELECT %s.run_maintenance(p_parent_table => 'outbox.event', "
+						  "p_analyze => false)", partman), SPI_OK_SELECT);
 
 	/* Acknowledgements at or below the watermark, and of dropped topics */
 	rc = SPI_execute("DELETE FROM outbox.acked a WHERE NOT EXISTS ("

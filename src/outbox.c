@@ -7,6 +7,9 @@
  */
 #include "outbox.h"
 
+#include "catalog/objectaccess.h"
+#include "catalog/pg_extension.h"
+#include "commands/extension.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "utils/guc.h"
@@ -17,6 +20,25 @@ int			outbox_max_leases = 65536;
 int			outbox_max_topics = 256;
 
 void		_PG_init(void);
+
+static object_access_hook_type prev_object_access_hook = NULL;
+
+/*
+ * DROP EXTENSION outbox: what shared memory holds for this database goes
+ * when the drop commits, so that a later CREATE EXTENSION starts clean.
+ */
+static void
+outbox_object_access(ObjectAccessType access, Oid classId, Oid objectId,
+					 int subId, void *arg)
+{
+	if (prev_object_access_hook)
+		prev_object_access_hook(access, classId, objectId, subId, arg);
+
+	if (access == OAT_DROP && classId == ExtensionRelationId &&
+		outbox_shmem_available() &&
+		objectId == get_extension_oid("outbox", true))
+		outbox_xact_forget_database();
+}
 
 void
 _PG_init(void)
@@ -48,4 +70,6 @@ _PG_init(void)
 		return;
 
 	outbox_shmem_install_hooks();
+	prev_object_access_hook = object_access_hook;
+	object_access_hook = outbox_object_access;
 }

@@ -214,7 +214,6 @@ outbox_drop_topic(PG_FUNCTION_ARGS)
 	OutboxTopicInfo info;
 	Datum		values[1];
 	int			rc;
-	static const Oid textarg[1] = {TEXTOID};
 	static const Oid intarg[1] = {INT4OID};
 
 	outbox_require_arg(fcinfo, 1, "force");
@@ -227,23 +226,37 @@ outbox_drop_topic(PG_FUNCTION_ARGS)
 
 	if (!force)
 	{
-		int64		pending;
+		bool		pending;
 		bool		isnull;
+		int			leased = 0;
 
-		values[0] = CStringGetTextDatum(name);
-		rc = SPI_execute_with_args("SELECT available + leased + delayed + dead "
-								   "FROM outbox.stats WHERE topic = $1",
-								   1, (Oid *) textarg, values, NULL, true, 1);
+		if (outbox_shmem_available())
+		{
+			int			topic = outbox_topic_find(info.topic_id);
+
+			LWLockAcquire(outbox_shared->lock, LW_SHARED);
+			if (topic >= 0 && outbox_topic_matches(topic, info.topic_id, info.incarnation))
+				leased = outbox_shared->topics[topic].nleases;
+			LWLockRelease(outbox_shared->lock);
+		}
+
+		values[0] = Int32GetDatum(info.topic_id);
+		rc = SPI_execute_with_args("SELECT EXISTS (SELECT 1 FROM outbox.retry WHERE topic_id = $1) "
+								   "OR EXISTS (SELECT 1 FROM outbox.dead_letter WHERE topic_id = $1) "
+								   "OR EXISTS (SELECT 1 FROM outbox.event e "
+								   "  JOIN outbox.topic_state s USING (topic_id) "
+								   "  WHERE e.topic_id = $1 AND e.id > s.watermark "
+								   "  AND NOT EXISTS (SELECT 1 FROM outbox.acked a "
+								   "    WHERE a.topic_id = $1 AND a.max_id >= e.id AND e.id = ANY (a.ids)))",
+								   1, (Oid *) intarg, values, NULL, true, 1);
 		outbox_spi_check(rc, SPI_OK_SELECT, "drop_topic");
-		pending = SPI_processed == 0 ? 0 :
-			DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
-										SPI_tuptable->tupdesc, 1, &isnull));
-		if (pending > 0)
+		pending = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
+											 SPI_tuptable->tupdesc, 1, &isnull));
+		if (pending || leased > 0)
 			ereport(ERROR,
 					(errcode(ERRCODE_OBJECT_IN_USE),
 					 errmsg("topic \"%s\" still holds undelivered events", name),
-					 errdetail("%lld events are available, leased, delayed or dead.",
-							   (long long) pending),
+					 errdetail("Events of the topic are available, leased, delayed or dead."),
 					 errhint("Drain the topic first, or call outbox.drop_topic('%s', force => true).",
 							 name)));
 	}

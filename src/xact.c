@@ -64,6 +64,7 @@ typedef struct XactState
 	XactTopic  *topics;
 	int			ntopics;
 	int			maxtopics;
+	bool		forget_database;	/* the extension is being dropped */
 } XactState;
 
 static XactState xs;
@@ -229,6 +230,13 @@ outbox_xact_forget_topic(int topic)
 
 	xt->forget = true;
 	xt->forget_subid = GetCurrentSubTransactionId();
+}
+
+void
+outbox_xact_forget_database(void)
+{
+	xact_activate();
+	xs.forget_database = true;
 }
 
 void
@@ -455,6 +463,21 @@ xact_finish(bool commit)
 				if (xt->forget)
 					LWLockRelease(t->scan_lock);
 				ConditionVariableBroadcast(&t->cv);
+			}
+		}
+
+		if (commit && xs.forget_database)
+		{
+			for (int i = 0; i < outbox_shared->max_topics; i++)
+			{
+				OutboxTopic *t = &outbox_shared->topics[i];
+
+				LWLockAcquire(t->scan_lock, LW_EXCLUSIVE);
+				LWLockAcquire(outbox_shared->lock, LW_EXCLUSIVE);
+				if (t->in_use && t->dbid == MyDatabaseId)
+					outbox_topic_forget(i);
+				LWLockRelease(outbox_shared->lock);
+				LWLockRelease(t->scan_lock);
 			}
 		}
 
