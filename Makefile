@@ -30,4 +30,4 @@ test:
 
 # A local demo cluster with a producer and a consumer.
 demo:
-	bash scripts/demo.sh
+	bash scripts/demo.sh $(ARGS)
