@@ -15,6 +15,10 @@ PG_CPPFLAGS = -Iinclude -Wall -Wextra -Wno-unused-parameter \
 REGRESS = setup topics offer claim_ack nack_dead redrive dedupe errors \
 	maintain stats reinstall
 REGRESS_OPTS = --temp-instance=./tmp_check --temp-config=./test/outbox-test.conf
+# Isolation specs, on their own private instance.
+ISOLATION = inflight claim_race dedupe_race
+ISOLATION_OPTS = --temp-instance=./tmp_check_iso --temp-config=./test/outbox-test.conf
+
 ENCODING = UTF8
 NO_LOCALE = 1
 
