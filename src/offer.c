@@ -163,7 +163,8 @@ outbox_offer(PG_FUNCTION_ARGS)
 	{
 		int64		existing;
 
-		rc = SPI_execute("SELECT pg_catalog.nextval('outbox.event_id_seq')", false, 1);
+		rc = outbox_exec(PLAN_NEXTVAL, "SELECT pg_catalog.nextval('outbox.event_id_seq')",
+						 0, NULL, NULL, NULL, false, 1);
 		outbox_spi_check(rc, SPI_OK_SELECT, "offer");
 		id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
 										 SPI_tuptable->tupdesc, 1, &isnull));

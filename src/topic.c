@@ -24,8 +24,8 @@
 PG_FUNCTION_INFO_V1(outbox_create_topic);
 PG_FUNCTION_INFO_V1(outbox_drop_topic);
 
-static const char *topic_columns =
-"topic_id, incarnation, max_attempts, retention, backoff_base, backoff_max, ordered, name";
+#define TOPIC_COLUMNS \
+	"topic_id, incarnation, max_attempts, retention, backoff_base, backoff_max, ordered, name"
 
 void
 outbox_check_topic_name(const char *name)
@@ -82,8 +82,9 @@ void
 outbox_lookup_topic(const char *name, OutboxTopicInfo *info)
 {
 	static const Oid argtypes[1] = {TEXTOID};
-	char	   *sql = psprintf("SELECT %s FROM outbox.topic WHERE name = $1", topic_columns);
-	SPIPlanPtr	plan = outbox_plan(PLAN_TOPIC_BY_NAME, sql, 1, argtypes);
+	SPIPlanPtr	plan = outbox_plan(PLAN_TOPIC_BY_NAME,
+									   "SELECT " TOPIC_COLUMNS " FROM outbox.topic WHERE name = $1",
+									   1, argtypes);
 	Datum		values[1];
 	int			rc;
 
@@ -104,8 +105,9 @@ bool
 outbox_lookup_topic_by_id(int32 topic_id, OutboxTopicInfo *info)
 {
 	static const Oid argtypes[1] = {INT4OID};
-	char	   *sql = psprintf("SELECT %s FROM outbox.topic WHERE topic_id = $1", topic_columns);
-	SPIPlanPtr	plan = outbox_plan(PLAN_TOPIC_BY_ID, sql, 1, argtypes);
+	SPIPlanPtr	plan = outbox_plan(PLAN_TOPIC_BY_ID,
+									   "SELECT " TOPIC_COLUMNS " FROM outbox.topic WHERE topic_id = $1",
+									   1, argtypes);
 	Datum		values[1];
 	int			rc;
 
