@@ -57,10 +57,9 @@ echo "==== dependencies"
 bash "$ROOT/scripts/install-deps.sh"
 
 echo "==== build and install"
-SUDO=
-if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null; then SUDO=sudo; fi
-make -C "$ROOT" --no-print-directory PG_CONFIG="$PG_CONFIG"
-$SUDO make -C "$ROOT" --no-print-directory PG_CONFIG="$PG_CONFIG" install >/dev/null
+BUILD=$(mktemp -d)
+pgc_on_exit "rm -rf -- '$BUILD'"
+bash "$ROOT/scripts/build-install.sh" "$BUILD/tree"
 
 echo "==== demo server"
 pgc_init "$DIR"

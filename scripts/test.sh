@@ -24,9 +24,6 @@ export LANG=C.UTF-8 LC_ALL=C.UTF-8
 # shellcheck source=scripts/pgcluster.sh
 . "$ROOT/scripts/pgcluster.sh"
 
-SUDO=
-if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null; then SUDO=sudo; fi
-
 say() { printf '\n==== %s\n' "$*"; }
 
 # Runs a command as the OS user the servers run as (postgres when root).
@@ -191,19 +188,12 @@ if ! bash "$ROOT/scripts/install-deps.sh"; then
 fi
 
 say "build and install"
+# From a fresh copy the server user can write: pg_regress, isolation and TAP
+# write their results next to the sources.
 build_ok=1
-make -C "$ROOT" --no-print-directory PG_CONFIG="$PG_CONFIG" || build_ok=0
-if [ "$build_ok" = 1 ]; then
-	$SUDO make -C "$ROOT" --no-print-directory PG_CONFIG="$PG_CONFIG" install >/dev/null || build_ok=0
-fi
-
-# A copy of the tree the server user can write: pg_regress, isolation and
-# TAP write their results next to the sources.
-mkdir -p "$TREE"
-tar -C "$ROOT" -cf - --exclude=./.git --exclude=./tmp_check --exclude=./tmp_check_iso \
-	--exclude=./output_iso --exclude=./results --exclude=./log \
-	--exclude=./regression.diffs --exclude=./regression.out . | tar -C "$TREE" -xf - || exit 1
+bash "$ROOT/scripts/build-install.sh" "$TREE" || build_ok=0
 if [ "$(id -u)" = 0 ]; then chown -R "$PGC_OSUSER": "$TREE"; fi
+[ "$build_ok" = 1 ] && echo "built and installed from $TREE"
 
 if [ $# -gt 0 ]; then
 	suites=("$@")
