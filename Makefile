@@ -35,3 +35,11 @@ test:
 # A local demo cluster with a producer and a consumer.
 demo:
 	bash scripts/demo.sh $(ARGS)
+
+.PHONY: bench bench-quick
+# Benchmarks against the baselines (bench/README.md); not part of `make test`.
+bench:
+	bash bench/run.sh $(ARGS)
+
+bench-quick:
+	bash bench/run.sh --quick $(ARGS)
