@@ -27,6 +27,9 @@ EXTRA_CLEAN = tmp_check tmp_check_iso output_iso results log regression.diffs re
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
+# Every source includes the shared header: rebuild them all when it changes.
+$(OBJS): include/outbox.h
+
 .PHONY: test demo
 # Every test suite, on a fresh machine too (installs what is missing).
 test:

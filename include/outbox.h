@@ -58,6 +58,15 @@
 /* GUCs (outbox.c) */
 extern int	outbox_max_leases;
 extern int	outbox_max_topics;
+extern bool outbox_enabled;
+extern int	outbox_reap_interval;
+extern int	outbox_maintenance_interval;
+extern int	outbox_launcher_naptime;
+
+/* worker.c */
+extern void outbox_register_launcher(void);
+extern void outbox_database_changed(Oid dbid, bool present);
+extern void outbox_database_dropping(Oid dbid);
 
 /*
  * A topic's shared state.  scan_lock serialises the scan of the log and the
@@ -135,6 +144,25 @@ typedef struct OutboxOfferSlot
 	int64		passed[OUTBOX_XACT_TOPICS];
 } OutboxOfferSlot;
 
+/* What the launcher knows of a database (worker.c) */
+#define OUTBOX_MAX_DATABASES	256
+
+typedef enum OutboxDbState
+{
+	DB_UNKNOWN = 0,				/* not looked at yet */
+	DB_PRESENT,					/* has the extension */
+	DB_ABSENT					/* had not, when last looked at */
+} OutboxDbState;
+
+typedef struct OutboxDb
+{
+	Oid			dbid;			/* InvalidOid: free */
+	uint8		state;			/* OutboxDbState */
+	pid_t		worker_pid;
+	TimestampTz checked_at;		/* last start of a worker for it */
+	TimestampTz dropping_since; /* DROP DATABASE seen, or 0 */
+} OutboxDb;
+
 typedef struct OutboxShared
 {
 	LWLock	   *lock;			/* the shared state lock */
@@ -142,6 +170,9 @@ typedef struct OutboxShared
 	int			nslots;
 	OutboxTopic *topics;
 	OutboxOfferSlot *slots;
+	pid_t		launcher_pid;
+	struct Latch *launcher_latch;
+	OutboxDb	dbs[OUTBOX_MAX_DATABASES];
 } OutboxShared;
 
 /* shmem.c */
@@ -178,6 +209,7 @@ extern void outbox_xact_offered(int topic, int64 event_id, bool delayed,
 								TimestampTz available_at);
 extern void outbox_xact_forget_topic(int topic);
 extern void outbox_xact_forget_database(void);
+extern void outbox_xact_announce_database(void);
 extern void outbox_xact_set_watermark(int topic, int64 watermark);
 extern void outbox_xact_retry_changed(int topic, TimestampTz when);
 
@@ -224,6 +256,7 @@ typedef enum OutboxPlanId
 	PLAN_DEAD_INSERT,
 	PLAN_WATERMARK_UPDATE,
 	PLAN_REDRIVE,
+	PLAN_ACK_TRIM,
 	NUM_OUTBOX_PLANS
 } OutboxPlanId;
 
@@ -245,6 +278,10 @@ extern void outbox_require_arg(FunctionCallInfo fcinfo, int argno,
 extern void outbox_random_uuid(pg_uuid_t *uuid);
 extern int64 *outbox_int8_array(ArrayType *arr, const char *argname, int *n);
 extern int64 outbox_backoff_usec(const OutboxTopicInfo *info, int attempt);
+
+/* reap.c, maintain.c */
+extern int	outbox_do_reap(void);
+extern bool outbox_do_maintain(bool one_partition);
 
 /* dead letters (dead_letter.c) */
 extern void outbox_send_to_dead_letter(int64 event_id, int32 topic_id,

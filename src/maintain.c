@@ -83,6 +83,10 @@ outbox_setup_storage(PG_FUNCTION_ARGS)
 						  "WHERE parent_table = 'outbox.event'", partman),
 				 SPI_OK_UPDATE);
 	SPI_finish();
+
+	/* The background worker starts for this database at commit. */
+	if (outbox_shmem_available())
+		outbox_xact_announce_database();
 	PG_RETURN_VOID();
 }
 
@@ -105,10 +109,23 @@ partition_has_pending(const char *qualified)
 }
 
 /*
- * maintain() returns void.
+ * maintain() returns void: all of the upkeep, in the caller's transaction.
  */
 Datum
 outbox_maintain(PG_FUNCTION_ARGS)
+{
+	(void) outbox_do_maintain(false);
+	PG_RETURN_VOID();
+}
+
+/*
+ * The work of maintain().  With one_partition, retire at most one
+ * partition and return whether more may be due (the background worker
+ * calls it again in a new transaction); otherwise retire all.  Returns
+ * false at once if another session is maintaining.
+ */
+bool
+outbox_do_maintain(bool one_partition)
 {
 	LOCKTAG		tag;
 	char	   *partman;
@@ -116,13 +133,14 @@ outbox_maintain(PG_FUNCTION_ARGS)
 	SPITupleTable *parts;
 	uint64		nparts;
 	bool		parent_locked = false;
+	bool		more = false;
 
 	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, 0, 0, OUTBOX_LOCK_MAINTAIN);
 	if (LockAcquire(&tag, ExclusiveLock, false, true) == LOCKACQUIRE_NOT_AVAIL)
 	{
 		ereport(NOTICE,
 				(errmsg("outbox maintenance is already running in another session")));
-		PG_RETURN_VOID();
+		return false;
 	}
 
 	SPI_connect();
@@ -167,6 +185,11 @@ outbox_maintain(PG_FUNCTION_ARGS)
 		CHECK_FOR_INTERRUPTS();
 		if (partition_has_pending(qualified))
 			continue;
+		if (one_partition && parent_locked)
+		{
+			more = true;		/* the next one in the next transaction */
+			break;
+		}
 
 		/*
 		 * Dropping a partition locks its parent exclusively.  Take that lock
@@ -188,5 +211,5 @@ outbox_maintain(PG_FUNCTION_ARGS)
 	}
 
 	SPI_finish();
-	PG_RETURN_VOID();
+	return more;
 }

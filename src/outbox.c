@@ -8,6 +8,7 @@
 #include "outbox.h"
 
 #include "catalog/objectaccess.h"
+#include "catalog/pg_database.h"
 #include "catalog/pg_extension.h"
 #include "commands/extension.h"
 #include "fmgr.h"
@@ -18,6 +19,10 @@ PG_MODULE_MAGIC;
 
 int			outbox_max_leases = 65536;
 int			outbox_max_topics = 256;
+bool		outbox_enabled = true;
+int			outbox_reap_interval = 1000;
+int			outbox_maintenance_interval = 600;
+int			outbox_launcher_naptime = 60;
 
 void		_PG_init(void);
 
@@ -34,10 +39,13 @@ outbox_object_access(ObjectAccessType access, Oid classId, Oid objectId,
 	if (prev_object_access_hook)
 		prev_object_access_hook(access, classId, objectId, subId, arg);
 
-	if (access == OAT_DROP && classId == ExtensionRelationId &&
-		outbox_shmem_available() &&
+	if (access != OAT_DROP || !outbox_shmem_available())
+		return;
+	if (classId == ExtensionRelationId &&
 		objectId == get_extension_oid("outbox", true))
 		outbox_xact_forget_database();
+	else if (classId == DatabaseRelationId)
+		outbox_database_dropping(objectId);
 }
 
 void
@@ -62,6 +70,35 @@ _PG_init(void)
 							PGC_POSTMASTER, 0,
 							NULL, NULL, NULL);
 
+	DefineCustomBoolVariable("outbox.enabled",
+							 "Runs the outbox background workers.",
+							 "When off, no worker reaps leases or maintains partitions.",
+							 &outbox_enabled,
+							 true,
+							 PGC_SIGHUP, 0,
+							 NULL, NULL, NULL);
+	DefineCustomIntVariable("outbox.reap_interval",
+							"Time between two reaps of expired leases by the worker.",
+							NULL,
+							&outbox_reap_interval,
+							1000, 10, 3600 * 1000,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("outbox.maintenance_interval",
+							"Time between two runs of outbox.maintain() by the worker.",
+							NULL,
+							&outbox_maintenance_interval,
+							600, 1, 7 * 24 * 3600,
+							PGC_SIGHUP, GUC_UNIT_S,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("outbox.launcher_naptime",
+							"Time between two looks of the launcher for databases it was not told about.",
+							NULL,
+							&outbox_launcher_naptime,
+							60, 1, 24 * 3600,
+							PGC_SIGHUP, GUC_UNIT_S,
+							NULL, NULL, NULL);
+
 	MarkGUCPrefixReserved("outbox");
 
 	outbox_xact_init();
@@ -70,6 +107,8 @@ _PG_init(void)
 		return;
 
 	outbox_shmem_install_hooks();
+	if (!IsBinaryUpgrade)
+		outbox_register_launcher();
 	prev_object_access_hook = object_access_hook;
 	object_access_hook = outbox_object_access;
 }

@@ -105,11 +105,38 @@ advance_watermarks(void)
 }
 
 /*
+ * Acknowledgements at or below their topic's watermark say nothing the
+ * watermark does not: remove them, and those of dropped topics.
+ */
+static void
+trim_acks(void)
+{
+	int			rc;
+
+	rc = outbox_exec(PLAN_ACK_TRIM,
+					 "DELETE FROM outbox.acked a WHERE NOT EXISTS ("
+					 "SELECT 1 FROM outbox.topic_state s "
+					 "WHERE s.topic_id = a.topic_id AND a.max_id > s.watermark)",
+					 0, NULL, NULL, NULL, false, 0);
+	outbox_spi_check(rc, SPI_OK_DELETE, "reap");
+}
+
+/*
  * reap() returns integer: how many expired leases were handed back or
  * dead-lettered.  A lease whose ack (or nack) is in progress is left to it.
  */
 Datum
 outbox_reap(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_INT32(outbox_do_reap());
+}
+
+/*
+ * The work of reap(), also called by the background worker: expired
+ * leases, then the watermarks and the acknowledgements below them.
+ */
+int
+outbox_do_reap(void)
 {
 	TimestampTz now = GetCurrentTimestamp();
 	Expired    *expired;
@@ -120,7 +147,12 @@ outbox_reap(PG_FUNCTION_ARGS)
 	bool		info_valid = false;
 
 	if (!outbox_shmem_available())
-		PG_RETURN_INT32(0);
+	{
+		SPI_connect();
+		trim_acks();
+		SPI_finish();
+		return 0;
+	}
 
 	/* Count first, so that marking cannot fail half-way. */
 	LWLockAcquire(outbox_shared->lock, LW_SHARED);
@@ -190,7 +222,8 @@ outbox_reap(PG_FUNCTION_ARGS)
 								  "lease expired");
 	}
 	advance_watermarks();
+	trim_acks();
 	SPI_finish();
 
-	PG_RETURN_INT32(nexpired);
+	return nexpired;
 }

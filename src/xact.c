@@ -65,6 +65,7 @@ typedef struct XactState
 	int			ntopics;
 	int			maxtopics;
 	bool		forget_database;	/* the extension is being dropped */
+	bool		announce_database;	/* the extension is being created */
 } XactState;
 
 static XactState xs;
@@ -237,6 +238,13 @@ outbox_xact_forget_database(void)
 {
 	xact_activate();
 	xs.forget_database = true;
+}
+
+void
+outbox_xact_announce_database(void)
+{
+	xact_activate();
+	xs.announce_database = true;
 }
 
 void
@@ -480,6 +488,12 @@ xact_finish(bool commit)
 				LWLockRelease(t->scan_lock);
 			}
 		}
+
+		/* Tell the launcher the database gained or lost the extension. */
+		if (commit && xs.forget_database)
+			outbox_database_changed(MyDatabaseId, false);
+		else if (commit && xs.announce_database)
+			outbox_database_changed(MyDatabaseId, true);
 
 		/* The slot is empty again. */
 		{

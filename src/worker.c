@@ -1,0 +1,571 @@
+/*-------------------------------------------------------------------------
+ *
+ * worker.c
+ *	  Background workers: a launcher, connected to no database, that keeps
+ *	  one worker running in each database where the extension is installed;
+ *	  and that per-database worker, which reaps expired leases every
+ *	  outbox.reap_interval and runs maintenance every
+ *	  outbox.maintenance_interval, sleeping on its latch in between.
+ *
+ *	  The launcher learns of a database that gets the extension when
+ *	  CREATE EXTENSION commits (xact.c); a database it was not told about is
+ *	  looked at, by starting a worker that leaves at once if the extension
+ *	  is absent, at most once per outbox.launcher_naptime.  A worker leaves
+ *	  when the extension is dropped, and when DROP DATABASE is about to wait
+ *	  for its connection to go.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "outbox.h"
+
+#include <signal.h>
+
+#include "access/heapam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "access/xact.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_database.h"
+#include "commands/extension.h"
+#include "miscadmin.h"
+#include "nodes/makefuncs.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/proc.h"
+#include "tcop/tcopprot.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+
+PGDLLEXPORT void outbox_launcher_main(Datum main_arg);
+PGDLLEXPORT void outbox_worker_main(Datum main_arg);
+
+/* A worker stopped this soon after its start is not restarted at once. */
+#define RESTART_BACKOFF_USEC	(10 * USECS_PER_SEC)
+/* How long the launcher keeps away from a database being dropped */
+#define DROPPING_USEC			(60 * USECS_PER_SEC)
+
+void
+outbox_register_launcher(void)
+{
+	BackgroundWorker worker;
+
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	worker.bgw_restart_time = 5;
+	snprintf(worker.bgw_library_name, BGW_MAXLEN, "outbox");
+	snprintf(worker.bgw_function_name, BGW_MAXLEN, "outbox_launcher_main");
+	snprintf(worker.bgw_name, BGW_MAXLEN, "outbox launcher");
+	snprintf(worker.bgw_type, BGW_MAXLEN, "outbox launcher");
+	RegisterBackgroundWorker(&worker);
+}
+
+/* The shared entry of a database; made if missing and make is set. */
+static OutboxDb *
+db_entry(Oid dbid, bool make)
+{
+	OutboxDb   *free_entry = NULL;
+
+	for (int i = 0; i < OUTBOX_MAX_DATABASES; i++)
+	{
+		OutboxDb   *d = &outbox_shared->dbs[i];
+
+		if (d->dbid == dbid)
+			return d;
+		if (d->dbid == InvalidOid && free_entry == NULL)
+			free_entry = d;
+	}
+	if (!make || free_entry == NULL)
+		return NULL;
+	memset(free_entry, 0, sizeof(OutboxDb));
+	free_entry->dbid = dbid;
+	return free_entry;
+}
+
+static void
+wake_launcher(void)
+{
+	if (outbox_shared->launcher_latch != NULL)
+		SetLatch(outbox_shared->launcher_latch);
+}
+
+/*
+ * The extension was created (present) or dropped in a database: called at
+ * commit.  Must not fail.
+ */
+void
+outbox_database_changed(Oid dbid, bool present)
+{
+	OutboxDb   *d;
+
+	LWLockAcquire(outbox_shared->lock, LW_EXCLUSIVE);
+	d = db_entry(dbid, true);
+	if (d != NULL)
+	{
+		d->state = present ? DB_PRESENT : DB_ABSENT;
+		d->checked_at = 0;
+	}
+	LWLockRelease(outbox_shared->lock);
+	if (present)
+		wake_launcher();
+}
+
+/*
+ * DROP DATABASE is about to wait for the database's other connections to
+ * go: ask our worker to leave, and keep the launcher away for a while.
+ */
+void
+outbox_database_dropping(Oid dbid)
+{
+	OutboxDb   *d;
+	pid_t		pid = 0;
+
+	LWLockAcquire(outbox_shared->lock, LW_EXCLUSIVE);
+	d = db_entry(dbid, true);
+	if (d != NULL)
+	{
+		d->dropping_since = GetCurrentTimestamp();
+		pid = d->worker_pid;
+	}
+	LWLockRelease(outbox_shared->lock);
+	if (pid != 0)
+		(void) kill(pid, SIGTERM);
+}
+
+/* ----------------------------------------------------------------------
+ * The launcher
+ * ---------------------------------------------------------------------- */
+
+typedef struct LaunchedWorker
+{
+	Oid			dbid;
+	BackgroundWorkerHandle *handle;
+	TimestampTz started_at;
+} LaunchedWorker;
+
+static LaunchedWorker *launched;
+static int	nlaunched;
+static bool slots_warned = false;
+
+/* The databases one can connect to, templates left out. */
+static Oid *
+database_list(int *n)
+{
+	Oid		   *result = palloc(sizeof(Oid) * OUTBOX_MAX_DATABASES);
+	MemoryContext cxt = CurrentMemoryContext;
+	Relation	rel;
+	TableScanDesc scan;
+	HeapTuple	tup;
+
+	*n = 0;
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	(void) GetTransactionSnapshot();
+	rel = table_open(DatabaseRelationId, AccessShareLock);
+	scan = table_beginscan_catalog(rel, 0, NULL);
+	while ((tup = heap_getnext(scan, ForwardScanDirection)) != NULL)
+	{
+		Form_pg_database db = (Form_pg_database) GETSTRUCT(tup);
+
+		if (!db->datallowconn || db->datistemplate || *n >= OUTBOX_MAX_DATABASES)
+			continue;
+		result[(*n)++] = db->oid;
+	}
+	table_endscan(scan);
+	table_close(rel, AccessShareLock);
+	CommitTransactionCommand();
+	MemoryContextSwitchTo(cxt);
+	return result;
+}
+
+static LaunchedWorker *
+launched_for(Oid dbid)
+{
+	for (int i = 0; i < nlaunched; i++)
+		if (launched[i].dbid == dbid)
+			return &launched[i];
+	return NULL;
+}
+
+static bool
+start_worker(Oid dbid)
+{
+	BackgroundWorker worker;
+	BackgroundWorkerHandle *handle;
+	MemoryContext oldcxt;
+	bool		registered;
+
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	worker.bgw_restart_time = BGW_NEVER_RESTART;
+	snprintf(worker.bgw_library_name, BGW_MAXLEN, "outbox");
+	snprintf(worker.bgw_function_name, BGW_MAXLEN, "outbox_worker_main");
+	snprintf(worker.bgw_name, BGW_MAXLEN, "outbox worker for database %u", dbid);
+	snprintf(worker.bgw_type, BGW_MAXLEN, "outbox worker");
+	worker.bgw_main_arg = ObjectIdGetDatum(dbid);
+	worker.bgw_notify_pid = MyProcPid;
+
+	/* the handle outlives this pass of the launcher */
+	oldcxt = MemoryContextSwitchTo(TopMemoryContext);
+	registered = RegisterDynamicBackgroundWorker(&worker, &handle);
+	MemoryContextSwitchTo(oldcxt);
+	if (!registered)
+	{
+		if (!slots_warned)
+			ereport(LOG,
+					(errmsg("outbox launcher could not start a worker for database %u: out of background worker slots",
+							dbid),
+					 errhint("Raise max_worker_processes: outbox needs one worker per database that has the extension, plus its launcher.")));
+		slots_warned = true;
+		return false;
+	}
+	slots_warned = false;
+	launched[nlaunched].dbid = dbid;
+	launched[nlaunched].handle = handle;
+	launched[nlaunched].started_at = GetCurrentTimestamp();
+	nlaunched++;
+	return true;
+}
+
+/*
+ * One pass of the launcher: forget workers that stopped, start the ones
+ * that are due.  Returns when it wants to look again.
+ */
+static TimestampTz
+launcher_pass(void)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	TimestampTz next = now + (int64) outbox_launcher_naptime * USECS_PER_SEC;
+	Oid		   *dbs;
+	int			ndbs;
+
+	/* Workers that stopped */
+	for (int i = 0; i < nlaunched;)
+	{
+		pid_t		pid;
+
+		if (GetBackgroundWorkerPid(launched[i].handle, &pid) == BGWH_STOPPED)
+		{
+			pfree(launched[i].handle);
+			launched[i] = launched[--nlaunched];
+		}
+		else
+			i++;
+	}
+
+	if (!outbox_enabled)
+	{
+		for (int i = 0; i < nlaunched; i++)
+			TerminateBackgroundWorker(launched[i].handle);
+		return next;
+	}
+
+	dbs = database_list(&ndbs);
+
+	LWLockAcquire(outbox_shared->lock, LW_EXCLUSIVE);
+	/* Entries of databases that are gone */
+	for (int i = 0; i < OUTBOX_MAX_DATABASES; i++)
+	{
+		OutboxDb   *d = &outbox_shared->dbs[i];
+		bool		exists = false;
+
+		if (d->dbid == InvalidOid)
+			continue;
+		for (int j = 0; j < ndbs && !exists; j++)
+			exists = (dbs[j] == d->dbid);
+		if (!exists && launched_for(d->dbid) == NULL)
+			d->dbid = InvalidOid;
+	}
+	LWLockRelease(outbox_shared->lock);
+
+	for (int j = 0; j < ndbs; j++)
+	{
+		OutboxDb   *d;
+		TimestampTz due;
+		bool		start;
+
+		if (launched_for(dbs[j]) != NULL)
+			continue;
+
+		LWLockAcquire(outbox_shared->lock, LW_EXCLUSIVE);
+		d = db_entry(dbs[j], true);
+		if (d == NULL)
+		{
+			LWLockRelease(outbox_shared->lock);
+			continue;
+		}
+		if (d->worker_pid != 0)
+		{
+			/* started by an earlier launcher, still running */
+			LWLockRelease(outbox_shared->lock);
+			continue;
+		}
+		if (d->dropping_since != 0 && now - d->dropping_since < DROPPING_USEC)
+			due = d->dropping_since + DROPPING_USEC;
+		else if (d->state == DB_ABSENT)
+			due = d->checked_at + (int64) outbox_launcher_naptime * USECS_PER_SEC;
+		else
+			due = d->checked_at + RESTART_BACKOFF_USEC;
+		if (d->state == DB_UNKNOWN)
+			due = 0;
+		start = (due <= now);
+		if (start)
+			d->checked_at = now;
+		LWLockRelease(outbox_shared->lock);
+
+		if (!start)
+		{
+			next = Min(next, due);
+			continue;
+		}
+		if (!start_worker(dbs[j]))
+			break;
+	}
+	pfree(dbs);
+	return next;
+}
+
+void
+outbox_launcher_main(Datum main_arg)
+{
+	MemoryContext cxt;
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnection(NULL, NULL, 0);
+
+	launched = MemoryContextAlloc(TopMemoryContext,
+								  sizeof(LaunchedWorker) * OUTBOX_MAX_DATABASES);
+	nlaunched = 0;
+	cxt = AllocSetContextCreate(TopMemoryContext, "outbox launcher",
+								ALLOCSET_DEFAULT_SIZES);
+
+	LWLockAcquire(outbox_shared->lock, LW_EXCLUSIVE);
+	outbox_shared->launcher_pid = MyProcPid;
+	outbox_shared->launcher_latch = MyLatch;
+	LWLockRelease(outbox_shared->lock);
+
+	for (;;)
+	{
+		TimestampTz next;
+		long		timeout;
+
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+
+		MemoryContextSwitchTo(cxt);
+		pgstat_report_activity(STATE_RUNNING, "looking for databases");
+		next = launcher_pass();
+		pgstat_report_activity(STATE_IDLE, NULL);
+		MemoryContextReset(cxt);
+
+		timeout = (long) ((next - GetCurrentTimestamp() + 999) / 1000);
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 Max(timeout, 1), PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+}
+
+/* ----------------------------------------------------------------------
+ * The per-database worker
+ * ---------------------------------------------------------------------- */
+
+typedef enum WorkUnit
+{
+	UNIT_REAP,
+	UNIT_MAINTAIN
+} WorkUnit;
+
+static const char *const unit_names[] = {"reap", "maintenance"};
+
+/* The last failure logged, per unit, so that a repeated one is not */
+static char *last_error[2];
+
+/*
+ * Is the extension there, ready to use?  Locks outbox.topic first, so that
+ * a DROP EXTENSION in progress is waited for rather than run into.
+ */
+static bool
+extension_ready(void)
+{
+	Oid			rel = RangeVarGetRelid(makeRangeVar("outbox", "topic", -1),
+									   AccessShareLock, true);
+
+	return OidIsValid(rel) && OidIsValid(get_extension_oid("outbox", true));
+}
+
+/*
+ * Run one unit of work in transactions of its own.  Errors are logged (a
+ * repeat of the last one is not) and the work is tried again next time.
+ * Returns false if the extension is not installed.
+ */
+static bool
+run_unit(WorkUnit unit, MemoryContext cxt)
+{
+	volatile bool present = true;
+	volatile bool more = true;
+
+	while (more && present)
+	{
+		more = false;
+		PG_TRY();
+		{
+			SetCurrentStatementStartTimestamp();
+			StartTransactionCommand();
+			PushActiveSnapshot(GetTransactionSnapshot());
+			pgstat_report_activity(STATE_RUNNING, unit == UNIT_REAP ?
+								   "outbox: reaping expired leases" :
+								   "outbox: maintaining partitions");
+			present = extension_ready();
+			if (present && unit == UNIT_REAP)
+				(void) outbox_do_reap();
+			else if (present)
+				more = outbox_do_maintain(true);
+			PopActiveSnapshot();
+			CommitTransactionCommand();
+			pgstat_report_activity(STATE_IDLE, NULL);
+
+			if (last_error[unit] != NULL)
+			{
+				ereport(LOG,
+						(errmsg("outbox worker: %s works again", unit_names[unit])));
+				pfree(last_error[unit]);
+				last_error[unit] = NULL;
+			}
+		}
+		PG_CATCH();
+		{
+			ErrorData  *edata;
+
+			MemoryContextSwitchTo(cxt);
+			edata = CopyErrorData();
+			FlushErrorState();
+			AbortCurrentTransaction();
+			pgstat_report_activity(STATE_IDLE, NULL);
+
+			if (last_error[unit] == NULL || strcmp(last_error[unit], edata->message) != 0)
+			{
+				ereport(LOG,
+						(errmsg("outbox worker: %s failed: %s", unit_names[unit],
+								edata->message),
+						 errdetail("It is tried again at the next interval; the same failure is not logged again.")));
+				if (last_error[unit])
+					pfree(last_error[unit]);
+				last_error[unit] = MemoryContextStrdup(TopMemoryContext, edata->message);
+			}
+			FreeErrorData(edata);
+			more = false;
+		}
+		PG_END_TRY();
+		MemoryContextSwitchTo(cxt);
+	}
+	return present;
+}
+
+static void
+worker_leaving(int code, Datum arg)
+{
+	OutboxDb   *d;
+
+	LWLockAcquire(outbox_shared->lock, LW_EXCLUSIVE);
+	d = db_entry(MyDatabaseId, false);
+	if (d != NULL && d->worker_pid == MyProcPid)
+		d->worker_pid = 0;
+	LWLockRelease(outbox_shared->lock);
+	wake_launcher();
+}
+
+void
+outbox_worker_main(Datum main_arg)
+{
+	Oid			dbid = DatumGetObjectId(main_arg);
+	MemoryContext cxt;
+	TimestampTz next_reap;
+	TimestampTz next_maintain;
+	OutboxDb   *d;
+	bool		seen_present = false;
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnectionByOid(dbid, InvalidOid, 0);
+
+	LWLockAcquire(outbox_shared->lock, LW_EXCLUSIVE);
+	d = db_entry(dbid, true);
+	if (d != NULL)
+		d->worker_pid = MyProcPid;
+	LWLockRelease(outbox_shared->lock);
+	before_shmem_exit(worker_leaving, (Datum) 0);
+
+	cxt = AllocSetContextCreate(TopMemoryContext, "outbox worker",
+								ALLOCSET_DEFAULT_SIZES);
+	MemoryContextSwitchTo(cxt);
+
+	next_reap = next_maintain = GetCurrentTimestamp();
+	for (;;)
+	{
+		TimestampTz now;
+		long		timeout;
+
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+			/* a shorter interval takes effect now, not after the old one */
+			next_reap = Min(next_reap, GetCurrentTimestamp() +
+							(int64) outbox_reap_interval * 1000);
+			next_maintain = Min(next_maintain, GetCurrentTimestamp() +
+								(int64) outbox_maintenance_interval * USECS_PER_SEC);
+		}
+		if (!outbox_enabled)
+			break;
+
+		now = GetCurrentTimestamp();
+		if (now >= next_reap)
+		{
+			if (!run_unit(UNIT_REAP, cxt))
+				break;
+			next_reap = now + (int64) outbox_reap_interval * 1000;
+			if (!seen_present)
+			{
+				LWLockAcquire(outbox_shared->lock, LW_EXCLUSIVE);
+				d = db_entry(dbid, false);
+				if (d != NULL)
+					d->state = DB_PRESENT;
+				LWLockRelease(outbox_shared->lock);
+				seen_present = true;
+			}
+		}
+		if (now >= next_maintain)
+		{
+			if (!run_unit(UNIT_MAINTAIN, cxt))
+				break;
+			next_maintain = now + (int64) outbox_maintenance_interval * USECS_PER_SEC;
+		}
+		MemoryContextReset(cxt);
+
+		timeout = (long) ((Min(next_reap, next_maintain) - GetCurrentTimestamp() + 999) / 1000);
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 Max(timeout, 1), PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+
+	/* The extension is not here (or we are disabled): leave for good. */
+	LWLockAcquire(outbox_shared->lock, LW_EXCLUSIVE);
+	d = db_entry(dbid, false);
+	if (d != NULL && outbox_enabled)
+		d->state = DB_ABSENT;
+	LWLockRelease(outbox_shared->lock);
+	proc_exit(0);
+}
