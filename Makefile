@@ -19,6 +19,9 @@ REGRESS_OPTS = --temp-instance=./tmp_check --temp-config=./test/outbox-test.conf
 ISOLATION = inflight claim_race dedupe_race
 ISOLATION_OPTS = --temp-instance=./tmp_check_iso --temp-config=./test/outbox-test.conf
 
+# Perl TAP tests (t/): the background worker and crash recovery.
+TAP_TESTS = 1
+
 ENCODING = UTF8
 NO_LOCALE = 1
 

@@ -62,11 +62,13 @@ extern bool outbox_enabled;
 extern int	outbox_reap_interval;
 extern int	outbox_maintenance_interval;
 extern int	outbox_launcher_naptime;
+extern bool outbox_release_on_disconnect;
 
 /* worker.c */
 extern void outbox_register_launcher(void);
 extern void outbox_database_changed(Oid dbid, bool present);
 extern void outbox_database_dropping(Oid dbid);
+extern void outbox_wake_worker(Oid dbid);
 
 /*
  * A topic's shared state.  scan_lock serialises the scan of the log and the
@@ -127,6 +129,8 @@ typedef struct OutboxEntry
 	pg_uuid_t	token;
 	TimestampTz expires_at;
 	TimestampTz claimed_at;
+	int			owner;			/* pgprocno of the claiming backend */
+	bool		release_on_exit;	/* owner set outbox.release_on_disconnect */
 	dlist_node	node;			/* in the topic's leases or ready list */
 } OutboxEntry;
 
@@ -159,6 +163,8 @@ typedef struct OutboxDb
 	Oid			dbid;			/* InvalidOid: free */
 	uint8		state;			/* OutboxDbState */
 	pid_t		worker_pid;
+	struct Latch *worker_latch;
+	bool		reap_requested; /* a consumer left with leases to hand back */
 	TimestampTz checked_at;		/* last start of a worker for it */
 	TimestampTz dropping_since; /* DROP DATABASE seen, or 0 */
 } OutboxDb;

@@ -25,7 +25,9 @@
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "nodes/makefuncs.h"
+#include "storage/ipc.h"
 #include "storage/lmgr.h"
+#include "storage/proc.h"
 #include "pgstat.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -469,6 +471,8 @@ claim_once(ClaimState *cs, pg_uuid_t *token, TimestampTz expires_at)
 		e->token = *token;
 		e->expires_at = expires_at;
 		e->claimed_at = now;
+		e->owner = MyProc->pgprocno;
+		e->release_on_exit = outbox_release_on_disconnect;
 		dlist_push_tail(&t->leases, &e->node);
 		t->nleases++;
 		c->leased = true;
@@ -547,6 +551,41 @@ emit_rows(ClaimState *cs, ReturnSetInfo *rsinfo, pg_uuid_t *token,
 }
 
 /*
+ * At the exit of a session that set outbox.release_on_disconnect, its
+ * leases expire at once and its database's worker is asked to reap them.
+ */
+static void
+release_on_exit(int code, Datum arg)
+{
+	bool		any = false;
+
+	if (outbox_shared == NULL)
+		return;
+	LWLockAcquire(outbox_shared->lock, LW_EXCLUSIVE);
+	for (int i = 0; i < outbox_shared->max_topics; i++)
+	{
+		OutboxTopic *t = &outbox_shared->topics[i];
+		dlist_iter	it;
+
+		if (!t->in_use || t->dbid != MyDatabaseId)
+			continue;
+		dlist_foreach(it, &t->leases)
+		{
+			OutboxEntry *e = dlist_container(OutboxEntry, node, it.cur);
+
+			if (e->owner == MyProc->pgprocno && e->release_on_exit)
+			{
+				e->expires_at = 0;
+				any = true;
+			}
+		}
+	}
+	LWLockRelease(outbox_shared->lock);
+	if (any)
+		outbox_wake_worker(MyDatabaseId);
+}
+
+/*
  * claim(topic, batch_size, lease, wait): lease up to batch_size available
  * events, oldest first, under one fresh token.  With wait > 0 and nothing
  * available, sleep until an offer to the topic commits, a retry falls due,
@@ -583,6 +622,14 @@ outbox_claim(PG_FUNCTION_ARGS)
 	wait_usec = outbox_interval_usec(PG_GETARG_INTERVAL_P(3), "wait", 0,
 									 OUTBOX_MAX_WAIT_USEC, true);
 	outbox_require_shmem("outbox.claim()");
+	if (outbox_release_on_disconnect)
+	{
+		static bool registered = false;
+
+		if (!registered)
+			before_shmem_exit(release_on_exit, (Datum) 0);
+		registered = true;
+	}
 
 	memset(&cs, 0, sizeof(cs));
 	cs.info = &info;

@@ -23,6 +23,7 @@ bool		outbox_enabled = true;
 int			outbox_reap_interval = 1000;
 int			outbox_maintenance_interval = 600;
 int			outbox_launcher_naptime = 60;
+bool		outbox_release_on_disconnect = false;
 
 void		_PG_init(void);
 
@@ -70,6 +71,13 @@ _PG_init(void)
 							PGC_POSTMASTER, 0,
 							NULL, NULL, NULL);
 
+	DefineCustomBoolVariable("outbox.release_on_disconnect",
+							 "Hands this session's leases back as soon as it disconnects.",
+							 "For consumers with a connection of their own; never for pooled connections.",
+							 &outbox_release_on_disconnect,
+							 false,
+							 PGC_USERSET, 0,
+							 NULL, NULL, NULL);
 	DefineCustomBoolVariable("outbox.enabled",
 							 "Runs the outbox background workers.",
 							 "When off, no worker reaps leases or maintains partitions.",

@@ -136,6 +136,22 @@ outbox_database_dropping(Oid dbid)
 		(void) kill(pid, SIGTERM);
 }
 
+/* Ask the worker of a database to reap now. */
+void
+outbox_wake_worker(Oid dbid)
+{
+	OutboxDb   *d;
+
+	LWLockAcquire(outbox_shared->lock, LW_EXCLUSIVE);
+	d = db_entry(dbid, false);
+	if (d != NULL && d->worker_pid != 0)
+	{
+		d->reap_requested = true;
+		SetLatch(d->worker_latch);
+	}
+	LWLockRelease(outbox_shared->lock);
+}
+
 /* ----------------------------------------------------------------------
  * The launcher
  * ---------------------------------------------------------------------- */
@@ -480,7 +496,10 @@ worker_leaving(int code, Datum arg)
 	LWLockAcquire(outbox_shared->lock, LW_EXCLUSIVE);
 	d = db_entry(MyDatabaseId, false);
 	if (d != NULL && d->worker_pid == MyProcPid)
+	{
 		d->worker_pid = 0;
+		d->worker_latch = NULL;
+	}
 	LWLockRelease(outbox_shared->lock);
 	wake_launcher();
 }
@@ -503,7 +522,11 @@ outbox_worker_main(Datum main_arg)
 	LWLockAcquire(outbox_shared->lock, LW_EXCLUSIVE);
 	d = db_entry(dbid, true);
 	if (d != NULL)
+	{
 		d->worker_pid = MyProcPid;
+		d->worker_latch = MyLatch;
+		d->reap_requested = false;
+	}
 	LWLockRelease(outbox_shared->lock);
 	before_shmem_exit(worker_leaving, (Datum) 0);
 
@@ -532,6 +555,14 @@ outbox_worker_main(Datum main_arg)
 			break;
 
 		now = GetCurrentTimestamp();
+		LWLockAcquire(outbox_shared->lock, LW_EXCLUSIVE);
+		d = db_entry(dbid, false);
+		if (d != NULL && d->reap_requested)
+		{
+			d->reap_requested = false;
+			next_reap = now;
+		}
+		LWLockRelease(outbox_shared->lock);
 		if (now >= next_reap)
 		{
 			if (!run_unit(UNIT_REAP, cxt))
