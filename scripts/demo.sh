@@ -63,7 +63,7 @@ bash "$ROOT/scripts/build-install.sh" "$BUILD/tree"
 
 echo "==== demo server"
 pgc_init "$DIR"
-pgc_start "$DIR" --port 54399 "fsync=on" "outbox.database='$DB'" ||
+pgc_start "$DIR" --port 54399 "fsync=on" ||
 	{ echo "demo: the server did not start" >&2; exit 1; }
 PORT=$(pgc_port "$DIR")
 HOST=$(pgc_host "$DIR")

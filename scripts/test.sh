@@ -41,26 +41,26 @@ make_var() {
 # one kind of test by emptying the variables of the others.
 installcheck() {
 	local what=$1; shift
-	local rc=0
+	local rc=0 out="$WORK/installcheck-$what.out"
 	rm -rf -- "$TREE/regression.diffs" "$TREE/regression.out" "$TREE/results" "$TREE/output_iso" \
 		"$TREE/tmp_check" "$TREE/tmp_check_iso" "$TREE/log"
-	as_server make -C "$TREE" --no-print-directory PG_CONFIG="$PG_CONFIG" "$@" installcheck || rc=$?
+	as_server make -C "$TREE" --no-print-directory PG_CONFIG="$PG_CONFIG" "$@" installcheck 2>&1 |
+		tee "$out" || rc=$?
 	if [ "$rc" != 0 ]; then
-		local f
+		local f t
 		for f in "$TREE/regression.diffs" "$TREE/output_iso/regression.diffs"; do
 			if [ -s "$f" ]; then
 				echo "---- $what: ${f#"$TREE"/} ----"
 				cat "$f"
 			fi
 		done
-		if [ -d "$TREE/tmp_check/log" ] && [ "$what" = tap ]; then
-			local l
-			for l in "$TREE"/tmp_check/log/*; do
-				[ -f "$l" ] || continue
-				echo "---- $what: ${l#"$TREE"/} (last 50 lines) ----"
-				tail -n 50 "$l"
-			done
-		fi
+		# The log of each failed TAP script.
+		sed -n 's|^t/\([^ ]*\)\.pl *(Wstat.*|\1|p' "$out" | while read -r t; do
+			f="$TREE/tmp_check/log/regress_log_$t"
+			[ -f "$f" ] || continue
+			echo "---- $what: ${f#"$TREE"/} (last 80 lines) ----"
+			tail -n 80 "$f"
+		done
 	fi
 	return "$rc"
 }
@@ -159,6 +159,24 @@ all_suites() {
 	echo concurrency
 }
 
+# Stops servers left running under $WORK by a suite that was killed (a TAP
+# script killed mid-run leaves its nodes up): each is identified by its
+# postmaster.pid and must have its data directory as working directory.
+stop_strays() {
+	local pidfile pid i
+	while IFS= read -r pidfile; do
+		pid=$(head -n 1 "$pidfile" 2>/dev/null)
+		[[ "$pid" =~ ^[0-9]+$ ]] || continue
+		[ "$(readlink "/proc/$pid/cwd" 2>/dev/null)" = "$(dirname "$pidfile")" ] || continue
+		echo "test: stopping a server left running in $(dirname "$pidfile")" >&2
+		kill -INT "$pid" 2>/dev/null || continue
+		for ((i = 0; i < 60; i++)); do
+			kill -0 "$pid" 2>/dev/null || break
+			sleep 0.5
+		done
+	done < <(find "$WORK" -name postmaster.pid 2>/dev/null)
+}
+
 RESULTS=()
 record() { RESULTS+=("$(printf '%-12s %s  (%ss)' "$1" "$2" "$3")"); }
 
@@ -176,6 +194,7 @@ summary() {
 WORK=$(mktemp -d /tmp/outbox-test.XXXXXX) || exit 1
 chmod 755 "$WORK"
 if [ "$(id -u)" = 0 ]; then chown "$PGC_OSUSER": "$WORK"; fi
+pgc_on_exit stop_strays
 pgc_on_exit "rm -rf -- '$WORK'"
 # shellcheck disable=SC2016
 printf 'print-%%:\n\t@echo $($*)\n' >"$WORK/print.mk"

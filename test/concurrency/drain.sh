@@ -47,7 +47,10 @@ fail() {
 now() { date +%s.%N; }
 
 pgc_init "$C"
-pgc_start "$C" --conf "$ROOT/test/outbox-test.conf" "max_connections=$((CONSUMERS + 20))" ||
+# The background worker runs, reaping and maintaining while the consumers
+# drain: nothing it does may lose or repeat an event.
+pgc_start "$C" --conf "$ROOT/test/outbox-test.conf" "max_connections=$((CONSUMERS + 20))" \
+	"outbox.enabled=on" "outbox.reap_interval='100ms'" ||
 	fail "could not start the server"
 psql_db() { pgc_psql "$C" -d "$DB" "$@"; }
 
