@@ -117,7 +117,7 @@ CREATE FUNCTION pg_temp.scratch() RETURNS text
 LANGUAGE sql AS $$ SELECT 'outbox_tap_leases_' || pg_backend_pid() $$;
 CREATE FUNCTION pg_temp.conn(db text) RETURNS text
 LANGUAGE sql AS $$
-    SELECT format('host=%s port=%s dbname=%s user=%s',
+    SELECT format('host=%s port=%s dbname=%s user=%s options=''-c client_min_messages=warning''',
                   split_part(current_setting('unix_socket_directories'), ',', 1),
                   current_setting('port'), db, current_user)
 $$;
@@ -150,7 +150,6 @@ BEGIN
     PERFORM dblink_exec(pg_temp.conn(current_database()), format('DROP DATABASE IF EXISTS %I', pg_temp.scratch()));
     PERFORM dblink_exec(pg_temp.conn(current_database()), format('CREATE DATABASE %I', pg_temp.scratch()));
     PERFORM dblink_connect('leases', pg_temp.conn(pg_temp.scratch()));
-    PERFORM dblink_exec('leases', 'SET client_min_messages = warning');
     PERFORM dblink_exec('leases', 'CREATE EXTENSION outbox CASCADE');
 END
 $$;
