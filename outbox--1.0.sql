@@ -232,6 +232,16 @@ RETURNS integer
 LANGUAGE C VOLATILE
 AS 'MODULE_PATHNAME', 'outbox_redrive';
 
+CREATE FUNCTION outbox.replay(
+	topic text,
+	since timestamptz,
+	until timestamptz DEFAULT NULL,
+	key text DEFAULT NULL,
+	tenant text DEFAULT NULL)
+RETURNS integer
+LANGUAGE C VOLATILE
+AS 'MODULE_PATHNAME', 'outbox_replay';
+
 /* ------------------------------------------------------------------------
  * Housekeeping
  * ------------------------------------------------------------------------ */

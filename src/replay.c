@@ -1,0 +1,111 @@
+/*-------------------------------------------------------------------------
+ *
+ * replay.c
+ *	  replay: offer again, as new events, events of a topic that were
+ *	  already delivered and are still retained.  Each new event carries the
+ *	  original's key, type, payload, headers and tenant, and points back at
+ *	  it through outbox.event.origin_id.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "outbox.h"
+
+#include "catalog/pg_type.h"
+#include "fmgr.h"
+#include "storage/lock.h"
+#include "utils/builtins.h"
+#include "utils/timestamp.h"
+
+PG_FUNCTION_INFO_V1(outbox_replay);
+
+/*
+ * An event was delivered if it was acknowledged: at or below the topic's
+ * watermark without a retry or dead letter row, or named by an ack above
+ * the watermark.
+ */
+static const char *replay_sql =
+"WITH s AS (SELECT watermark FROM outbox.topic_state WHERE topic_id = $1), "
+"a AS MATERIALIZED (SELECT u.id FROM outbox.acked a, s, pg_catalog.unnest(a.ids) AS u(id) "
+"                   WHERE a.topic_id = $1 AND a.max_id > s.watermark), "
+"src AS (SELECT e.* FROM outbox.event e, s "
+"        WHERE e.topic_id = $1 AND e.created_at >= $2 "
+"        AND ($3::timestamptz IS NULL OR e.created_at < $3) "
+"        AND ($4::text IS NULL OR e.key = $4) "
+"        AND ($5::text IS NULL OR e.tenant = $5) "
+"        AND ((e.id <= s.watermark "
+"              AND NOT EXISTS (SELECT 1 FROM outbox.retry r WHERE r.event_id = e.id) "
+"              AND NOT EXISTS (SELECT 1 FROM outbox.dead_letter d WHERE d.id = e.id)) "
+"             OR EXISTS (SELECT 1 FROM a WHERE a.id = e.id)) "
+"        ORDER BY e.id) "
+"INSERT INTO outbox.event (id, topic_id, key, type, tenant, payload, headers, origin_id) "
+"SELECT pg_catalog.nextval('outbox.event_id_seq'), $1, src.key, src.type, src.tenant, "
+"       src.payload, src.headers, src.id FROM src "
+"RETURNING id";
+
+/*
+ * replay(topic, since, until, key, tenant) returns integer: how many events
+ * were offered again.  Part of the caller's transaction, like offer.
+ */
+Datum
+outbox_replay(PG_FUNCTION_ARGS)
+{
+	char	   *name = outbox_text_arg(fcinfo, 0, "topic", true);
+	OutboxTopicInfo info;
+	int			topic = -1;
+	Datum		values[5];
+	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
+	int			rc;
+	uint64		n;
+	static const Oid types[5] = {INT4OID, TIMESTAMPTZOID, TIMESTAMPTZOID,
+	TEXTOID, TEXTOID};
+
+	outbox_require_arg(fcinfo, 1, "since");
+	if (TIMESTAMP_NOT_FINITE(PG_GETARG_TIMESTAMPTZ(1)) &&
+		PG_GETARG_TIMESTAMPTZ(1) != DT_NOBEGIN)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("\"since\" must not be infinity")));
+	if (!PG_ARGISNULL(2) && PG_GETARG_TIMESTAMPTZ(2) < PG_GETARG_TIMESTAMPTZ(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("\"until\" must not be earlier than \"since\"")));
+
+	SPI_connect();
+	outbox_lock_topic(name, AccessShareLock);
+	outbox_lookup_topic(name, &info);
+	if (outbox_shmem_available())
+	{
+		topic = outbox_topic_acquire(info.topic_id, info.incarnation);
+		outbox_xact_offer_register(topic);
+	}
+
+	values[0] = Int32GetDatum(info.topic_id);
+	for (int i = 1; i < 5; i++)
+	{
+		if (PG_ARGISNULL(i))
+		{
+			nulls[i] = 'n';
+			values[i] = (Datum) 0;
+		}
+		else
+			values[i] = PG_GETARG_DATUM(i);
+	}
+	rc = outbox_exec(PLAN_REPLAY, replay_sql, 5, types, values, nulls, false, 0);
+	outbox_spi_check(rc, SPI_OK_INSERT_RETURNING, "replay");
+	n = SPI_processed;
+	if (topic >= 0)
+	{
+		for (uint64 i = 0; i < n; i++)
+		{
+			bool		isnull;
+
+			outbox_xact_offered(topic,
+								DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i],
+															SPI_tuptable->tupdesc,
+															1, &isnull)),
+								false, 0);
+		}
+	}
+	SPI_finish();
+	PG_RETURN_INT32((int32) n);
+}
