@@ -92,7 +92,7 @@ CREATE TABLE outbox.redrive_log (
 	topic_id	integer NOT NULL,
 	reason		text NOT NULL,
 	redriven_at timestamptz NOT NULL DEFAULT now(),
-	redriven_by name NOT NULL DEFAULT current_user
+	redriven_by name NOT NULL
 );
 CREATE INDEX redrive_log_event_idx ON outbox.redrive_log (event_id);
 COMMENT ON TABLE outbox.redrive_log IS 'Why and by whom dead letters were sent back';
@@ -134,11 +134,13 @@ CREATE FUNCTION outbox.create_topic(
 	ordered boolean DEFAULT false)
 RETURNS void
 LANGUAGE C
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'outbox_create_topic';
 
 CREATE FUNCTION outbox.drop_topic(topic text, force boolean DEFAULT false)
 RETURNS void
 LANGUAGE C
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'outbox_drop_topic';
 
 CREATE VIEW outbox.topics AS
@@ -161,6 +163,7 @@ CREATE FUNCTION outbox.offer(
 	available_at timestamptz DEFAULT NULL)
 RETURNS bigint
 LANGUAGE C VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'outbox_offer';
 
 CREATE FUNCTION outbox.offer_batch(
@@ -172,6 +175,7 @@ CREATE FUNCTION outbox.offer_batch(
 	tenant text DEFAULT NULL)
 RETURNS SETOF bigint
 LANGUAGE C VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'outbox_offer_batch';
 
 /* ------------------------------------------------------------------------
@@ -187,34 +191,40 @@ RETURNS TABLE (id bigint, topic text, key text, type text, payload jsonb,
 			   headers jsonb, tenant text, attempt integer, lease_token uuid,
 			   lease_expires_at timestamptz, created_at timestamptz)
 LANGUAGE C VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 ROWS 10
 AS 'MODULE_PATHNAME', 'outbox_claim';
 
 CREATE FUNCTION outbox.ack(id bigint, lease_token uuid)
 RETURNS boolean
 LANGUAGE C VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'outbox_ack_one';
 
 CREATE FUNCTION outbox.ack(ids bigint[], lease_token uuid)
 RETURNS integer
 LANGUAGE C VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'outbox_ack_many';
 
 CREATE FUNCTION outbox.nack(id bigint, lease_token uuid, error text,
 							retry_after interval DEFAULT NULL)
 RETURNS text
 LANGUAGE C VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'outbox_nack';
 
 CREATE FUNCTION outbox.extend_lease(ids bigint[], lease_token uuid,
 									lease interval DEFAULT '30 seconds')
 RETURNS integer
 LANGUAGE C VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'outbox_extend_lease';
 
 CREATE FUNCTION outbox.dead_letter(id bigint, lease_token uuid, reason text)
 RETURNS boolean
 LANGUAGE C VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'outbox_dead_letter';
 
 /* ------------------------------------------------------------------------
@@ -230,6 +240,7 @@ JOIN outbox.topic t USING (topic_id);
 CREATE FUNCTION outbox.redrive(ids bigint[], reason text)
 RETURNS integer
 LANGUAGE C VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'outbox_redrive';
 
 CREATE FUNCTION outbox.replay(
@@ -240,6 +251,7 @@ CREATE FUNCTION outbox.replay(
 	tenant text DEFAULT NULL)
 RETURNS integer
 LANGUAGE C VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'outbox_replay';
 
 /* ------------------------------------------------------------------------
@@ -249,6 +261,7 @@ AS 'MODULE_PATHNAME', 'outbox_replay';
 CREATE FUNCTION outbox.reap()
 RETURNS integer
 LANGUAGE C VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'outbox_reap';
 
 CREATE FUNCTION outbox._shmem_topics(
@@ -322,9 +335,54 @@ COMMENT ON VIEW outbox.stats IS
 CREATE FUNCTION outbox.maintain()
 RETURNS void
 LANGUAGE C VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'outbox_maintain';
 
-/* Nothing is granted to PUBLIC. */
+/* ------------------------------------------------------------------------
+ * Who may do what
+ *
+ * Nothing is granted to PUBLIC.  The functions of the API run as the
+ * extension's owner with a pinned search_path; the tables stay private, so
+ * that every event goes through offer() and every lease through claim().
+ * Three roles carry the rights; granting one of them is all a user needs.
+ * ------------------------------------------------------------------------ */
 REVOKE ALL ON ALL TABLES IN SCHEMA outbox FROM PUBLIC;
 REVOKE ALL ON ALL SEQUENCES IN SCHEMA outbox FROM PUBLIC;
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA outbox FROM PUBLIC;
+
+DO $$
+DECLARE
+	r text;
+BEGIN
+	FOREACH r IN ARRAY ARRAY['outbox_producer', 'outbox_consumer', 'outbox_admin']
+	LOOP
+		IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = r) THEN
+			EXECUTE format('CREATE ROLE %I NOLOGIN', r);
+		END IF;
+	END LOOP;
+END
+$$;
+
+GRANT USAGE ON SCHEMA outbox TO outbox_producer, outbox_consumer, outbox_admin;
+
+GRANT EXECUTE ON FUNCTION outbox.offer(text, jsonb, text, text, jsonb, text, text, timestamptz),
+	outbox.offer_batch(text, jsonb[], text[], text[], jsonb[], text)
+	TO outbox_producer;
+
+GRANT EXECUTE ON FUNCTION outbox.claim(text, integer, interval, interval),
+	outbox.ack(bigint, uuid), outbox.ack(bigint[], uuid),
+	outbox.nack(bigint, uuid, text, interval),
+	outbox.extend_lease(bigint[], uuid, interval),
+	outbox.dead_letter(bigint, uuid, text)
+	TO outbox_consumer;
+
+GRANT EXECUTE ON FUNCTION outbox.create_topic(text, integer, interval, interval, interval, boolean),
+	outbox.drop_topic(text, boolean),
+	outbox.redrive(bigint[], text),
+	outbox.replay(text, timestamptz, timestamptz, text, text),
+	outbox.maintain(), outbox.reap()
+	TO outbox_admin;
+GRANT SELECT ON outbox.dead_letters, outbox.redrive_log TO outbox_admin;
+
+GRANT SELECT ON outbox.stats, outbox.topics TO outbox_producer, outbox_consumer, outbox_admin;
+GRANT EXECUTE ON FUNCTION outbox._shmem_topics() TO outbox_producer, outbox_consumer, outbox_admin;

@@ -11,6 +11,7 @@
 
 #include "catalog/pg_type.h"
 #include "fmgr.h"
+#include "miscadmin.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 
@@ -94,10 +95,10 @@ outbox_redrive(PG_FUNCTION_ARGS)
 {
 	char	   *reason;
 	int			n;
-	Datum		values[2];
+	Datum		values[3];
 	int			rc;
 	int			count = 0;
-	static const Oid types[2] = {INT8ARRAYOID, TEXTOID};
+	static const Oid types[3] = {INT8ARRAYOID, TEXTOID, TEXTOID};
 
 	outbox_require_arg(fcinfo, 0, "ids");
 	reason = outbox_text_arg(fcinfo, 1, "reason", true);
@@ -113,6 +114,8 @@ outbox_redrive(PG_FUNCTION_ARGS)
 	SPI_connect();
 	values[0] = PG_GETARG_DATUM(0);
 	values[1] = CStringGetTextDatum(reason);
+	/* who asked: the caller, not the owner this function runs as */
+	values[2] = CStringGetTextDatum(GetUserNameFromId(GetOuterUserId(), false));
 	rc = outbox_exec(PLAN_REDRIVE,
 					 "WITH d AS (DELETE FROM outbox.dead_letter WHERE id = ANY ($1) RETURNING *), "
 					 "ev AS (INSERT INTO outbox.event (id, topic_id, created_at, key, type, tenant, payload, headers) "
@@ -122,10 +125,10 @@ outbox_redrive(PG_FUNCTION_ARGS)
 					 "r AS (INSERT INTO outbox.retry (event_id, topic_id, available_at, attempts, errors) "
 					 "  SELECT d.id, d.topic_id, pg_catalog.clock_timestamp(), 0, d.error_history FROM d "
 					 "  ON CONFLICT (event_id) DO NOTHING), "
-					 "l AS (INSERT INTO outbox.redrive_log (event_id, topic_id, reason) "
-					 "  SELECT d.id, d.topic_id, $2 FROM d) "
+					 "l AS (INSERT INTO outbox.redrive_log (event_id, topic_id, reason, redriven_by) "
+					 "  SELECT d.id, d.topic_id, $2, $3 FROM d) "
 					 "SELECT d.topic_id, count(*)::integer FROM d GROUP BY d.topic_id",
-					 2, types, values, NULL, false, 0);
+					 3, types, values, NULL, false, 0);
 	outbox_spi_check(rc, SPI_OK_SELECT, "redrive");
 
 	for (uint64 i = 0; i < SPI_processed; i++)
