@@ -1,0 +1,712 @@
+#!/usr/bin/env bash
+# Benchmarks of outbox side by side with the alternatives (issue 3).
+#
+#   bench/run.sh [--quick] [--runs N] [--cases LIST] [--output FILE] [--keep]
+#
+#   --quick        smoke run: tiny durations and sizes, one run per case; it
+#                  checks that every case works and asserts nothing about
+#                  speed (writes bench/out/RESULTS-quick.md)
+#   --runs N       runs per case (default 3; 1 with --quick)
+#   --cases LIST   comma-separated subset of: wal,offer,drain,churn,held,
+#                  history,latency (default: all)
+#   --output FILE  where the results go (default bench/RESULTS.md)
+#   --keep         leave the benchmark server running at the end
+#
+# Installs what is missing (scripts/install-deps.sh with OUTBOX_BENCH_DEPS=1),
+# builds and installs the extension, starts a throwaway cluster as the
+# `postgres` OS user, runs every case and prints one markdown table.  Raw
+# figures and logs go to bench/out/<date>/.
+#
+# Environment:
+#   OUTBOX_BENCH_HOUSEKEEPING  loop (default): while outbox is drained the
+#                  harness calls outbox.reap() every second and
+#                  outbox.maintain() every 10 s, and the extension's own
+#                  worker is off (outbox.enabled = off);
+#                  worker: the extension's worker does it (reap every 1 s,
+#                  maintenance every 10 s), no harness loop;
+#                  off: neither.
+#   OUTBOX_BENCH_DIR  where the cluster lives (default: a new dir in /tmp)
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BENCH=$ROOT/bench
+export PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
+export LANG=C.UTF-8 LC_ALL=C.UTF-8
+
+if [ -n "${MAKELEVEL:-}" ]; then
+	case " $* " in
+		*" --quick "*) CMDLINE="make bench-quick" ;;
+		*) CMDLINE="make bench" ;;
+	esac
+	rest=$(printf ' %s' "$@" | sed 's/ --quick//')
+	[ -n "${rest# }" ] && CMDLINE="$CMDLINE ARGS='${rest# }'"
+else
+	CMDLINE="bash bench/run.sh${*:+ $*}"
+fi
+
+usage() { sed -n '2,28s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; }
+
+QUICK=0
+RUNS=
+CASES=wal,offer,drain,churn,held,history,latency
+OUTPUT=
+KEEP=0
+while [ $# -gt 0 ]; do
+	case "$1" in
+		--quick) QUICK=1; shift ;;
+		--runs)
+			[[ "${2:-}" =~ ^[1-9][0-9]*$ ]] || { echo "bench: --runs needs a positive number" >&2; exit 2; }
+			RUNS=$2; shift 2 ;;
+		--cases) CASES=${2:?}; shift 2 ;;
+		--output) OUTPUT=${2:?}; shift 2 ;;
+		--keep) KEEP=1; shift ;;
+		-h|--help) usage; exit 0 ;;
+		*) echo "bench: unknown argument '$1'" >&2; usage >&2; exit 2 ;;
+	esac
+done
+for c in ${CASES//,/ }; do
+	case "$c" in wal|offer|drain|churn|held|history|latency) ;;
+		*) echo "bench: unknown case '$c'" >&2; exit 2 ;;
+	esac
+done
+want() { [[ ",$CASES," == *",$1,"* ]]; }
+
+HOUSEKEEPING=${OUTBOX_BENCH_HOUSEKEEPING:-loop}
+case "$HOUSEKEEPING" in loop|worker|off) ;;
+	*) echo "bench: OUTBOX_BENCH_HOUSEKEEPING must be loop, worker or off" >&2; exit 2 ;;
+esac
+
+# Sizes.  The full run follows issue 3; --quick only checks that it works.
+if [ "$QUICK" = 1 ]; then
+	RUNS=${RUNS:-1}
+	DUR=2                 # seconds per point
+	CLIENTS="1 4 16"
+	BACKLOG=50000         # drain: events pending before each point (at least)
+	ATTEMPTS=1            # drain: no second try when a backlog runs out
+	CHURN_SECS=10         # churn / held horizon: length of a run
+	WINDOW=5              # churn / held horizon: throughput window
+	CHURN_LIVE=20000      # churn / held horizon: events pending throughout
+	HIST_DELIVERED=50000  # history: delivered events behind the topic
+	HIST_OTHER=10000      # history: pending events in another topic
+	LAT_EVENTS=100        # latency: events per run
+	WAL_EVENTS=1000       # WAL: events per lifecycle
+	OUTPUT=${OUTPUT:-$BENCH/out/RESULTS-quick.md}
+else
+	RUNS=${RUNS:-3}
+	DUR=15
+	CLIENTS="1 4 16"
+	BACKLOG=1000000
+	ATTEMPTS=3
+	CHURN_SECS=180
+	WINDOW=15
+	CHURN_LIVE=1000000
+	HIST_DELIVERED=5000000
+	HIST_OTHER=1000000
+	LAT_EVENTS=1000
+	WAL_EVENTS=5000
+	OUTPUT=${OUTPUT:-$BENCH/RESULTS.md}
+fi
+CHURN_CLIENTS=4
+CHURN_BATCH=100
+HIST_CLIENTS=4
+HIST_BATCH=100
+LAT_RATE=100
+
+# shellcheck source=scripts/pgcluster.sh
+. "$ROOT/scripts/pgcluster.sh"
+BIN=$PGC_BINDIR
+
+STAMP=$(date -u +%Y%m%d-%H%M%S)
+OUT=$BENCH/out/$STAMP
+mkdir -p "$OUT/logs" "$OUT/scripts"
+RAW=$OUT/raw.tsv
+: >"$RAW"
+T0=$(date +%s)
+
+log() { printf '[%s +%4ds] %s\n' "$(date +%H:%M:%S)" "$(($(date +%s) - T0))" "$*" | tee -a "$OUT/bench.log" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+log "bench: $CMDLINE (quick=$QUICK runs=$RUNS cases=$CASES housekeeping=$HOUSEKEEPING)"
+
+# ---------------------------------------------------------------- setup
+log "dependencies"
+OUTBOX_BENCH_DEPS=1 bash "$ROOT/scripts/install-deps.sh"
+
+log "build and install (make && make install in a fresh copy of the tree)"
+BUILD=$(mktemp -d /tmp/outbox-bench-build.XXXXXX)
+pgc_on_exit "rm -rf -- '$BUILD'"
+bash "$ROOT/scripts/build-install.sh" "$BUILD/tree" >"$OUT/logs/build.log" 2>&1 ||
+	{ cat "$OUT/logs/build.log" >&2; die "build failed"; }
+
+DIR=${OUTBOX_BENCH_DIR:-$(mktemp -d /tmp/outbox-bench.XXXXXX)}
+[ -e "$DIR/data" ] && die "$DIR already holds a cluster"
+chmod 755 "$DIR"
+[ "$KEEP" = 1 ] && pgc_keep "$DIR"
+
+# The extension is installed system-wide, where other builds may replace it
+# while this runs: install this build again right before the server starts
+# (it maps the library then) and right before the one CREATE EXTENSION
+# (the databases are then copied from a template).
+SUDO=
+if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null; then SUDO=sudo; fi
+LIBDIR=$("$PG_CONFIG" --pkglibdir)
+reinstall() {
+	$SUDO make -C "$BUILD/tree" --no-print-directory -s PG_CONFIG="$PG_CONFIG" install >/dev/null 2>&1 ||
+		die "make install failed"
+}
+same_library() { cmp -s "$BUILD/tree/outbox.so" "$LIBDIR/outbox.so"; }
+
+worker_conf=("outbox.enabled=off")
+if [ "$HOUSEKEEPING" = worker ]; then
+	worker_conf=("outbox.enabled=on" "outbox.reap_interval=1000" "outbox.maintenance_interval=10")
+fi
+SETTINGS=(shared_buffers=1GB max_wal_size=4GB checkpoint_timeout=15min
+	synchronous_commit=on fsync=on max_connections=60 max_worker_processes=24
+	"${worker_conf[@]}")
+log "cluster in $DIR: ${SETTINGS[*]} shared_preload_libraries='outbox'"
+pgc_init "$DIR"
+for attempt in 1 2 3 4 5; do
+	reinstall
+	pgc_start "$DIR" --port 55432 "${SETTINGS[@]}" || die "the server did not start"
+	same_library && break
+	[ "$attempt" -lt 5 ] || die "another build keeps replacing $LIBDIR/outbox.so"
+	log "another build replaced outbox.so while the server started: again"
+	pgc_stop "$DIR"
+done
+HOST=$(pgc_host "$DIR")
+PORT=$(pgc_port "$DIR")
+export PGHOST=$HOST PGPORT=$PORT PGUSER=postgres PGOPTIONS="-c client_min_messages=warning"
+
+# psql: q DB SQL prints the unaligned result
+q() {
+	local db=$1; shift
+	"$BIN/psql" -X -q -At -v ON_ERROR_STOP=1 -d "$db" -c "$*"
+}
+qf() {
+	local db=$1; shift
+	PGOPTIONS="-c client_min_messages=warning" "$BIN/psql" -X -q -v ON_ERROR_STOP=1 -d "$db" "$@" >/dev/null
+}
+
+rec() { printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$@" >>"$RAW"; }
+
+# The template every benchmark database is copied from: the helpers and
+# the extension, created right after installing this build.
+make_template() {
+	local attempt
+	for attempt in 1 2 3 4 5; do
+		q postgres "DROP DATABASE IF EXISTS bench_template" >/dev/null
+		q postgres "CREATE DATABASE bench_template" >/dev/null
+		reinstall
+		if qf bench_template -c "CREATE EXTENSION outbox CASCADE" 2>>"$OUT/logs/template.log" &&
+			same_library; then
+			qf bench_template -f "$BENCH/helpers.sql"
+			return 0
+		fi
+		log "another build replaced the extension while it was created: again"
+		sleep 2
+	done
+	die "could not create the extension from this build"
+}
+
+# mkdb DB [outbox] [plain] [queue] [pgq]: a fresh database with the
+# helpers, the extension, and the systems asked for (outbox: topic 't').
+mkdb() {
+	local db=$1; shift
+	q postgres "DROP DATABASE IF EXISTS $db WITH (FORCE)"
+	q postgres "CREATE DATABASE $db TEMPLATE bench_template"
+	local s
+	for s in "$@"; do
+		case "$s" in
+			outbox) qf "$db" -c "SELECT outbox.create_topic('t')" ;;
+			plain) qf "$db" -f "$BENCH/baselines/plain.sql" ;;
+			queue) qf "$db" -f "$BENCH/baselines/queue.sql" ;;
+			pgq) qf "$db" -f "$BENCH/baselines/pgq.sql" ;;
+		esac
+	done
+}
+dropdb() { q postgres "DROP DATABASE IF EXISTS $1 WITH (FORCE)"; }
+
+# script NAME [BATCH]: a pgbench script with the batch size written in, so
+# that every system's statements are planned for the real LIMIT.
+script() {
+	local name=$1 batch=${2:-}
+	local out=$OUT/scripts/$name${batch:+_$batch}.sql
+	sed "s/@BATCH@/${batch:-1}/g" "$BENCH/pgbench/$name.sql" >"$out"
+	echo "$out"
+}
+
+# pb DB SCRIPT CLIENTS pgbench-args...: runs pgbench; sets PB_TPS, PB_XACTS
+# and PB_LOG.
+PBN=0
+pb() {
+	local db=$1 file=$2 c=$3; shift 3
+	local j=$((c < 2 ? 1 : 2))
+	PBN=$((PBN + 1))
+	PB_LOG=$OUT/logs/pgbench.$PBN.log
+	echo "pgbench -c $c -j $j $* -f $file $db" >"$PB_LOG"
+	if ! "$BIN/pgbench" -n -M prepared -c "$c" -j "$j" "$@" -f "$file" "$db" >>"$PB_LOG" 2>&1; then
+		tail -20 "$PB_LOG" >&2
+		die "pgbench failed (log $PB_LOG)"
+	fi
+	PB_TPS=$(sed -n 's/^tps = \([0-9.]*\) (without.*/\1/p' "$PB_LOG")
+	PB_XACTS=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$PB_LOG")
+	[ -n "$PB_TPS" ] && [ -n "$PB_XACTS" ] || die "no result from pgbench (log $PB_LOG)"
+}
+
+checkpoint() { q postgres "CHECKPOINT"; }
+
+# Background loops: housekeeping of outbox, or PgQ's ticker.
+BG_PID=
+bg_start() {
+	local db=$1 kind=$2
+	bg_stop
+	case "$kind" in
+		outbox)
+			[ "$HOUSEKEEPING" = loop ] || return 0
+			(
+				i=0
+				while :; do
+					"$BIN/psql" -X -q -At -d "$db" -c "SELECT outbox.reap()" >/dev/null 2>>"$OUT/logs/housekeeping.log" || true
+					if [ $((i % 10)) = 0 ]; then
+						"$BIN/psql" -X -q -At -d "$db" -c "SELECT outbox.maintain()" >/dev/null 2>>"$OUT/logs/housekeeping.log" || true
+					fi
+					i=$((i + 1))
+					sleep 1
+				done
+			) &
+			BG_PID=$! ;;
+		pgq)
+			(
+				while :; do
+					"$BIN/psql" -X -q -At -d "$db" -c "SELECT pgq.ticker()" >/dev/null 2>>"$OUT/logs/ticker.log" || true
+					sleep 1
+				done
+			) &
+			BG_PID=$! ;;
+	esac
+}
+bg_stop() {
+	if [ -n "$BG_PID" ]; then
+		kill "$BG_PID" 2>/dev/null || true
+		wait "$BG_PID" 2>/dev/null || true
+		BG_PID=
+	fi
+}
+pgc_on_exit 'bg_stop'
+
+# fill SYSTEM DB N [TOPIC]: N more pending events, through the system's API.
+fill() {
+	local sys=$1 db=$2 n=$3 topic=${4:-t}
+	[ "$n" -gt 0 ] || return 0
+	case "$sys" in
+		outbox|queue)
+			# two sessions, one per core
+			local half=$((n / 2)) p1 p2
+			q "$db" "CALL bench.fill_$sys('$topic', $half)" >/dev/null & p1=$!
+			q "$db" "CALL bench.fill_$sys('$topic', $((n - half)))" >/dev/null & p2=$!
+			wait "$p1" || die "fill $sys failed"
+			wait "$p2" || die "fill $sys failed" ;;
+		pgq)
+			# one session: PgQ's ticker must not run concurrently
+			q "$db" "CALL bench.fill_pgq($n)" >/dev/null ;;
+	esac
+}
+
+# Progress counters: events consumed so far, events pending now.
+outbox_acked() {
+	q "$1" "SELECT coalesce(sum(s.acked), 0) FROM outbox._shmem_topics() s
+	        JOIN outbox.topic t ON t.topic_id = s.topic_id AND t.incarnation = s.incarnation
+	        WHERE t.name = '${2:-t}'"
+}
+outbox_pending() {
+	q "$1" "SELECT coalesce(sum(s.offered - s.acked), 0) FROM outbox._shmem_topics() s
+	        JOIN outbox.topic t ON t.topic_id = s.topic_id AND t.incarnation = s.incarnation
+	        WHERE t.name = '${2:-t}'"
+}
+queue_pending() {
+	q "$1" "SELECT count(*) FROM bench_queue.outbox WHERE topic = 't' AND status = 'pending'"
+}
+pgq_consumed() {
+	q "$1" "SELECT t.tick_event_seq FROM pgq.subscription s
+	        JOIN pgq.consumer c ON c.co_id = s.sub_consumer
+	        JOIN pgq.tick t ON t.tick_queue = s.sub_queue AND t.tick_id = s.sub_last_tick
+	        WHERE c.co_name = 'c'"
+}
+pgq_pending() {
+	local seq
+	seq=$(q "$1" "SELECT pgq.seq_getval(queue_event_seq) FROM pgq.queue WHERE queue_name = 'q'")
+	echo $((seq - $(pgq_consumed "$1")))
+}
+pending() { "${1}_pending" "$2"; }
+
+# rate N SECONDS
+rate() { awk -v n="$1" -v s="$2" 'BEGIN { printf "%.1f", n / s }'; }
+# rotate LIST RUN: the list turned by RUN places, so that no system always
+# goes first.
+rotate() {
+	local -a a=($1)
+	local n=${#a[@]} r=$(($2 % ${#a[@]})) i out=()
+	for ((i = 0; i < n; i++)); do out+=("${a[$(((i + r) % n))]}"); done
+	echo "${out[*]}"
+}
+
+# ---------------------------------------------------------------- WAL
+# Bytes of WAL per event, measured with pg_current_wal_insert_lsn() around
+# a whole lifecycle, after a checkpoint, autovacuum off, nothing else
+# running: (a) a plain INSERT, (b) outbox offer + claim + ack (+ one reap and
+# maintain), (c) the hand-written queue insert + claim + ack.  Offers are one
+# per transaction; claims in batches of 1 and of 100.
+wal_now() { q wal "SELECT pg_current_wal_insert_lsn()"; }
+wal_since() { q wal "SELECT pg_current_wal_insert_lsn() - '$1'::pg_lsn"; }
+
+# wal_lifecycle SYSTEM BATCH RUN
+wal_lifecycle() {
+	local sys=$1 batch=$2 run=$3 n=$WAL_EVENTS lsn0 a0 skip total left
+	checkpoint
+	lsn0=$(wal_now)
+	pb wal "$(script "${sys}_offer1")" 1 -t "$n"
+	# statistics for the claim queries, as after loading; its WAL is not counted
+	a0=$(wal_now)
+	q wal "ANALYZE" >/dev/null
+	skip=$(wal_since "$a0")
+	pb wal "$(script "${sys}_drain" "$batch")" 1 -t $(((n + batch - 1) / batch))
+	if [ "$sys" = outbox ]; then
+		q wal "SELECT outbox.reap()" >/dev/null
+		q wal "SELECT outbox.maintain()" >/dev/null
+	fi
+	total=$(wal_since "$lsn0")
+	left=$(pending "$sys" wal)
+	[ "$left" = 0 ] || die "wal: $left $sys events left undelivered"
+	rec wal - "${sys}_b$batch" "$run" bytes_per_event "$(awk -v t="$total" -v s="$skip" -v n="$n" 'BEGIN { printf "%.1f", (t - s) / n }')"
+}
+
+case_wal() {
+	log "case wal: $WAL_EVENTS events per lifecycle"
+	q postgres "ALTER SYSTEM SET autovacuum = off" >/dev/null
+	q postgres "SELECT pg_reload_conf()" >/dev/null
+	local run batch lsn0
+	for ((run = 1; run <= RUNS; run++)); do
+		mkdb wal outbox plain queue
+		checkpoint
+		lsn0=$(wal_now)
+		pb wal "$(script plain_offer1)" 1 -t "$WAL_EVENTS"
+		rec wal - plain "$run" bytes_per_event "$(rate "$(wal_since "$lsn0")" "$WAL_EVENTS")"
+		for batch in 1 100; do
+			wal_lifecycle outbox "$batch" "$run"
+			wal_lifecycle queue "$batch" "$run"
+		done
+		dropdb wal
+	done
+	q postgres "ALTER SYSTEM RESET autovacuum" >/dev/null
+	q postgres "SELECT pg_reload_conf()" >/dev/null
+	log "  wal: $(awk -F'\t' '$1 == "wal" { printf "%s %s B/event; ", $3, $6 }' "$RAW")"
+}
+
+# ---------------------------------------------------------------- offer
+# Events per second written by CLIENTS sessions, 1 per transaction (offer,
+# INSERT, pgq.insert_event) and 100 per transaction (offer_batch, INSERT ...
+# SELECT, 100 pgq.insert_event in one statement).
+case_offer() {
+	log "case offer: ${DUR}s per point, clients $CLIENTS"
+	mkdb offer outbox plain pgq
+	local run m c sys
+	for ((run = 1; run <= RUNS; run++)); do
+		for m in 1 100; do
+			for c in $CLIENTS; do
+				for sys in $(rotate "outbox plain pgq" "$run"); do
+					checkpoint
+					[ "$sys" = pgq ] && bg_start offer pgq
+					pb offer "$(script "${sys}_offer$m")" "$c" -T "$DUR"
+					bg_stop
+					rec "offer$m" "c=$c" "$sys" "$run" events_s "$(awk -v t="$PB_TPS" -v m="$m" 'BEGIN { printf "%.1f", t * m }')"
+					log "  offer $m/xact c=$c $sys run $run: $(awk -v t="$PB_TPS" -v m="$m" 'BEGIN { printf "%.0f", t * m }') events/s"
+				done
+			done
+		done
+	done
+	dropdb offer
+}
+
+# ---------------------------------------------------------------- drain
+# Claim + ack in separate transactions from a backlog of at least BACKLOG
+# events (topped up before each point, through each system's API, to more
+# than a point can consume).  Events counted in the database.
+declare -A DRAINED
+drain_point() {
+	local db=$1 sys=$2 batch=$3 c=$4 run=$5 kase=${6:-drain$3} point=${7:-c=$4} sysname=${8:-$2}
+	local key="$db:$sys:$batch" est target pend before after n file attempt left dry
+	for ((attempt = 1; attempt <= ATTEMPTS; attempt++)); do
+		# enough for this point: 1.5x what the same point drained before, or
+		# 3x what fewer clients drained
+		est=${DRAINED[$key:$c]:-}
+		if [ -n "$est" ]; then
+			est=$((est * 3 / 2))
+		else
+			est=0
+			local k
+			for k in "${!DRAINED[@]}"; do
+				[[ "$k" == "$key:"* ]] && [ "${DRAINED[$k]}" -gt "$est" ] && est=${DRAINED[$k]}
+			done
+			est=$((est * 3))
+		fi
+		target=$((est > BACKLOG ? est : BACKLOG))
+		pend=$(pending "$sys" "$db")
+		if [ "$pend" -lt "$target" ]; then
+			fill "$sys" "$db" $((target - pend))
+			# a freshly loaded backlog: statistics as after loading
+			q "$db" "ANALYZE" >/dev/null
+			pend=$(pending "$sys" "$db")
+		fi
+		checkpoint
+		case "$sys" in
+			outbox) before=$(outbox_acked "$db"); file=$(script outbox_drain "$batch") ;;
+			queue) before=$pend; file=$(script queue_drain "$batch") ;;
+			pgq) before=$(pgq_consumed "$db"); file=$(script pgq_drain) ;;
+		esac
+		bg_start "$db" "$sys"
+		pb "$db" "$file" "$c" -T "$DUR"
+		bg_stop
+		case "$sys" in
+			outbox) after=$(outbox_acked "$db"); n=$((after - before)) ;;
+			queue) after=$(queue_pending "$db"); n=$((before - after)) ;;
+			pgq) after=$(pgq_consumed "$db"); n=$((after - before)) ;;
+		esac
+		left=$((pend - n))
+		dry=0
+		[ "$left" -ge $((c * batch)) ] || dry=1
+		if [ "$dry" = 1 ]; then
+			# the backlog ran out: again, with three times as much
+			DRAINED[$key:$c]=$((n * 2))
+			log "  $kase $point $sysname run $run: the backlog of $pend ran out$([ "$attempt" -lt "$ATTEMPTS" ] && echo ', again with more')"
+			[ "$attempt" -lt "$ATTEMPTS" ] && continue
+		fi
+		[ "${DRAINED[$key:$c]:-0}" -ge "$n" ] || DRAINED[$key:$c]=$n
+		break
+	done
+	rec "$kase" "$point" "$sysname" "$run" events_s "$(rate "$n" "$DUR")"
+	rec "$kase" "$point" "$sysname" "$run" dry "$dry"
+	log "  $kase $point $sysname run $run: $(rate "$n" "$DUR") events/s (backlog $pend at start$([ "$dry" = 1 ] && echo ', RAN DRY'))"
+}
+
+case_drain() {
+	log "case drain: ${DUR}s per point, backlog >= $BACKLOG, batch 1 and 100, consumers $CLIENTS"
+	mkdb drain outbox queue pgq
+	fill outbox drain "$BACKLOG"
+	fill queue drain "$BACKLOG"
+	fill pgq drain "$BACKLOG"
+	q drain "VACUUM ANALYZE" >/dev/null
+	local run batch c sys
+	for ((run = 1; run <= RUNS; run++)); do
+		for batch in 1 100; do
+			for c in $CLIENTS; do
+				for sys in $(rotate "outbox queue" "$run"); do
+					drain_point drain "$sys" "$batch" "$c" "$run"
+				done
+			done
+			# PgQ: one consumer; batches are cut by ticks of about 100 events
+			[ "$batch" = 100 ] && drain_point drain pgq 100 1 "$run"
+		done
+	done
+	dropdb drain
+}
+
+# ---------------------------------------------------------------- churn
+# CHURN_CLIENTS relays drain for CHURN_SECS with autovacuum at its defaults;
+# each loop re-offers as many events as it acked (a third transaction), so
+# the live set stays at CHURN_LIVE.  Throughput per WINDOW seconds; bytes
+# and dead tuples of the system's tables at start and end.  With held=1 a
+# session holds a REPEATABLE READ snapshot open for the whole run.
+HOLDER_FD=
+HOLDER_PID=
+holder_start() {
+	local db=$1 fifo=$OUT/holder.fifo
+	rm -f "$fifo"; mkfifo "$fifo"
+	PGAPPNAME=bench_horizon "$BIN/psql" -X -q -d "$db" <"$fifo" >"$OUT/logs/holder.log" 2>&1 &
+	HOLDER_PID=$!
+	exec {HOLDER_FD}>"$fifo"
+	echo "BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT 1;" >&"$HOLDER_FD"
+	local i=0
+	until [ -n "$(q postgres "SELECT backend_xmin FROM pg_stat_activity WHERE application_name = 'bench_horizon' AND backend_xmin IS NOT NULL")" ]; do
+		i=$((i + 1)); [ "$i" -lt 100 ] || die "the snapshot holder did not start"
+		sleep 0.1
+	done
+}
+holder_stop() {
+	[ -n "$HOLDER_FD" ] || return 0
+	echo "ROLLBACK;" >&"$HOLDER_FD" || true
+	exec {HOLDER_FD}>&-
+	wait "$HOLDER_PID" 2>/dev/null || true
+	HOLDER_FD= HOLDER_PID=
+	rm -f "$OUT/holder.fifo"
+}
+pgc_on_exit 'holder_stop'
+
+churn_run() {
+	local kase=$1 sys=$2 run=$3 db=churn_$2
+	local nsp=outbox stor0 stor1 acked0 acked1 xmin_age
+	[ "$sys" = queue ] && nsp=bench_queue
+	mkdb "$db" "$sys"
+	fill "$sys" "$db" "$CHURN_LIVE"
+	q "$db" "ANALYZE" >/dev/null
+	checkpoint
+	[ "$kase" = held ] && holder_start "$db"
+	stor0=$(q "$db" "SELECT bytes || ' ' || dead FROM bench.storage('$nsp')")
+	[ "$sys" = outbox ] && acked0=$(outbox_acked "$db")
+	bg_start "$db" "$sys"
+	pb "$db" "$(script "${sys}_churn" "$CHURN_BATCH")" "$CHURN_CLIENTS" -T "$CHURN_SECS" --progress="$WINDOW"
+	bg_stop
+	sleep 1   # let the last statistics reach the collector
+	stor1=$(q "$db" "SELECT bytes || ' ' || dead FROM bench.storage('$nsp')")
+	if [ "$kase" = held ]; then
+		xmin_age=$(q postgres "SELECT age(backend_xmin) FROM pg_stat_activity WHERE application_name = 'bench_horizon'")
+		[ -n "$xmin_age" ] || die "the snapshot holder went away during the run"
+		rec "$kase" - "$sys" "$run" horizon_age_xids "$xmin_age"
+		holder_stop
+	fi
+	# windows: events/s = transactions/s x batch (the live set never runs out)
+	local w=0 first= last= sum=0 v
+	while read -r v; do
+		w=$((w + 1))
+		v=$(awk -v t="$v" -v b="$CHURN_BATCH" 'BEGIN { printf "%.1f", t * b }')
+		rec "$kase" - "$sys" "$run" "w$(printf '%02d' "$w")" "$v"
+		[ -n "$first" ] || first=$v
+		last=$v
+	done < <(sed -n 's/^progress: [0-9.]* s, \([0-9.]*\) tps.*/\1/p' "$PB_LOG" | head -n $((CHURN_SECS / WINDOW)))
+	[ "$w" -ge 2 ] || die "$kase: no throughput windows in $PB_LOG"
+	rec "$kase" - "$sys" "$run" first_events_s "$first"
+	rec "$kase" - "$sys" "$run" last_events_s "$last"
+	rec "$kase" - "$sys" "$run" last_over_first "$(awk -v a="$last" -v b="$first" 'BEGIN { printf "%.4f", a / b }')"
+	rec "$kase" - "$sys" "$run" events_s "$(awk -v t="$PB_TPS" -v b="$CHURN_BATCH" 'BEGIN { printf "%.1f", t * b }')"
+	rec "$kase" - "$sys" "$run" bytes_start "${stor0% *}"
+	rec "$kase" - "$sys" "$run" bytes_end "${stor1% *}"
+	rec "$kase" - "$sys" "$run" bytes_ratio "$(awk -v a="${stor1% *}" -v b="${stor0% *}" 'BEGIN { printf "%.4f", a / b }')"
+	rec "$kase" - "$sys" "$run" dead_start "${stor0#* }"
+	rec "$kase" - "$sys" "$run" dead_end "${stor1#* }"
+	if [ "$sys" = outbox ]; then
+		acked1=$(outbox_acked "$db")
+		rec "$kase" - "$sys" "$run" acked_events_s "$(rate $((acked1 - acked0)) "$CHURN_SECS")"
+		rec "$kase" - "$sys" "$run" log_bytes_end "$(q "$db" "SELECT coalesce(sum(pg_total_relation_size(inhrelid)), 0) FROM pg_inherits WHERE inhparent = 'outbox.event'::regclass")"
+	fi
+	log "  $kase $sys run $run: first $first, last $last events/s; bytes ${stor0% *} -> ${stor1% *}; dead ${stor0#* } -> ${stor1#* }"
+	dropdb "$db"
+}
+
+case_churn() {
+	local kase=$1 run sys
+	log "case $kase: ${CHURN_SECS}s, $CHURN_CLIENTS relays, batch $CHURN_BATCH, live set $CHURN_LIVE$([ "$kase" = held ] && echo ', an old snapshot held open')"
+	for ((run = 1; run <= RUNS; run++)); do
+		for sys in $(rotate "outbox queue" "$run"); do
+			churn_run "$kase" "$sys" "$run"
+		done
+	done
+}
+
+# ---------------------------------------------------------------- history
+# Claim + ack rate (HIST_CLIENTS relays, batch HIST_BATCH) on a topic with
+# HIST_DELIVERED delivered events behind it and HIST_OTHER pending in
+# another topic, against the same on a database holding nothing else.
+case_history() {
+	log "case history: $HIST_DELIVERED delivered + $HIST_OTHER pending elsewhere vs an empty database"
+	mkdb hist outbox
+	mkdb hist_empty outbox
+	q hist "SELECT outbox.create_topic('other')" >/dev/null
+	fill outbox hist "$HIST_DELIVERED"
+	q hist "VACUUM ANALYZE" >/dev/null
+	log "  history: delivering $HIST_DELIVERED events"
+	local p1 p2
+	q hist "CALL bench.drain_outbox('t')" >/dev/null & p1=$!
+	q hist "CALL bench.drain_outbox('t')" >/dev/null & p2=$!
+	wait "$p1" || die "history: drain failed"
+	wait "$p2" || die "history: drain failed"
+	[ "$(outbox_pending hist)" = 0 ] || die "history: events left undelivered"
+	q hist "SELECT outbox.reap()" >/dev/null
+	q hist "SELECT outbox.maintain()" >/dev/null
+	fill outbox hist "$HIST_OTHER" other
+	q hist "VACUUM ANALYZE" >/dev/null
+	rec history - history 0 delivered_behind "$(outbox_acked hist)"
+	rec history - history 0 pending_other "$(outbox_pending hist other)"
+	local run which
+	for ((run = 1; run <= RUNS; run++)); do
+		for which in $(rotate "history empty" "$run"); do
+			if [ "$which" = history ]; then
+				drain_point hist outbox "$HIST_BATCH" "$HIST_CLIENTS" "$run" history "batch $HIST_BATCH, $HIST_CLIENTS relays" history
+			else
+				drain_point hist_empty outbox "$HIST_BATCH" "$HIST_CLIENTS" "$run" history "batch $HIST_BATCH, $HIST_CLIENTS relays" empty
+			fi
+		done
+	done
+	dropdb hist
+	dropdb hist_empty
+}
+
+# ---------------------------------------------------------------- latency
+# One producer offers LAT_EVENTS events at LAT_RATE/s, one per transaction;
+# one relay waits in claim(wait => '1 second').  Latency: from the producer
+# issuing COMMIT to claim returning the event (both clocks are the server's).
+case_latency() {
+	log "case latency: $LAT_EVENTS events at $LAT_RATE/s, claim(wait => '1 second')"
+	mkdb lat outbox
+	local run cons secs
+	secs=$((LAT_EVENTS / LAT_RATE + 60))
+	for ((run = 1; run <= RUNS; run++)); do
+		q lat "TRUNCATE bench.lat_sent, bench.lat_recv" >/dev/null
+		q lat "CALL bench.lat_consume('t', $LAT_EVENTS, '1 second', '$secs seconds')" >/dev/null & cons=$!
+		sleep 1
+		q lat "CALL bench.lat_produce('t', $LAT_EVENTS, $LAT_RATE)" >/dev/null
+		wait "$cons" || die "latency: the consumer failed"
+		local res
+		res=$(q lat "SELECT count(*), percentile_cont(0.5) WITHIN GROUP (ORDER BY ms), percentile_cont(0.99) WITHIN GROUP (ORDER BY ms), max(ms)
+		             FROM (SELECT extract(epoch FROM r.at - s.at) * 1000 AS ms
+		                   FROM bench.lat_sent s JOIN bench.lat_recv r USING (id)) x")
+		IFS='|' read -r cnt p50 p99 pmax <<<"$res"
+		[ "$cnt" = "$LAT_EVENTS" ] || die "latency: $cnt of $LAT_EVENTS events received"
+		rec latency - outbox "$run" p50_ms "$p50"
+		rec latency - outbox "$run" p99_ms "$p99"
+		rec latency - outbox "$run" max_ms "$pmax"
+		log "  latency run $run: p50 $p50 ms, p99 $p99 ms, max $pmax ms"
+	done
+	dropdb lat
+}
+
+# ---------------------------------------------------------------- run
+make_template
+want wal && case_wal
+want offer && case_offer
+want drain && case_drain
+want churn && case_churn churn
+want held && case_churn held
+want history && case_history
+want latency && case_latency
+
+# ---------------------------------------------------------------- report
+log "report"
+PGVERSION=$(q postgres "SHOW server_version")
+MEM=$(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)
+CPU=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
+TABLE=$OUT/table.md
+"$BIN/psql" -X -q -At -v ON_ERROR_STOP=1 -d postgres -f "$BENCH/report.sql" \
+	<"$RAW" >"$TABLE" || die "report failed"
+cat "$TABLE"
+
+{
+	echo "# outbox benchmark results"
+	echo
+	echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC')"
+	echo "- machine: $(nproc) cores ($CPU), $MEM memory; PostgreSQL $PGVERSION"
+	echo "- command: \`$CMDLINE\` ($RUNS run(s) per case, $(( ($(date +%s) - T0) / 60 )) minutes)"
+	echo "- commit: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$ROOT" diff --quiet HEAD -- src include 2>/dev/null || echo ' (with local changes to src/)')"
+	echo "- server: ${SETTINGS[*]}, shared_preload_libraries = 'outbox', autovacuum at its defaults"
+	case "$HOUSEKEEPING" in
+		loop) echo "- housekeeping: while outbox was drained (drain, churn, held horizon, history) the harness called \`outbox.reap()\` every second and \`outbox.maintain()\` every 10 s; the extension's worker was off (\`outbox.enabled = off\`)" ;;
+		worker) echo "- housekeeping: the extension's background worker (reap every 1 s, maintenance every 10 s)" ;;
+		off) echo "- housekeeping: none (no reap, no maintain)" ;;
+	esac
+	echo
+	echo "Each cell: median (min–max) over the runs; ratios are computed per run against the baseline measured in the same run. Events per second unless noted."
+	echo
+	cat "$TABLE"
+	echo
+	sed -n '/^<!-- about -->$/,$p' "$BENCH/README.md" | sed 1d
+} >"$OUTPUT"
+cp "$OUTPUT" "$OUT/"
+log "wrote $OUTPUT (raw figures in $OUT)"
