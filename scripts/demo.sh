@@ -56,10 +56,19 @@ fi
 echo "==== dependencies"
 bash "$ROOT/scripts/install-deps.sh"
 
+# The extension is installed machine-wide: wait for a test run to finish.
+# The lock is held only while building and installing.
 echo "==== build and install"
 BUILD=$(mktemp -d)
 pgc_on_exit "rm -rf -- '$BUILD'"
-bash "$ROOT/scripts/build-install.sh" "$BUILD/tree"
+rc=0
+flock -n -E 75 -o /tmp/outbox-install.lock bash "$ROOT/scripts/build-install.sh" "$BUILD/tree" || rc=$?
+if [ "$rc" = 75 ]; then
+	echo "demo: waiting for a test run that holds /tmp/outbox-install.lock" >&2
+	flock -o /tmp/outbox-install.lock bash "$ROOT/scripts/build-install.sh" "$BUILD/tree"
+elif [ "$rc" != 0 ]; then
+	exit "$rc"
+fi
 
 echo "==== demo server"
 pgc_init "$DIR"

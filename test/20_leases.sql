@@ -7,7 +7,7 @@
 -- through dblink in a scratch database, which it drops at the end.
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS outbox CASCADE;
-SELECT plan(62);
+SELECT plan(63);
 
 CREATE TEMP TABLE ev (label text PRIMARY KEY, id bigint NOT NULL);
 CREATE TEMP TABLE leases (label text PRIMARY KEY, id bigint, lease_token uuid, attempt int,
@@ -117,7 +117,8 @@ CREATE FUNCTION pg_temp.scratch() RETURNS text
 LANGUAGE sql AS $$ SELECT 'outbox_tap_leases_' || pg_backend_pid() $$;
 CREATE FUNCTION pg_temp.conn(db text) RETURNS text
 LANGUAGE sql AS $$
-    SELECT format('host=%s port=%s dbname=%s user=%s options=''-c client_min_messages=warning''',
+    SELECT format('host=%s port=%s dbname=%s user=%s '
+                  'options=''-c client_min_messages=warning -c lock_timeout=10s''',
                   split_part(current_setting('unix_socket_directories'), ',', 1),
                   current_setting('port'), db, current_user)
 $$;
@@ -145,6 +146,14 @@ LANGUAGE sql AS $$
     RETURNING id
 $$;
 
+-- Installing outbox in the scratch database creates its roles unless they
+-- exist; if this transaction created them, that install waits for this
+-- transaction (the lock_timeout above ends the wait).  The pgTAP harness
+-- installs outbox once in another database first.
+SELECT is((SELECT count(*)::int FROM pg_authid
+            WHERE rolname IN ('outbox_producer', 'outbox_consumer', 'outbox_admin')
+              AND xmin = pg_current_xact_id()::xid), 0,
+          'the outbox roles were not created by this transaction');
 DO $$
 BEGIN
     PERFORM dblink_exec(pg_temp.conn(current_database()), format('DROP DATABASE IF EXISTS %I', pg_temp.scratch()));
