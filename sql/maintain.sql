@@ -49,6 +49,25 @@ SELECT to_regclass('outbox.' || :'newest') IS NOT NULL AS made_again;
 -- acks below the watermark are trimmed
 SELECT count(*) AS acks_kept FROM outbox.acked a JOIN outbox.topic_state s USING (topic_id)
 WHERE a.max_id <= s.watermark;
+-- no partition is a member of the extension: all of them can be retired
+SELECT count(*) AS member_partitions FROM pg_depend d JOIN pg_inherits i ON i.inhrelid = d.objid
+WHERE i.inhparent = 'outbox.event'::regclass AND d.deptype = 'e';
+-- the partitions made at install time are retired like any other once
+-- past retention: pretend every topic keeps events for a minute only
+BEGIN;
+UPDATE outbox.topic SET retention = '1 minute';
+SELECT count(*) AS past_retention FROM show_partitions('outbox.event') p,
+	LATERAL show_partition_info(p.partition_schemaname || '.' || p.partition_tablename,
+		p_parent_table => 'outbox.event') i
+WHERE i.child_end_time < now() - interval '1 minute' \gset
+SELECT :past_retention > 0 AS some_past_retention;
+SELECT outbox.maintain();
+SELECT count(*) AS left_past_retention FROM show_partitions('outbox.event') p,
+	LATERAL show_partition_info(p.partition_schemaname || '.' || p.partition_tablename,
+		p_parent_table => 'outbox.event') i
+WHERE i.child_end_time < now() - interval '1 minute'
+  AND EXISTS (SELECT 1 FROM pg_class c WHERE c.relname = p.partition_tablename);
+ROLLBACK;
 -- a second run at the same time does nothing
 BEGIN;
 SELECT outbox.maintain();

@@ -68,6 +68,9 @@ Datum
 outbox_setup_storage(PG_FUNCTION_ARGS)
 {
 	char	   *partman;
+	int			rc;
+	SPITupleTable *parts;
+	uint64		nparts;
 
 	SPI_connect();
 	partman = partman_schema();
@@ -82,6 +85,28 @@ outbox_setup_storage(PG_FUNCTION_ARGS)
 						  "infinite_time_partitions = true "
 						  "WHERE parent_table = 'outbox.event'", partman),
 				 SPI_OK_UPDATE);
+
+	/*
+	 * Partitions made during CREATE EXTENSION would be members of the
+	 * extension, which maintenance could then never drop.  They go with
+	 * the extension anyway, through their parent.
+	 */
+	rc = SPI_execute("SELECT c.oid::pg_catalog.regclass::text FROM pg_catalog.pg_inherits i "
+					 "JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid "
+					 "JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass "
+					 "  AND d.objid = c.oid AND d.deptype = 'e' "
+					 "WHERE i.inhparent = 'outbox.event'::pg_catalog.regclass",
+					 false, 0);
+	outbox_spi_check(rc, SPI_OK_SELECT, "_setup_storage");
+	parts = SPI_tuptable;
+	nparts = SPI_processed;
+	for (uint64 i = 0; i < nparts; i++)
+	{
+		rc = SPI_execute(psprintf("ALTER EXTENSION outbox DROP TABLE %s",
+								  SPI_getvalue(parts->vals[i], parts->tupdesc, 1)),
+						 false, 0);
+		outbox_spi_check(rc, SPI_OK_UTILITY, "_setup_storage");
+	}
 	SPI_finish();
 
 	/* The background worker starts for this database at commit. */
