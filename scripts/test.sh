@@ -14,6 +14,7 @@
 #                Makefile declares TAP_TESTS
 #   pgtap        pgTAP files test/*.sql under pg_prove
 #   concurrency  test/concurrency/drain.sh
+#   fuzz         test/fuzz/run.sh: 20,000 hostile calls, fixed seed
 # A suite that finds no tests fails.
 set -uo pipefail
 
@@ -161,9 +162,14 @@ suite_concurrency() {
 	OUTBOX_TEST_WORK="$WORK" bash "$ROOT/test/concurrency/drain.sh"
 }
 
+suite_fuzz() {
+	[ -f "$ROOT/test/fuzz/run.sh" ] || { echo "fuzz: test/fuzz/run.sh is missing"; return 1; }
+	OUTBOX_TEST_WORK="$WORK" bash "$ROOT/test/fuzz/run.sh" "${OUTBOX_FUZZ_SEED:-1}" "${OUTBOX_FUZZ_CALLS:-20000}"
+}
+
 # ---------------------------------------------------------------- driver
 
-# Suites that are part of the project: regress, pgtap and concurrency always;
+# Suites that are part of the project: regress, pgtap, concurrency and fuzz always;
 # isolation and tap once the Makefile or the tree has any of them.
 all_suites() {
 	echo regress
@@ -175,6 +181,7 @@ all_suites() {
 	fi
 	echo pgtap
 	echo concurrency
+	echo fuzz
 }
 
 # Stops servers left running under $WORK by a suite that was killed (a TAP
