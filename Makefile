@@ -50,3 +50,8 @@ bench:
 
 bench-quick:
 	bash bench/run.sh --quick $(ARGS)
+
+.PHONY: sanitize
+# The regression and isolation suites under AddressSanitizer and UBSan.
+sanitize:
+	bash scripts/sanitize.sh

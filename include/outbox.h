@@ -229,6 +229,7 @@ typedef struct OutboxTopicInfo
 	int64		backoff_base_usec;
 	int64		backoff_max_usec;
 	bool		ordered;
+	bool		cacheable;		/* the topic row is committed */
 	char		name[OUTBOX_TOPIC_NAME_MAX + 1];
 } OutboxTopicInfo;
 
@@ -236,6 +237,7 @@ extern void outbox_lookup_topic(const char *name, OutboxTopicInfo *info);
 extern bool outbox_lookup_topic_by_id(int32 topic_id, OutboxTopicInfo *info);
 extern void outbox_lock_topic(const char *name, LOCKMODE mode);
 extern void outbox_check_topic_name(const char *name);
+extern void outbox_topic_cache_init(void);
 
 /* spi_util.c: SPI plans prepared once per backend and kept */
 typedef enum OutboxPlanId

@@ -31,6 +31,7 @@
 #include "pgstat.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/snapmgr.h"
 #include "utils/tuplestore.h"
 
@@ -61,7 +62,7 @@ static const char *scan_recovery_sql =
 "                        WHERE a.topic_id = $1 AND a.max_id > $2) "
 "SELECT " EVENT_COLUMNS " FROM outbox.event e "
 "WHERE e.topic_id = $1 AND e.id > $2 AND e.id <= $4 AND e.available_at IS NULL "
-"AND NOT EXISTS (SELECT 1 FROM a WHERE a.id = e.id) "
+"AND e.id NOT IN (SELECT a.id FROM a) "
 "AND NOT EXISTS (SELECT 1 FROM outbox.retry r WHERE r.event_id = e.id) "
 "AND NOT EXISTS (SELECT 1 FROM outbox.dead_letter d WHERE d.id = e.id) "
 "ORDER BY e.id LIMIT $3";
@@ -116,17 +117,20 @@ add_candidate(ClaimState *cs, HeapTuple tup, TupleDesc desc, uint8 source,
 
 /*
  * Load the topic's scan position from its durable watermark, the first
- * time the topic is claimed since the server started.  Caller holds the
- * topic's scan lock.
+ * time the topic is claimed since the server started.  Above the watermark
+ * the log may hold events already settled (acknowledged, waiting in
+ * outbox.retry, or dead): the scan skips them with the recovery plan, up to
+ * the highest id any of those rows names.  Above that nothing is settled,
+ * and the plain scan is right.  Caller holds the topic's scan lock.
  */
 static void
 topic_init(ClaimState *cs)
 {
 	static const Oid wtypes[1] = {INT4OID};
-	static const Oid mtypes[2] = {INT4OID, INT8OID};
+	static const Oid btypes[2] = {INT4OID, INT8OID};
 	Datum		values[2];
 	int64		watermark = 0;
-	int64		maxid = 0;
+	int64		bound = 0;
 	bool		isnull;
 	int			rc;
 	Snapshot	snap = GetLatestSnapshot();
@@ -143,8 +147,14 @@ topic_init(ClaimState *cs)
 
 	values[1] = Int64GetDatum(watermark);
 	rc = SPI_execute_snapshot(outbox_plan(PLAN_MAX_ID,
-										  "SELECT max(id) FROM outbox.event WHERE topic_id = $1 AND id > $2",
-										  2, mtypes),
+										  "SELECT GREATEST("
+										  "(SELECT max(a.max_id) FROM outbox.acked a "
+										  "  WHERE a.topic_id = $1 AND a.max_id > $2), "
+										  "(SELECT max(r.event_id) FROM outbox.retry r "
+										  "  WHERE r.topic_id = $1 AND r.event_id > $2), "
+										  "(SELECT max(d.id) FROM outbox.dead_letter d "
+										  "  WHERE d.topic_id = $1 AND d.id > $2))",
+										  2, btypes),
 							  values, NULL, snap, InvalidSnapshot, true, false, 1);
 	outbox_spi_check(rc, SPI_OK_SELECT, "claim");
 	if (SPI_processed == 1)
@@ -153,7 +163,7 @@ topic_init(ClaimState *cs)
 									  1, &isnull);
 
 		if (!isnull)
-			maxid = DatumGetInt64(d);
+			bound = DatumGetInt64(d);
 	}
 
 	LWLockAcquire(outbox_shared->lock, LW_EXCLUSIVE);
@@ -161,7 +171,7 @@ topic_init(ClaimState *cs)
 	{
 		cs->t->watermark = watermark;
 		cs->t->scan_pos = watermark;
-		cs->t->recovery_until = Max(maxid, watermark);
+		cs->t->recovery_until = Max(bound, watermark);
 		cs->t->next_retry_at = 0;
 		cs->t->initialized = true;
 	}
@@ -318,8 +328,16 @@ scan_log(ClaimState *cs, Snapshot snap, int64 pos, int64 recovery_until)
 		values[2] = Int32GetDatum(limit);
 		values[3] = Int64GetDatum(recovery_until);
 		if (recovery)
+		{
+			/* memory for the hashed anti-join against the acknowledgements */
+			int			save_nestlevel = NewGUCNestLevel();
+
+			(void) set_config_option("work_mem", "256MB", PGC_USERSET, PGC_S_SESSION,
+									 GUC_ACTION_SAVE, true, 0, false);
 			rc = SPI_execute_snapshot(outbox_plan(PLAN_SCAN_RECOVERY, scan_recovery_sql, 4, types),
 									  values, NULL, snap, InvalidSnapshot, true, false, 0);
+			AtEOXact_GUC(true, save_nestlevel);
+		}
 		else
 			rc = SPI_execute_snapshot(outbox_plan(PLAN_SCAN, scan_sql, 3, types),
 									  values, NULL, snap, InvalidSnapshot, true, false, 0);

@@ -2,8 +2,9 @@
  *
  * maintain.c
  *	  Storage upkeep: maintain() has pg_partman create the partitions
- *	  ahead, trims acknowledgements below the watermarks and dedupe keys
- *	  past retention, and retires partitions past retention.  A partition
+ *	  ahead, trims dedupe keys past retention, and retires partitions past
+ *	  retention.  (Acknowledgements below the watermarks are trimmed by
+ *	  reap, every tick.)  A partition
  *	  is dropped only if no event in it is above its topic's watermark or
  *	  waiting in outbox.retry: nothing undelivered is ever dropped.  Two
  *	  runs never overlap.
@@ -174,13 +175,6 @@ outbox_do_maintain(bool one_partition)
 	/* Partitions ahead */
 	partman_call(psprintf("SELECT %s.run_maintenance(p_parent_table => 'outbox.event', "
 						  "p_analyze => false)", partman), SPI_OK_SELECT);
-
-	/* Acknowledgements at or below the watermark, and of dropped topics */
-	rc = SPI_execute("DELETE FROM outbox.acked a WHERE NOT EXISTS ("
-					 "SELECT 1 FROM outbox.topic_state s "
-					 "WHERE s.topic_id = a.topic_id AND a.max_id > s.watermark)",
-					 false, 0);
-	outbox_spi_check(rc, SPI_OK_DELETE, "maintain");
 
 	/* Dedupe keys past their topic's retention */
 	rc = SPI_execute("DELETE FROM outbox.dedupe d USING outbox.topic t "

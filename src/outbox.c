@@ -110,6 +110,7 @@ _PG_init(void)
 	MarkGUCPrefixReserved("outbox");
 
 	outbox_xact_init();
+	outbox_topic_cache_init();
 
 	if (!process_shared_preload_libraries_in_progress)
 		return;

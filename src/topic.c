@@ -9,6 +9,11 @@
  *	  an event can never be stored for a topic that a concurrent
  *	  drop_topic removed.
  *
+ *	  Each backend caches topics by name.  Any change to outbox.topic
+ *	  invalidates the table's relcache entry (a statement trigger), which
+ *	  empties every backend's cache; the invalidation is taken in right
+ *	  after the topic's lock.
+ *
  *-------------------------------------------------------------------------
  */
 #include "outbox.h"
@@ -18,14 +23,60 @@
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "storage/lock.h"
+#include "commands/trigger.h"
 #include "utils/builtins.h"
+#include "utils/inval.h"
+#include "utils/memutils.h"
 #include "utils/snapmgr.h"
 
 PG_FUNCTION_INFO_V1(outbox_create_topic);
 PG_FUNCTION_INFO_V1(outbox_drop_topic);
+PG_FUNCTION_INFO_V1(outbox_topic_changed);
+
+typedef struct TopicCacheEntry
+{
+	char		name[OUTBOX_TOPIC_NAME_MAX + 1];	/* hash key */
+	OutboxTopicInfo info;
+} TopicCacheEntry;
+
+static HTAB *topic_cache = NULL;
+
+/* Any relcache invalidation may concern outbox.topic: start again. */
+static void
+topic_cache_invalidate(Datum arg, Oid relid)
+{
+	if (topic_cache != NULL)
+	{
+		hash_destroy(topic_cache);
+		topic_cache = NULL;
+	}
+}
+
+void
+outbox_topic_cache_init(void)
+{
+	CacheRegisterRelcacheCallback(topic_cache_invalidate, (Datum) 0);
+}
+
+/*
+ * _topic_changed(): statement trigger on outbox.topic; the change empties
+ * the topic caches of every backend when it commits.
+ */
+Datum
+outbox_topic_changed(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("outbox._topic_changed() may only be called as a trigger")));
+	CacheInvalidateRelcache(trigdata->tg_relation);
+	return PointerGetDatum(NULL);
+}
 
 #define TOPIC_COLUMNS \
-	"topic_id, incarnation, max_attempts, retention, backoff_base, backoff_max, ordered, name"
+	"topic_id, incarnation, max_attempts, retention, backoff_base, backoff_max, ordered, name, xmin"
 
 void
 outbox_check_topic_name(const char *name)
@@ -61,6 +112,7 @@ topic_from_tuple(HeapTuple tup, TupleDesc desc, OutboxTopicInfo *info)
 {
 	bool		isnull;
 	char	   *name;
+	TransactionId xmin;
 
 	info->topic_id = DatumGetInt32(SPI_getbinval(tup, desc, 1, &isnull));
 	info->incarnation = DatumGetInt64(SPI_getbinval(tup, desc, 2, &isnull));
@@ -71,6 +123,8 @@ topic_from_tuple(HeapTuple tup, TupleDesc desc, OutboxTopicInfo *info)
 	info->ordered = DatumGetBool(SPI_getbinval(tup, desc, 7, &isnull));
 	name = SPI_getvalue(tup, desc, 8);
 	strlcpy(info->name, name, sizeof(info->name));
+	xmin = DatumGetTransactionId(SPI_getbinval(tup, desc, 9, &isnull));
+	info->cacheable = !TransactionIdIsCurrentTransactionId(xmin);
 }
 
 /*
@@ -82,11 +136,30 @@ void
 outbox_lookup_topic(const char *name, OutboxTopicInfo *info)
 {
 	static const Oid argtypes[1] = {TEXTOID};
+	TopicCacheEntry *entry;
+	bool		found;
+	char		key[OUTBOX_TOPIC_NAME_MAX + 1];
 	SPIPlanPtr	plan = outbox_plan(PLAN_TOPIC_BY_NAME,
 									   "SELECT " TOPIC_COLUMNS " FROM outbox.topic WHERE name = $1",
 									   1, argtypes);
 	Datum		values[1];
 	int			rc;
+
+	/* a name no topic can have is not looked up, nor cached */
+	if (strlen(name) <= OUTBOX_TOPIC_NAME_MAX)
+	{
+		memset(key, 0, sizeof(key));
+		strlcpy(key, name, sizeof(key));
+		if (topic_cache != NULL)
+		{
+			entry = hash_search(topic_cache, key, HASH_FIND, NULL);
+			if (entry != NULL)
+			{
+				*info = entry->info;
+				return;
+			}
+		}
+	}
 
 	values[0] = CStringGetTextDatum(name);
 	rc = SPI_execute_snapshot(plan, values, NULL, GetLatestSnapshot(),
@@ -99,6 +172,27 @@ outbox_lookup_topic(const char *name, OutboxTopicInfo *info)
 				 errhint("Create it with outbox.create_topic('%s').", name)));
 	topic_from_tuple(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, info);
 	SPI_freetuptable(SPI_tuptable);
+
+	/*
+	 * Remember it, unless the row is not committed yet (the topic was
+	 * created in this transaction, which may still roll back).
+	 */
+	if (info->cacheable)
+	{
+		if (topic_cache == NULL)
+		{
+			HASHCTL		ctl;
+
+			memset(&ctl, 0, sizeof(ctl));
+			ctl.keysize = OUTBOX_TOPIC_NAME_MAX + 1;
+			ctl.entrysize = sizeof(TopicCacheEntry);
+			ctl.hcxt = TopMemoryContext;
+			topic_cache = hash_create("outbox topics", 16, &ctl,
+									  HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+		}
+		entry = hash_search(topic_cache, key, HASH_ENTER, &found);
+		entry->info = *info;
+	}
 }
 
 bool
@@ -132,7 +226,11 @@ outbox_lock_topic(const char *name, LOCKMODE mode)
 
 	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, (uint32) (h >> 32), (uint32) h,
 						 OUTBOX_LOCK_TOPIC);
-	(void) LockAcquire(&tag, mode, false, false);
+	if (LockAcquire(&tag, mode, false, false) != LOCKACQUIRE_ALREADY_HELD)
+	{
+		/* a drop that committed while we waited empties the topic cache */
+		AcceptInvalidationMessages();
+	}
 }
 
 /*
