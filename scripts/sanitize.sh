@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the extension with AddressSanitizer and UndefinedBehaviorSanitizer
-# and runs the regression and isolation suites against it (the server runs
-# with libasan preloaded).  Fails on any sanitizer report.  The normal build
+# and runs the regression and isolation suites against it: the sanitizer
+# runtimes load with the instrumented library, in the server processes
+# only.  Fails on any sanitizer report.  The normal build
 # is installed again afterwards.
 #
 #   scripts/sanitize.sh        (what `make sanitize` runs)
@@ -39,14 +40,19 @@ trap restore EXIT
 FLAGS="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer -O1 -g"
 make -s -C "$TREE" PG_CONFIG="$PG_CONFIG" with_llvm=no PG_CFLAGS="$FLAGS" \
 	SHLIB_LINK="-fsanitize=address,undefined" || exit 1
+for rt in libasan libubsan; do
+	if ! ldd "$TREE/outbox.so" | grep -q "$rt"; then
+		echo "sanitize: the build is not instrumented ($rt missing)"
+		exit 1
+	fi
+done
 $SUDO make -s -C "$TREE" PG_CONFIG="$PG_CONFIG" with_llvm=no install >/dev/null || exit 1
 [ "$(id -u)" = 0 ] && chown -R "$PGC_OSUSER": "$TREE"
 
-ASAN_LIB=$(gcc -print-file-name=libasan.so)
 mkdir -p "$WORK/reports" && chmod 777 "$WORK/reports"
 rc=0
-pgc_as_server env LD_PRELOAD="$ASAN_LIB" \
-	ASAN_OPTIONS="detect_leaks=0:log_path=$WORK/reports/asan:handle_segv=1" \
+pgc_as_server env \
+	ASAN_OPTIONS="verify_asan_link_order=0:detect_leaks=0:log_path=$WORK/reports/asan" \
 	UBSAN_OPTIONS="print_stacktrace=1:log_path=$WORK/reports/ubsan" \
 	make -C "$TREE" --no-print-directory PG_CONFIG="$PG_CONFIG" TAP_TESTS= installcheck || rc=1
 if [ "$rc" != 0 ]; then

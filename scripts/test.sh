@@ -15,6 +15,8 @@
 #   pgtap        pgTAP files test/*.sql under pg_prove
 #   concurrency  test/concurrency/drain.sh
 #   fuzz         test/fuzz/run.sh: 20,000 hostile calls, fixed seed
+#   sanitize     scripts/sanitize.sh: regress and isolation under ASan and
+#                UBSan (last: it installs an instrumented build for a while)
 # A suite that finds no tests fails.
 set -uo pipefail
 
@@ -167,6 +169,10 @@ suite_fuzz() {
 	OUTBOX_TEST_WORK="$WORK" bash "$ROOT/test/fuzz/run.sh" "${OUTBOX_FUZZ_SEED:-1}" "${OUTBOX_FUZZ_CALLS:-20000}"
 }
 
+suite_sanitize() {
+	bash "$ROOT/scripts/sanitize.sh"
+}
+
 # ---------------------------------------------------------------- driver
 
 # Suites that are part of the project: regress, pgtap, concurrency and fuzz always;
@@ -182,6 +188,7 @@ all_suites() {
 	echo pgtap
 	echo concurrency
 	echo fuzz
+	echo sanitize
 }
 
 # Stops servers left running under $WORK by a suite that was killed (a TAP
