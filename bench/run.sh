@@ -248,6 +248,8 @@ pb() {
 		tail -20 "$PB_LOG" >&2
 		die "pgbench failed (log $PB_LOG)"
 	fi
+	# the machine may be shared: keep its load next to the figures
+	cut -d' ' -f1 /proc/loadavg >>"$OUT/load.txt"
 	PB_TPS=$(sed -n 's/^tps = \([0-9.]*\) (without.*/\1/p' "$PB_LOG")
 	PB_XACTS=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$PB_LOG")
 	[ -n "$PB_TPS" ] && [ -n "$PB_XACTS" ] || die "no result from pgbench (log $PB_LOG)"
@@ -399,7 +401,7 @@ case_wal() {
 	done
 	q postgres "ALTER SYSTEM RESET autovacuum" >/dev/null
 	q postgres "SELECT pg_reload_conf()" >/dev/null
-	log "  wal: $(awk -F'\t' '$1 == "wal" { printf "%s %s B/event; ", $3, $6 }' "$RAW")"
+	log "  wal (B/event, run by run): $(awk -F'\t' '$1 == "wal" { printf "%s %s; ", $3, $6 }' "$RAW")"
 }
 
 # ---------------------------------------------------------------- offer
@@ -696,6 +698,7 @@ cat "$TABLE"
 	echo "- command: \`$CMDLINE\` ($RUNS run(s) per case, $(( ($(date +%s) - T0) / 60 )) minutes)"
 	echo "- commit: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$ROOT" diff --quiet HEAD -- src include 2>/dev/null || echo ' (with local changes to src/)')"
 	echo "- server: ${SETTINGS[*]}, shared_preload_libraries = 'outbox', autovacuum at its defaults"
+	[ -s "$OUT/load.txt" ] && echo "- machine load (1-minute load average at the end of each pgbench run): $(sort -n "$OUT/load.txt" | awk '{ v[NR] = $1 } END { printf "min %s, median %s, max %s", v[1], v[int((NR + 1) / 2)], v[NR] }')"
 	case "$HOUSEKEEPING" in
 		loop) echo "- housekeeping: while outbox was drained (drain, churn, held horizon, history) the harness called \`outbox.reap()\` every second and \`outbox.maintain()\` every 10 s; the extension's worker was off (\`outbox.enabled = off\`)" ;;
 		worker) echo "- housekeeping: the extension's background worker (reap every 1 s, maintenance every 10 s)" ;;
