@@ -196,6 +196,8 @@ extern void outbox_entry_remove(OutboxEntry *entry);
 extern void outbox_topic_forget(int topic);
 extern void outbox_topic_rescan(OutboxTopic *t);
 extern OutboxOfferSlot *outbox_my_slot(void);
+typedef bool (*OutboxLeaseFn) (OutboxEntry *entry, int topic, void *arg);
+extern void outbox_foreach_lease(OutboxLeaseFn fn, void *arg);
 
 /* xact.c: what this transaction did to shared state, applied at its end */
 typedef enum OutboxOpKind

@@ -572,6 +572,17 @@ emit_rows(ClaimState *cs, ReturnSetInfo *rsinfo, pg_uuid_t *token,
  * At the exit of a session that set outbox.release_on_disconnect, its
  * leases expire at once and its database's worker is asked to reap them.
  */
+static bool
+expire_own_lease(OutboxEntry *e, int topic, void *arg)
+{
+	if (e->owner == MyProc->pgprocno && e->release_on_exit)
+	{
+		e->expires_at = 0;
+		*(bool *) arg = true;
+	}
+	return true;
+}
+
 static void
 release_on_exit(int code, Datum arg)
 {
@@ -580,24 +591,7 @@ release_on_exit(int code, Datum arg)
 	if (outbox_shared == NULL)
 		return;
 	LWLockAcquire(outbox_shared->lock, LW_EXCLUSIVE);
-	for (int i = 0; i < outbox_shared->max_topics; i++)
-	{
-		OutboxTopic *t = &outbox_shared->topics[i];
-		dlist_iter	it;
-
-		if (!t->in_use || t->dbid != MyDatabaseId)
-			continue;
-		dlist_foreach(it, &t->leases)
-		{
-			OutboxEntry *e = dlist_container(OutboxEntry, node, it.cur);
-
-			if (e->owner == MyProc->pgprocno && e->release_on_exit)
-			{
-				e->expires_at = 0;
-				any = true;
-			}
-		}
-	}
+	outbox_foreach_lease(expire_own_lease, &any);
 	LWLockRelease(outbox_shared->lock);
 	if (any)
 		outbox_wake_worker(MyDatabaseId);

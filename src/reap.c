@@ -104,6 +104,44 @@ advance_watermarks(void)
 	}
 }
 
+typedef struct ReapState
+{
+	TimestampTz now;
+	Expired    *expired;
+	int			n;
+	int			max;
+} ReapState;
+
+static bool
+count_expired(OutboxEntry *e, int topic, void *arg)
+{
+	ReapState  *st = (ReapState *) arg;
+
+	if (!e->finishing && e->expires_at <= st->now)
+		st->n++;
+	return true;
+}
+
+/* Mark an expired lease as being reaped by this transaction. */
+static bool
+mark_expired(OutboxEntry *e, int topic, void *arg)
+{
+	ReapState  *st = (ReapState *) arg;
+
+	if (st->n >= st->max)
+		return false;
+	if (e->finishing || e->expires_at > st->now)
+		return true;
+	e->finishing = true;
+	st->expired[st->n].id = e->key.event_id;
+	st->expired[st->n].topic = topic;
+	st->expired[st->n].topic_id = outbox_shared->topics[topic].topic_id;
+	st->expired[st->n].attempt = e->attempt;
+	st->n++;
+	outbox_xact_add_op(OP_FINISH, e->key.event_id, topic, st->now);
+	return true;
+}
+
 /*
  * Acknowledgements at or below their topic's watermark say nothing the
  * watermark does not: remove them, and those of dropped topics.
@@ -139,9 +177,9 @@ int
 outbox_do_reap(void)
 {
 	TimestampTz now = GetCurrentTimestamp();
+	ReapState	state;
 	Expired    *expired;
-	int			nexpired = 0;
-	int			maxexpired = 0;
+	int			nexpired;
 	OutboxTopicInfo info;
 	int32		info_topic_id = 0;
 	bool		info_valid = false;
@@ -155,51 +193,24 @@ outbox_do_reap(void)
 	}
 
 	/* Count first, so that marking cannot fail half-way. */
+	state.now = now;
+	state.expired = NULL;
+	state.n = 0;
+	state.max = 0;
 	LWLockAcquire(outbox_shared->lock, LW_SHARED);
-	for (int i = 0; i < outbox_shared->max_topics; i++)
-	{
-		OutboxTopic *t = &outbox_shared->topics[i];
-		dlist_iter	it;
-
-		if (!t->in_use || t->dbid != MyDatabaseId)
-			continue;
-		dlist_foreach(it, &t->leases)
-		{
-			OutboxEntry *e = dlist_container(OutboxEntry, node, it.cur);
-
-			if (!e->finishing && e->expires_at <= now)
-				maxexpired++;
-		}
-	}
+	outbox_foreach_lease(count_expired, &state);
 	LWLockRelease(outbox_shared->lock);
 
-	expired = palloc(sizeof(Expired) * Max(1, maxexpired));
-	outbox_xact_reserve_ops(maxexpired);
+	state.max = state.n;
+	state.n = 0;
+	state.expired = palloc(sizeof(Expired) * Max(1, state.max));
+	outbox_xact_reserve_ops(state.max);
 
 	LWLockAcquire(outbox_shared->lock, LW_EXCLUSIVE);
-	for (int i = 0; i < outbox_shared->max_topics && nexpired < maxexpired; i++)
-	{
-		OutboxTopic *t = &outbox_shared->topics[i];
-		dlist_iter	it;
-
-		if (!t->in_use || t->dbid != MyDatabaseId)
-			continue;
-		dlist_foreach(it, &t->leases)
-		{
-			OutboxEntry *e = dlist_container(OutboxEntry, node, it.cur);
-
-			if (e->finishing || e->expires_at > now || nexpired >= maxexpired)
-				continue;
-			e->finishing = true;
-			expired[nexpired].id = e->key.event_id;
-			expired[nexpired].topic = i;
-			expired[nexpired].topic_id = t->topic_id;
-			expired[nexpired].attempt = e->attempt;
-			nexpired++;
-			outbox_xact_add_op(OP_FINISH, e->key.event_id, i, now);
-		}
-	}
+	outbox_foreach_lease(mark_expired, &state);
 	LWLockRelease(outbox_shared->lock);
+	expired = state.expired;
+	nexpired = state.n;
 
 	SPI_connect();
 	for (int i = 0; i < nexpired; i++)

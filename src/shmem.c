@@ -332,3 +332,25 @@ outbox_my_slot(void)
 	Assert(MyBackendId >= 1 && MyBackendId <= outbox_shared->nslots);
 	return &outbox_shared->slots[MyBackendId - 1];
 }
+
+/*
+ * Call fn for every lease of the current database's topics, until it
+ * returns false.  Caller holds the shared state lock.
+ */
+void
+outbox_foreach_lease(OutboxLeaseFn fn, void *arg)
+{
+	for (int i = 0; i < outbox_shared->max_topics; i++)
+	{
+		OutboxTopic *t = &outbox_shared->topics[i];
+		dlist_iter	it;
+
+		if (!t->in_use || t->dbid != MyDatabaseId)
+			continue;
+		dlist_foreach(it, &t->leases)
+		{
+			if (!fn(dlist_container(OutboxEntry, node, it.cur), i, arg))
+				return;
+		}
+	}
+}
