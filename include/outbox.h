@@ -37,6 +37,7 @@
 #include "storage/condition_variable.h"
 #include "storage/lwlock.h"
 #include "utils/hsearch.h"
+#include "utils/snapshot.h"
 #include "utils/timestamp.h"
 #include "utils/uuid.h"
 
@@ -241,6 +242,42 @@ extern void outbox_lock_topic(const char *name, LOCKMODE mode);
 extern void outbox_check_topic_name(const char *name);
 extern void outbox_topic_cache_init(void);
 
+/* logscan.c: a topic's log in id order, read through its indexes */
+typedef enum OutboxEventCol
+{
+	EV_ID,
+	EV_KEY,
+	EV_TYPE,
+	EV_PAYLOAD,
+	EV_HEADERS,
+	EV_TENANT,
+	EV_CREATED_AT,
+	OUTBOX_EVENT_NCOLS
+} OutboxEventCol;
+
+typedef struct OutboxEventRow
+{
+	int64		id;
+	Datum		values[OUTBOX_EVENT_NCOLS];
+	bool		nulls[OUTBOX_EVENT_NCOLS];
+} OutboxEventRow;
+
+/* Sorted ids a scan steps over; next is a cursor that only moves up */
+typedef struct OutboxSkipList
+{
+	const int64 *ids;
+	int			n;
+	int			next;
+} OutboxSkipList;
+
+typedef struct OutboxLogScan OutboxLogScan;
+extern OutboxLogScan *outbox_logscan_begin(Snapshot snap, int32 topic_id,
+										   int64 after);
+extern bool outbox_logscan_next(OutboxLogScan *ls, OutboxEventRow *row,
+								OutboxSkipList *skip);
+extern int64 outbox_logscan_examined(OutboxLogScan *ls);
+extern void outbox_logscan_end(OutboxLogScan *ls);
+
 /* spi_util.c: SPI plans prepared once per backend and kept */
 typedef enum OutboxPlanId
 {
@@ -255,8 +292,7 @@ typedef enum OutboxPlanId
 	PLAN_OFFER_BATCH,
 	PLAN_WATERMARK,
 	PLAN_MAX_ID,
-	PLAN_SCAN,
-	PLAN_SCAN_RECOVERY,
+	PLAN_SETTLED,
 	PLAN_FETCH_READY,
 	PLAN_RETRY_DUE,
 	PLAN_RETRY_NEXT,

@@ -31,41 +31,48 @@
 #include "pgstat.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/datum.h"
 #include "utils/guc.h"
 #include "utils/snapmgr.h"
 #include "utils/tuplestore.h"
 
 PG_FUNCTION_INFO_V1(outbox_claim);
 
-/* Columns every fetch returns, in this order */
+/* Columns every fetch returns, in OutboxEventCol order */
 #define EVENT_COLUMNS "e.id, e.key, e.type, e.payload, e.headers, e.tenant, e.created_at"
-#define COL_ID			1
-#define COL_KEY			2
-#define COL_TYPE		3
-#define COL_PAYLOAD		4
-#define COL_HEADERS		5
-#define COL_TENANT		6
-#define COL_CREATED_AT	7
-#define COL_ATTEMPTS	8
-
-static const char *scan_sql =
-"SELECT " EVENT_COLUMNS " FROM outbox.event e "
-"WHERE e.topic_id = $1 AND e.id > $2 AND e.available_at IS NULL "
-"ORDER BY e.id LIMIT $3";
+#define COL_ATTEMPTS	(OUTBOX_EVENT_NCOLS + 1)
 
 /*
- * After a restart the log above the watermark may hold events already
- * acknowledged, retried or dead: skip them.
+ * The settled ids of a topic in (pos, recovery_until]: acknowledged, waiting
+ * in outbox.retry, or dead.  After a restart the scan steps over them.
  */
-static const char *scan_recovery_sql =
-"WITH a AS MATERIALIZED (SELECT u.id FROM outbox.acked a, pg_catalog.unnest(a.ids) AS u(id) "
-"                        WHERE a.topic_id = $1 AND a.max_id > $2) "
-"SELECT " EVENT_COLUMNS " FROM outbox.event e "
-"WHERE e.topic_id = $1 AND e.id > $2 AND e.id <= $4 AND e.available_at IS NULL "
-"AND e.id NOT IN (SELECT a.id FROM a) "
-"AND NOT EXISTS (SELECT 1 FROM outbox.retry r WHERE r.event_id = e.id) "
-"AND NOT EXISTS (SELECT 1 FROM outbox.dead_letter d WHERE d.id = e.id) "
-"ORDER BY e.id LIMIT $3";
+static const char *settled_sql =
+"SELECT u.id FROM outbox.acked a, pg_catalog.unnest(a.ids) AS u(id) "
+"WHERE a.topic_id = $1 AND a.max_id > $2 AND u.id > $2 AND u.id <= $3 "
+"UNION SELECT r.event_id FROM outbox.retry r "
+"WHERE r.topic_id = $1 AND r.event_id > $2 AND r.event_id <= $3 "
+"UNION SELECT d.id FROM outbox.dead_letter d "
+"WHERE d.topic_id = $1 AND d.id > $2 AND d.id <= $3 "
+"ORDER BY 1";
+
+/*
+ * The backend's copy of a recovering topic's settled ids, loaded by its
+ * first claim of the topic since the restart.  Nothing above the scan
+ * position can become settled later without the scan passing it first (a
+ * lease comes before any ack, nack or dead letter), so the copy stays
+ * right for every later claim while the topic recovers.
+ */
+typedef struct SettledCache
+{
+	int32		topic_id;
+	int64		incarnation;
+	int64		recovery_until;
+	int64		loaded_from;	/* the scan position it was loaded at */
+	int64	   *ids;			/* sorted */
+	int			nids;
+} SettledCache;
+
+static List *settled_caches = NIL;
 
 static const char *fetch_ready_sql =
 "SELECT " EVENT_COLUMNS " FROM outbox.event e "
@@ -83,8 +90,7 @@ typedef struct Candidate
 	uint8		source;
 	bool		from_ready;
 	int32		attempts;		/* attempts made before this lease */
-	HeapTuple	tuple;
-	TupleDesc	desc;
+	OutboxEventRow row;
 	bool		leased;
 	int32		attempt;		/* of the lease made */
 } Candidate;
@@ -100,19 +106,26 @@ typedef struct ClaimState
 } ClaimState;
 
 static void
-add_candidate(ClaimState *cs, HeapTuple tup, TupleDesc desc, uint8 source,
+add_candidate(ClaimState *cs, const OutboxEventRow *row, uint8 source,
 			  bool from_ready, int32 attempts)
 {
 	Candidate  *c = &cs->cand[cs->ncand++];
-	bool		isnull;
 
-	c->id = DatumGetInt64(SPI_getbinval(tup, desc, COL_ID, &isnull));
+	c->id = row->id;
+	c->row = *row;
 	c->source = source;
 	c->from_ready = from_ready;
 	c->attempts = attempts;
-	c->tuple = tup;
-	c->desc = desc;
 	c->leased = false;
+}
+
+/* A row fetched through SPI; its values live until SPI_finish. */
+static void
+spi_row(HeapTuple tup, TupleDesc desc, OutboxEventRow *row)
+{
+	for (int c = 0; c < OUTBOX_EVENT_NCOLS; c++)
+		row->values[c] = SPI_getbinval(tup, desc, c + 1, &row->nulls[c]);
+	row->id = DatumGetInt64(row->values[EV_ID]);
 }
 
 /*
@@ -225,7 +238,7 @@ take_ready(ClaimState *cs, int64 **junk, int *njunk)
 			bool		isnull;
 
 			if (DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[j],
-											SPI_tuptable->tupdesc, COL_ID,
+											SPI_tuptable->tupdesc, EV_ID + 1,
 											&isnull)) == id)
 			{
 				present = true;
@@ -236,8 +249,12 @@ take_ready(ClaimState *cs, int64 **junk, int *njunk)
 			(*junk)[(*njunk)++] = id;
 	}
 	for (uint64 j = 0; j < SPI_processed; j++)
-		add_candidate(cs, SPI_tuptable->vals[j], SPI_tuptable->tupdesc,
-					  SRC_MAIN, true, -1);
+	{
+		OutboxEventRow row;
+
+		spi_row(SPI_tuptable->vals[j], SPI_tuptable->tupdesc, &row);
+		add_candidate(cs, &row, SRC_MAIN, true, -1);
+	}
 }
 
 /* Events due in outbox.retry that nobody holds.  Returns true if exhausted. */
@@ -266,12 +283,12 @@ take_retry(ClaimState *cs, TimestampTz now, int nretry_leases)
 	for (uint64 i = 0; i < n && cs->ncand < cs->batch; i++)
 	{
 		bool		isnull;
-		int64		id = DatumGetInt64(SPI_getbinval(tt->vals[i], tt->tupdesc,
-													 COL_ID, &isnull));
+		OutboxEventRow row;
 
-		if (outbox_entry_find(id) != NULL)
+		spi_row(tt->vals[i], tt->tupdesc, &row);
+		if (outbox_entry_find(row.id) != NULL)
 			continue;
-		add_candidate(cs, tt->vals[i], tt->tupdesc, SRC_RETRY, false,
+		add_candidate(cs, &row, SRC_RETRY, false,
 					  DatumGetInt32(SPI_getbinval(tt->vals[i], tt->tupdesc,
 												  COL_ATTEMPTS, &isnull)));
 	}
@@ -304,60 +321,144 @@ next_retry_time(ClaimState *cs, TimestampTz now)
 }
 
 /*
- * Scan the log upward from pos with the given snapshot.  Returns the new
- * scan position: the highest id examined.
+ * The settled ids above pos for a topic in recovery, as a skip list for the
+ * scan.  Loads them when this backend has no copy that covers pos.
+ */
+static void
+settled_ids(ClaimState *cs, Snapshot snap, int64 pos, int64 recovery_until,
+			OutboxSkipList *skip)
+{
+	static const Oid types[3] = {INT4OID, INT8OID, INT8OID};
+	SettledCache *sc = NULL;
+	ListCell   *lc;
+	int			lo,
+				hi;
+
+	foreach(lc, settled_caches)
+	{
+		SettledCache *c = lfirst(lc);
+
+		if (c->topic_id == cs->info->topic_id)
+		{
+			sc = c;
+			break;
+		}
+	}
+	if (sc != NULL && (sc->incarnation != cs->info->incarnation ||
+					   sc->recovery_until != recovery_until ||
+					   sc->loaded_from > pos))
+	{
+		settled_caches = list_delete_ptr(settled_caches, sc);
+		if (sc->ids)
+			pfree(sc->ids);
+		pfree(sc);
+		sc = NULL;
+	}
+	if (sc == NULL)
+	{
+		Datum		values[3];
+		int			rc;
+		MemoryContext old;
+
+		values[0] = Int32GetDatum(cs->info->topic_id);
+		values[1] = Int64GetDatum(pos);
+		values[2] = Int64GetDatum(recovery_until);
+		rc = SPI_execute_snapshot(outbox_plan(PLAN_SETTLED, settled_sql, 3, types),
+								  values, NULL, snap, InvalidSnapshot, true, false, 0);
+		outbox_spi_check(rc, SPI_OK_SELECT, "claim");
+
+		old = MemoryContextSwitchTo(TopMemoryContext);
+		sc = palloc0(sizeof(SettledCache));
+		sc->topic_id = cs->info->topic_id;
+		sc->incarnation = cs->info->incarnation;
+		sc->recovery_until = recovery_until;
+		sc->loaded_from = pos;
+		sc->nids = (int) SPI_processed;
+		sc->ids = palloc(sizeof(int64) * Max(1, sc->nids));
+		for (int i = 0; i < sc->nids; i++)
+		{
+			bool		isnull;
+
+			sc->ids[i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i],
+													 SPI_tuptable->tupdesc, 1,
+													 &isnull));
+		}
+		settled_caches = lappend(settled_caches, sc);
+		MemoryContextSwitchTo(old);
+	}
+
+	/* the first settled id above pos */
+	lo = 0;
+	hi = sc->nids;
+	while (lo < hi)
+	{
+		int			mid = lo + (hi - lo) / 2;
+
+		if (sc->ids[mid] <= pos)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	skip->ids = sc->ids;
+	skip->n = sc->nids;
+	skip->next = lo;
+}
+
+/* A topic has left recovery: this backend's settled copy can go. */
+static void
+settled_forget(int32 topic_id)
+{
+	ListCell   *lc;
+
+	foreach(lc, settled_caches)
+	{
+		SettledCache *c = lfirst(lc);
+
+		if (c->topic_id == topic_id)
+		{
+			settled_caches = list_delete_ptr(settled_caches, c);
+			pfree(c->ids);
+			pfree(c);
+			return;
+		}
+	}
+}
+
+/*
+ * Scan the log upward from pos with the given snapshot, through the
+ * partitions' indexes (logscan.c).  Returns the new scan position: the
+ * highest id examined.  Below recovery_until (after a restart) the scan
+ * steps over settled events.
  */
 static int64
 scan_log(ClaimState *cs, Snapshot snap, int64 pos, int64 recovery_until)
 {
-	static const Oid types[4] = {INT4OID, INT8OID, INT4OID, INT8OID};
+	OutboxLogScan *ls;
+	OutboxSkipList skip;
+	bool		recovering = pos < recovery_until;
+	OutboxEventRow row;
 
+	if (recovering)
+		settled_ids(cs, snap, pos, recovery_until, &skip);
+	else if (settled_caches != NIL)
+		settled_forget(cs->info->topic_id);
+
+	ls = outbox_logscan_begin(snap, cs->info->topic_id, pos);
 	while (cs->ncand < cs->batch)
 	{
-		bool		recovery = pos < recovery_until;
-		int			limit = cs->batch - cs->ncand;
-		Datum		values[4];
-		int			rc;
-		SPITupleTable *tt;
-		uint64		n;
-
 		CHECK_FOR_INTERRUPTS();
-
-		values[0] = Int32GetDatum(cs->info->topic_id);
-		values[1] = Int64GetDatum(pos);
-		values[2] = Int32GetDatum(limit);
-		values[3] = Int64GetDatum(recovery_until);
-		if (recovery)
+		if (!outbox_logscan_next(ls, &row, recovering ? &skip : NULL))
 		{
-			/* memory for the hashed anti-join against the acknowledgements */
-			int			save_nestlevel = NewGUCNestLevel();
-
-			(void) set_config_option("work_mem", "256MB", PGC_USERSET, PGC_S_SESSION,
-									 GUC_ACTION_SAVE, true, 0, false);
-			rc = SPI_execute_snapshot(outbox_plan(PLAN_SCAN_RECOVERY, scan_recovery_sql, 4, types),
-									  values, NULL, snap, InvalidSnapshot, true, false, 0);
-			AtEOXact_GUC(true, save_nestlevel);
+			/* everything visible is examined, settled rows included */
+			pos = Max(pos, outbox_logscan_examined(ls));
+			if (recovering)
+				pos = Max(pos, recovery_until);
+			break;
 		}
-		else
-			rc = SPI_execute_snapshot(outbox_plan(PLAN_SCAN, scan_sql, 3, types),
-									  values, NULL, snap, InvalidSnapshot, true, false, 0);
-		outbox_spi_check(rc, SPI_OK_SELECT, "claim");
-		tt = SPI_tuptable;
-		n = SPI_processed;
-
-		for (uint64 i = 0; i < n; i++)
-			add_candidate(cs, tt->vals[i], tt->tupdesc, SRC_MAIN, false, 0);
-		if (n > 0)
-			pos = cs->cand[cs->ncand - 1].id;
-
-		if (n < (uint64) limit)
-		{
-			if (!recovery)
-				break;
-			/* recovery range done: go on with the plain scan */
-			pos = Max(pos, recovery_until);
-		}
+		add_candidate(cs, &row, SRC_MAIN, false, 0);
+		pos = row.id;
 	}
+	outbox_logscan_end(ls);
 	return pos;
 }
 
@@ -547,8 +648,8 @@ emit_rows(ClaimState *cs, ReturnSetInfo *rsinfo, pg_uuid_t *token,
 		Candidate  *c = &cs->cand[i];
 		Datum		values[11];
 		bool		nulls[11];
-		static const int cols[] = {COL_ID, -1, COL_KEY, COL_TYPE, COL_PAYLOAD,
-		COL_HEADERS, COL_TENANT};
+		static const int cols[] = {EV_ID, -1, EV_KEY, EV_TYPE, EV_PAYLOAD,
+		EV_HEADERS, EV_TENANT};
 
 		if (!c->leased)
 			continue;
@@ -557,13 +658,15 @@ emit_rows(ClaimState *cs, ReturnSetInfo *rsinfo, pg_uuid_t *token,
 		{
 			if (cols[k] < 0)
 				continue;
-			values[k] = SPI_getbinval(c->tuple, c->desc, cols[k], &nulls[k]);
+			values[k] = c->row.values[cols[k]];
+			nulls[k] = c->row.nulls[cols[k]];
 		}
 		values[1] = topic_name;
 		values[7] = Int32GetDatum(c->attempt);
 		values[8] = UUIDPGetDatum(tok);
 		values[9] = TimestampTzGetDatum(expires_at);
-		values[10] = SPI_getbinval(c->tuple, c->desc, COL_CREATED_AT, &nulls[10]);
+		values[10] = c->row.values[EV_CREATED_AT];
+		nulls[10] = c->row.nulls[EV_CREATED_AT];
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 }
