@@ -48,6 +48,7 @@
 #define OUTBOX_MAX_RETRY_USEC	(INT64CONST(366) * USECS_PER_DAY)
 #define OUTBOX_MAX_ATTEMPTS		1000000
 #define OUTBOX_TOPIC_NAME_MAX	63
+#define OUTBOX_TENANT_MAX		63
 
 /* How many topics one transaction may offer to */
 #define OUTBOX_XACT_TOPICS		32
@@ -232,8 +233,11 @@ typedef struct OutboxTopicInfo
 	int64		backoff_base_usec;
 	int64		backoff_max_usec;
 	bool		ordered;
+	bool		per_tenant;		/* each tenant's events apart */
+	bool		is_part;		/* one tenant's part of a per-tenant topic */
 	bool		cacheable;		/* the topic row is committed */
 	char		name[OUTBOX_TOPIC_NAME_MAX + 1];
+	char		tenant[OUTBOX_TENANT_MAX + 1];	/* of a part, else "" */
 } OutboxTopicInfo;
 
 extern void outbox_lookup_topic(const char *name, OutboxTopicInfo *info);
@@ -241,6 +245,19 @@ extern bool outbox_lookup_topic_by_id(int32 topic_id, OutboxTopicInfo *info);
 extern void outbox_lock_topic(const char *name, LOCKMODE mode);
 extern void outbox_check_topic_name(const char *name);
 extern void outbox_topic_cache_init(void);
+extern bool outbox_lookup_topic_part(const OutboxTopicInfo *topic,
+									 const char *tenant, bool create,
+									 OutboxTopicInfo *part);
+extern int	outbox_topic_family(int32 topic_id, int32 **ids, int64 **incarnations);
+
+/* tenant.c */
+extern char *outbox_tenant_setting;
+extern void outbox_tenant_init(void);
+extern bool outbox_session_bound(void);
+extern char *outbox_session_tenant(void);
+extern void outbox_refuse_if_bound(const char *function);
+extern int	outbox_tenant_filter_ids(int64 *ids, int n);
+extern void outbox_check_tenant_name(const char *tenant);
 
 /* logscan.c: a topic's log in id order, read through its indexes */
 typedef enum OutboxEventCol
@@ -283,6 +300,9 @@ typedef enum OutboxPlanId
 {
 	PLAN_TOPIC_BY_NAME,
 	PLAN_TOPIC_BY_ID,
+	PLAN_TOPIC_PART,
+	PLAN_TOPIC_PART_CREATE,
+	PLAN_TENANT_BINDINGS,
 	PLAN_OFFER_INSERT,
 	PLAN_NEXTVAL,
 	PLAN_OFFER_RETRY,

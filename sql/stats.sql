@@ -18,4 +18,4 @@ SELECT attname FROM pg_attribute WHERE attrelid = 'outbox.stats'::regclass AND a
 SELECT attname FROM pg_attribute WHERE attrelid = 'outbox.dead_letters'::regclass AND attnum > 0 ORDER BY attnum;
 SELECT attname FROM pg_attribute WHERE attrelid = 'outbox.topics'::regclass AND attnum > 0 ORDER BY attnum;
 -- every topic has a row
-SELECT count(*) = (SELECT count(*) FROM outbox.topic) AS one_row_per_topic FROM outbox.stats;
+SELECT count(*) = (SELECT count(*) FROM outbox.topics) AS one_row_per_topic FROM outbox.stats;

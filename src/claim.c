@@ -26,6 +26,7 @@
 #include "miscadmin.h"
 #include "nodes/makefuncs.h"
 #include "storage/ipc.h"
+#include "storage/latch.h"
 #include "storage/lmgr.h"
 #include "storage/proc.h"
 #include "pgstat.h"
@@ -701,6 +702,42 @@ release_on_exit(int code, Datum arg)
 }
 
 /*
+ * A session that acts for a tenant claims from that tenant's part of a
+ * per-tenant topic; info becomes the part.  A part appears with the
+ * tenant's first offer: until deadline, look again every 100 ms.  Returns
+ * false if there is no part by then.
+ */
+static bool
+claim_tenant_part(OutboxTopicInfo *info, const char *tenant,
+				  TimestampTz deadline)
+{
+	OutboxTopicInfo part;
+
+	if (!info->per_tenant)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("topic \"%s\" does not keep tenants apart", info->name),
+				 errdetail("This session acts for tenant \"%s\"; it can claim from per-tenant topics only.",
+						   tenant),
+				 errhint("Reset outbox.tenant, or make a new topic per-tenant with outbox.isolate_tenants().")));
+	while (!outbox_lookup_topic_part(info, tenant, false, &part))
+	{
+		TimestampTz now = GetCurrentTimestamp();
+		long		ms;
+
+		if (now >= deadline)
+			return false;
+		ms = Min(100, (long) ((deadline - now + 999) / 1000));
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 ms, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
+	*info = part;
+	return true;
+}
+
+/*
  * claim(topic, batch_size, lease, wait): lease up to batch_size available
  * events, oldest first, under one fresh token.  With wait > 0 and nothing
  * available, sleep until an offer to the topic commits, a retry falls due,
@@ -720,6 +757,7 @@ outbox_claim(PG_FUNCTION_ARGS)
 	TimestampTz deadline;
 	TimestampTz expires_at;
 	bool		sleeping = false;
+	char	   *tenant;
 
 	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
 
@@ -751,9 +789,18 @@ outbox_claim(PG_FUNCTION_ARGS)
 	cs.batch = batch;
 	cs.cand = palloc(sizeof(Candidate) * batch);
 
+	deadline = GetCurrentTimestamp() + wait_usec;
+	tenant = outbox_session_tenant();
+
 	SPI_connect();
 	outbox_lock_topic(name, AccessShareLock);
 	outbox_lookup_topic(name, &info);
+	if (tenant != NULL && !claim_tenant_part(&info, tenant, deadline))
+	{
+		/* the tenant has offered nothing to the topic yet */
+		SPI_finish();
+		return (Datum) 0;
+	}
 
 	/*
 	 * Lock the log before the scan lock: whoever locks the log exclusively
@@ -767,7 +814,6 @@ outbox_claim(PG_FUNCTION_ARGS)
 	cs.t = &outbox_shared->topics[cs.topic];
 
 	outbox_random_uuid(&token);
-	deadline = GetCurrentTimestamp() + wait_usec;
 
 	for (;;)
 	{

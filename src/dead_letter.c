@@ -95,10 +95,12 @@ outbox_redrive(PG_FUNCTION_ARGS)
 {
 	char	   *reason;
 	int			n;
-	Datum		values[3];
+	Datum		values[4];
+	char		nulls[4] = {' ', ' ', ' ', ' '};
+	char	   *tenant;
 	int			rc;
 	int			count = 0;
-	static const Oid types[3] = {INT8ARRAYOID, TEXTOID, TEXTOID};
+	static const Oid types[4] = {INT8ARRAYOID, TEXTOID, TEXTOID, TEXTOID};
 
 	outbox_require_arg(fcinfo, 0, "ids");
 	reason = outbox_text_arg(fcinfo, 1, "reason", true);
@@ -111,13 +113,19 @@ outbox_redrive(PG_FUNCTION_ARGS)
 	if (n == 0)
 		PG_RETURN_INT32(0);
 
+	/* a session acting for a tenant redrives that tenant's dead letters only */
+	tenant = outbox_session_tenant();
+
 	SPI_connect();
 	values[0] = PG_GETARG_DATUM(0);
 	values[1] = CStringGetTextDatum(reason);
+	values[3] = tenant ? CStringGetTextDatum(tenant) : (Datum) 0;
+	nulls[3] = tenant ? ' ' : 'n';
 	/* who asked: the caller, not the owner this function runs as */
 	values[2] = CStringGetTextDatum(GetUserNameFromId(GetOuterUserId(), false));
 	rc = outbox_exec(PLAN_REDRIVE,
-					 "WITH d AS (DELETE FROM outbox.dead_letter WHERE id = ANY ($1) RETURNING *), "
+					 "WITH d AS (DELETE FROM outbox.dead_letter WHERE id = ANY ($1) "
+					 "  AND ($4::text IS NULL OR tenant = $4) RETURNING *), "
 					 "ev AS (INSERT INTO outbox.event (id, topic_id, created_at, key, type, tenant, payload, headers) "
 					 "  SELECT d.id, d.topic_id, pg_catalog.now(), d.key, d.type, d.tenant, d.payload, d.headers "
 					 "  FROM d WHERE NOT EXISTS (SELECT 1 FROM outbox.event e "
@@ -128,7 +136,7 @@ outbox_redrive(PG_FUNCTION_ARGS)
 					 "l AS (INSERT INTO outbox.redrive_log (event_id, topic_id, reason, redriven_by) "
 					 "  SELECT d.id, d.topic_id, $2, $3 FROM d) "
 					 "SELECT d.topic_id, count(*)::integer FROM d GROUP BY d.topic_id",
-					 3, types, values, NULL, false, 0);
+					 4, types, values, nulls, false, 0);
 	outbox_spi_check(rc, SPI_OK_SELECT, "redrive");
 
 	for (uint64 i = 0; i < SPI_processed; i++)

@@ -6,7 +6,8 @@
  *	  token changes nothing and says so in the result.  A lease being
  *	  settled is marked, so that a concurrent ack or reap of it loses; it
  *	  ends when the settling transaction commits, and is intact again if it
- *	  rolls back (xact.c).
+ *	  rolls back (xact.c).  A session acting for a tenant settles leases on
+ *	  that tenant's events only (tenant.c).
  *
  *-------------------------------------------------------------------------
  */
@@ -137,6 +138,9 @@ ack_ids(int64 *ids, int n, pg_uuid_t *token)
 
 	if (!outbox_shmem_available() || n == 0)
 		return 0;
+	n = outbox_tenant_filter_ids(ids, n);
+	if (n == 0)
+		return 0;
 	s = palloc(sizeof(Settled) * n);
 	nsettled = mark_settling(ids, n, token, OP_ACK, s);
 	if (nsettled > 0)
@@ -183,7 +187,7 @@ settle_failed(int64 id, pg_uuid_t *token, Settled *s, OutboxTopicInfo *info)
 	OutboxEntry *e;
 	int32		topic_id = 0;
 
-	if (!outbox_shmem_available())
+	if (!outbox_shmem_available() || outbox_tenant_filter_ids(&id, 1) == 0)
 		return false;
 
 	LWLockAcquire(outbox_shared->lock, LW_SHARED);
@@ -301,6 +305,7 @@ outbox_extend_lease(PG_FUNCTION_ARGS)
 									  OUTBOX_MAX_LEASE_USEC, false);
 	if (!outbox_shmem_available())
 		PG_RETURN_INT32(0);
+	n = outbox_tenant_filter_ids(ids, n);
 
 	expires_at = GetCurrentTimestamp() + lease_usec;
 	LWLockAcquire(outbox_shared->lock, LW_EXCLUSIVE);

@@ -30,12 +30,34 @@ static const char *offer_insert_sql =
 /*
  * Look the topic up under its share lock and, when shared memory is there,
  * find its slot.  Returns the slot index or -1.
+ *
+ * *tenant is the tenant argument; it becomes the event's tenant: the
+ * session's own when it acts for one (naming another is refused).  For a
+ * per-tenant topic, info becomes the tenant's part.
  */
 static int
-offer_prepare(const char *name, OutboxTopicInfo *info)
+offer_prepare(const char *name, char **tenant, OutboxTopicInfo *info)
 {
+	char	   *mine = outbox_session_tenant();
+
+	if (mine != NULL)
+	{
+		if (*tenant != NULL && strcmp(*tenant, mine) != 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					 errmsg("this session acts for tenant \"%s\" and cannot offer events of tenant \"%s\"",
+							mine, *tenant)));
+		*tenant = mine;
+	}
 	outbox_lock_topic(name, AccessShareLock);
 	outbox_lookup_topic(name, info);
+	if (info->per_tenant && *tenant != NULL)
+	{
+		OutboxTopicInfo part;
+
+		(void) outbox_lookup_topic_part(info, *tenant, true, &part);
+		*info = part;
+	}
 	if (!outbox_shmem_available())
 		return -1;
 	return outbox_topic_acquire(info->topic_id, info->incarnation);
@@ -153,7 +175,7 @@ outbox_offer(PG_FUNCTION_ARGS)
 	}
 
 	SPI_connect();
-	topic = offer_prepare(name, &info);
+	topic = offer_prepare(name, &tenant, &info);
 
 	/* Announce the offer before drawing an id: see outbox.h. */
 	if (topic >= 0 && !delayed)
@@ -196,6 +218,8 @@ outbox_offer(PG_FUNCTION_ARGS)
 		else
 			values[i] = PG_GETARG_DATUM(argno[i - 3]);
 	}
+	nulls[5] = tenant ? ' ' : 'n';
+	values[5] = tenant ? CStringGetTextDatum(tenant) : (Datum) 0;
 	rc = outbox_exec(PLAN_OFFER_INSERT, offer_insert_sql, 8, argtypes,
 					 values, nulls, false, 1);
 	outbox_spi_check(rc, SPI_OK_INSERT_RETURNING, "offer");
@@ -260,6 +284,7 @@ outbox_offer_batch(PG_FUNCTION_ARGS)
 	char	   *name = outbox_text_arg(fcinfo, 0, "topic", true);
 	ArrayType  *payloads;
 	ArrayType  *headers;
+	char	   *tenant = outbox_text_arg(fcinfo, 5, "tenant", false);
 	int			n;
 	OutboxTopicInfo info;
 	int			topic;
@@ -298,7 +323,7 @@ outbox_offer_batch(PG_FUNCTION_ARGS)
 		return (Datum) 0;
 
 	SPI_connect();
-	topic = offer_prepare(name, &info);
+	topic = offer_prepare(name, &tenant, &info);
 	if (topic >= 0)
 		outbox_xact_offer_register(topic);
 
@@ -317,6 +342,8 @@ outbox_offer_batch(PG_FUNCTION_ARGS)
 		else
 			values[i] = PG_GETARG_DATUM(argno[i - 2]);
 	}
+	nulls[4] = tenant ? ' ' : 'n';
+	values[4] = tenant ? CStringGetTextDatum(tenant) : (Datum) 0;
 	rc = outbox_exec(PLAN_OFFER_BATCH,
 					 "INSERT INTO outbox.event (id, topic_id, key, type, tenant, payload, headers) "
 					 "SELECT pg_catalog.nextval('outbox.event_id_seq'), $1, u.k, u.t, $5, u.p, u.h "

@@ -78,6 +78,14 @@ _PG_init(void)
 							 false,
 							 PGC_USERSET, 0,
 							 NULL, NULL, NULL);
+	DefineCustomStringVariable("outbox.tenant",
+							   "The tenant this session acts for.",
+							   "Empty: none, unless the role is bound to exactly one tenant.",
+							   &outbox_tenant_setting,
+							   "",
+							   PGC_USERSET, 0,
+							   NULL, NULL, NULL);
+
 	DefineCustomBoolVariable("outbox.enabled",
 							 "Runs the outbox background workers.",
 							 "When off, no worker reaps leases or maintains partitions.",
@@ -111,6 +119,7 @@ _PG_init(void)
 
 	outbox_xact_init();
 	outbox_topic_cache_init();
+	outbox_tenant_init();
 
 	if (!process_shared_preload_libraries_in_progress)
 		return;

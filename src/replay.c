@@ -50,12 +50,16 @@ Datum
 outbox_replay(PG_FUNCTION_ARGS)
 {
 	char	   *name = outbox_text_arg(fcinfo, 0, "topic", true);
+	char	   *tenant = outbox_text_arg(fcinfo, 4, "tenant", false);
+	char	   *mine;
 	OutboxTopicInfo info;
-	int			topic = -1;
+	int32	   *ids;
+	int64	   *incarnations;
+	int			nids;
 	Datum		values[5];
 	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
 	int			rc;
-	uint64		n;
+	int64		total = 0;
 	static const Oid types[5] = {INT4OID, TIMESTAMPTZOID, TIMESTAMPTZOID,
 	TEXTOID, TEXTOID};
 
@@ -70,16 +74,46 @@ outbox_replay(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("\"until\" must not be earlier than \"since\"")));
 
+	/* a session acting for a tenant replays that tenant's events only */
+	mine = outbox_session_tenant();
+	if (mine != NULL)
+	{
+		if (tenant != NULL && strcmp(tenant, mine) != 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					 errmsg("this session acts for tenant \"%s\" and cannot replay events of tenant \"%s\"",
+							mine, tenant)));
+		tenant = mine;
+	}
+
 	SPI_connect();
 	outbox_lock_topic(name, AccessShareLock);
 	outbox_lookup_topic(name, &info);
-	if (outbox_shmem_available())
-	{
-		topic = outbox_topic_acquire(info.topic_id, info.incarnation);
-		outbox_xact_offer_register(topic);
-	}
 
-	values[0] = Int32GetDatum(info.topic_id);
+	/* which logs: the topic's, or its tenant parts' too */
+	if (!info.per_tenant)
+	{
+		nids = 1;
+		ids = &info.topic_id;
+		incarnations = &info.incarnation;
+	}
+	else if (tenant != NULL)
+	{
+		OutboxTopicInfo part;
+
+		nids = 0;
+		if (outbox_lookup_topic_part(&info, tenant, false, &part))
+		{
+			nids = 1;
+			ids = palloc(sizeof(int32));
+			incarnations = palloc(sizeof(int64));
+			ids[0] = part.topic_id;
+			incarnations[0] = part.incarnation;
+		}
+	}
+	else
+		nids = outbox_topic_family(info.topic_id, &ids, &incarnations);
+
 	for (int i = 1; i < 5; i++)
 	{
 		if (PG_ARGISNULL(i))
@@ -90,22 +124,38 @@ outbox_replay(PG_FUNCTION_ARGS)
 		else
 			values[i] = PG_GETARG_DATUM(i);
 	}
-	rc = outbox_exec(PLAN_REPLAY, replay_sql, 5, types, values, nulls, false, 0);
-	outbox_spi_check(rc, SPI_OK_INSERT_RETURNING, "replay");
-	n = SPI_processed;
-	if (topic >= 0)
-	{
-		for (uint64 i = 0; i < n; i++)
-		{
-			bool		isnull;
+	nulls[4] = tenant ? ' ' : 'n';
+	values[4] = tenant ? CStringGetTextDatum(tenant) : (Datum) 0;
 
-			outbox_xact_offered(topic,
-								DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i],
-															SPI_tuptable->tupdesc,
-															1, &isnull)),
-								false, 0);
+	for (int k = 0; k < nids; k++)
+	{
+		int			topic = -1;
+		uint64		n;
+
+		if (outbox_shmem_available())
+		{
+			topic = outbox_topic_acquire(ids[k], incarnations[k]);
+			outbox_xact_offer_register(topic);
 		}
+		values[0] = Int32GetDatum(ids[k]);
+		rc = outbox_exec(PLAN_REPLAY, replay_sql, 5, types, values, nulls, false, 0);
+		outbox_spi_check(rc, SPI_OK_INSERT_RETURNING, "replay");
+		n = SPI_processed;
+		if (topic >= 0)
+		{
+			for (uint64 i = 0; i < n; i++)
+			{
+				bool		isnull;
+
+				outbox_xact_offered(topic,
+									DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i],
+																SPI_tuptable->tupdesc,
+																1, &isnull)),
+									false, 0);
+			}
+		}
+		total += n;
 	}
 	SPI_finish();
-	PG_RETURN_INT32((int32) n);
+	PG_RETURN_INT32((int32) Min(total, PG_INT32_MAX));
 }

@@ -2,7 +2,11 @@
  *
  * topic.c
  *	  Topics: create_topic, drop_topic, name checks, and the lookups and
- *	  lock every other function starts with.
+ *	  lock every other function starts with.  A per-tenant topic has a part
+ *	  per tenant: a row of outbox.topic of its own (same name, parent_id
+ *	  and tenant set) with its own log position, leases and watermark.
+ *	  Parts are made by the first offer for their tenant and go with their
+ *	  topic.
  *
  *	  Offers and claims hold a topic's lock in share mode until their
  *	  transaction ends; create_topic and drop_topic hold it exclusively.  So
@@ -39,7 +43,20 @@ typedef struct TopicCacheEntry
 	OutboxTopicInfo info;
 } TopicCacheEntry;
 
+typedef struct PartCacheKey
+{
+	int32		parent_id;
+	char		tenant[OUTBOX_TENANT_MAX + 1];
+} PartCacheKey;
+
+typedef struct PartCacheEntry
+{
+	PartCacheKey key;			/* hash key */
+	OutboxTopicInfo info;
+} PartCacheEntry;
+
 static HTAB *topic_cache = NULL;
+static HTAB *part_cache = NULL;
 
 /* Any relcache invalidation may concern outbox.topic: start again. */
 static void
@@ -49,6 +66,11 @@ topic_cache_invalidate(Datum arg, Oid relid)
 	{
 		hash_destroy(topic_cache);
 		topic_cache = NULL;
+	}
+	if (part_cache != NULL)
+	{
+		hash_destroy(part_cache);
+		part_cache = NULL;
 	}
 }
 
@@ -76,7 +98,8 @@ outbox_topic_changed(PG_FUNCTION_ARGS)
 }
 
 #define TOPIC_COLUMNS \
-	"topic_id, incarnation, max_attempts, retention, backoff_base, backoff_max, ordered, name, xmin"
+	"topic_id, incarnation, max_attempts, retention, backoff_base, backoff_max, ordered, name, xmin, " \
+	"per_tenant, tenant"
 
 void
 outbox_check_topic_name(const char *name)
@@ -125,6 +148,10 @@ topic_from_tuple(HeapTuple tup, TupleDesc desc, OutboxTopicInfo *info)
 	strlcpy(info->name, name, sizeof(info->name));
 	xmin = DatumGetTransactionId(SPI_getbinval(tup, desc, 9, &isnull));
 	info->cacheable = !TransactionIdIsCurrentTransactionId(xmin);
+	info->per_tenant = DatumGetBool(SPI_getbinval(tup, desc, 10, &isnull));
+	name = SPI_getvalue(tup, desc, 11);
+	info->is_part = (name != NULL);
+	strlcpy(info->tenant, name ? name : "", sizeof(info->tenant));
 }
 
 /*
@@ -140,7 +167,7 @@ outbox_lookup_topic(const char *name, OutboxTopicInfo *info)
 	bool		found;
 	char		key[OUTBOX_TOPIC_NAME_MAX + 1];
 	SPIPlanPtr	plan = outbox_plan(PLAN_TOPIC_BY_NAME,
-									   "SELECT " TOPIC_COLUMNS " FROM outbox.topic WHERE name = $1",
+									   "SELECT " TOPIC_COLUMNS " FROM outbox.topic WHERE name = $1 AND parent_id IS NULL",
 									   1, argtypes);
 	Datum		values[1];
 	int			rc;
@@ -216,6 +243,123 @@ outbox_lookup_topic_by_id(int32 topic_id, OutboxTopicInfo *info)
 	return true;
 }
 
+/*
+ * The part of a per-tenant topic for one tenant.  With create, a missing
+ * part is made (in the caller's transaction: a concurrent first offer for
+ * the same tenant waits for it); without, returns false if there is none.
+ * The caller holds the topic's lock.
+ */
+bool
+outbox_lookup_topic_part(const OutboxTopicInfo *topic, const char *tenant,
+						 bool create, OutboxTopicInfo *part)
+{
+	static const Oid argtypes[2] = {INT4OID, TEXTOID};
+	PartCacheKey key;
+	PartCacheEntry *entry;
+	Datum		values[2];
+	bool		found;
+	int			rc;
+
+	Assert(topic->per_tenant);
+	if (strlen(tenant) > OUTBOX_TENANT_MAX || tenant[0] == '\0')
+	{
+		if (create)
+			outbox_check_tenant_name(tenant);
+		return false;
+	}
+	memset(&key, 0, sizeof(key));
+	key.parent_id = topic->topic_id;
+	strlcpy(key.tenant, tenant, sizeof(key.tenant));
+	if (part_cache != NULL)
+	{
+		entry = hash_search(part_cache, &key, HASH_FIND, NULL);
+		if (entry != NULL)
+		{
+			*part = entry->info;
+			return true;
+		}
+	}
+
+	values[0] = Int32GetDatum(topic->topic_id);
+	values[1] = CStringGetTextDatum(tenant);
+	for (int pass = 0; pass < 2; pass++)
+	{
+		rc = SPI_execute_snapshot(outbox_plan(PLAN_TOPIC_PART,
+											  "SELECT " TOPIC_COLUMNS " FROM outbox.topic "
+											  "WHERE parent_id = $1 AND tenant = $2",
+											  2, argtypes),
+								  values, NULL, GetLatestSnapshot(), InvalidSnapshot,
+								  true, false, 1);
+		outbox_spi_check(rc, SPI_OK_SELECT, "topic lookup");
+		if (SPI_processed > 0 || !create || pass > 0)
+			break;
+		rc = outbox_exec(PLAN_TOPIC_PART_CREATE,
+						 "WITH p AS (INSERT INTO outbox.topic (name, max_attempts, retention, "
+						 "  backoff_base, backoff_max, ordered, parent_id, tenant) "
+						 "  SELECT t.name, t.max_attempts, t.retention, t.backoff_base, "
+						 "    t.backoff_max, t.ordered, t.topic_id, $2 FROM outbox.topic t "
+						 "  WHERE t.topic_id = $1 "
+						 "  ON CONFLICT (parent_id, tenant) WHERE parent_id IS NOT NULL DO NOTHING "
+						 "  RETURNING topic_id) "
+						 "INSERT INTO outbox.topic_state (topic_id) SELECT topic_id FROM p",
+						 2, argtypes, values, NULL, false, 0);
+		outbox_spi_check(rc, SPI_OK_INSERT, "topic part");
+	}
+	if (SPI_processed == 0)
+		return false;
+	topic_from_tuple(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, part);
+	SPI_freetuptable(SPI_tuptable);
+
+	if (part->cacheable)
+	{
+		if (part_cache == NULL)
+		{
+			HASHCTL		ctl;
+
+			memset(&ctl, 0, sizeof(ctl));
+			ctl.keysize = sizeof(PartCacheKey);
+			ctl.entrysize = sizeof(PartCacheEntry);
+			ctl.hcxt = TopMemoryContext;
+			part_cache = hash_create("outbox topic parts", 16, &ctl,
+									 HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+		}
+		entry = hash_search(part_cache, &key, HASH_ENTER, &found);
+		entry->info = *part;
+	}
+	return true;
+}
+
+/*
+ * A topic and its tenant parts: their ids and incarnations, allocated in
+ * the context the caller had before SPI_connect.  Returns how many.
+ */
+int
+outbox_topic_family(int32 topic_id, int32 **ids, int64 **incarnations)
+{
+	static const Oid argtypes[1] = {INT4OID};
+	Datum		values[1];
+	int			rc;
+	int			n;
+
+	values[0] = Int32GetDatum(topic_id);
+	rc = SPI_execute_with_args("SELECT topic_id, incarnation FROM outbox.topic "
+							   "WHERE topic_id = $1 OR parent_id = $1 ORDER BY topic_id",
+							   1, (Oid *) argtypes, values, NULL, true, 0);
+	outbox_spi_check(rc, SPI_OK_SELECT, "topic parts");
+	n = (int) SPI_processed;
+	/* in the caller's context: they outlive SPI_finish */
+	*ids = SPI_palloc(sizeof(int32) * Max(1, n));
+	*incarnations = SPI_palloc(sizeof(int64) * Max(1, n));
+	for (int i = 0; i < n; i++)
+	{
+		bool		isnull;
+
+		(*ids)[i] = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
+		(*incarnations)[i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &isnull));
+	}
+	return n;
+}
+
 /* Take the topic's lock, held until the end of the transaction. */
 void
 outbox_lock_topic(const char *name, LOCKMODE mode)
@@ -274,6 +418,7 @@ outbox_create_topic(PG_FUNCTION_ARGS)
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("\"backoff_max\" must not be less than \"backoff_base\"")));
 	}
+	outbox_refuse_if_bound("outbox.create_topic()");
 	ordered = PG_GETARG_BOOL(5);
 	if (ordered)
 		ereport(ERROR,
@@ -289,7 +434,7 @@ outbox_create_topic(PG_FUNCTION_ARGS)
 		values[i] = PG_GETARG_DATUM(i);
 	rc = SPI_execute_with_args(
 							   "WITH t AS (INSERT INTO outbox.topic (name, max_attempts, retention, backoff_base, backoff_max, ordered) "
-							   "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (name) DO NOTHING RETURNING topic_id) "
+							   "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (name) WHERE parent_id IS NULL DO NOTHING RETURNING topic_id) "
 							   "INSERT INTO outbox.topic_state (topic_id) SELECT topic_id FROM t",
 							   6, (Oid *) argtypes, values, NULL, false, 0);
 	outbox_spi_check(rc, SPI_OK_INSERT, "create_topic");
@@ -314,17 +459,22 @@ outbox_drop_topic(PG_FUNCTION_ARGS)
 	OutboxTopicInfo info;
 	Datum		values[1];
 	int			rc;
+	int32	   *ids;
+	int64	   *incarnations;
+	int			n;
 	static const Oid intarg[1] = {INT4OID};
 
 	outbox_require_arg(fcinfo, 1, "force");
 	force = PG_GETARG_BOOL(1);
+	outbox_refuse_if_bound("outbox.drop_topic()");
 
 	outbox_lock_topic(name, AccessExclusiveLock);
 
 	SPI_connect();
 	outbox_lookup_topic(name, &info);
+	n = outbox_topic_family(info.topic_id, &ids, &incarnations);
 
-	if (!force)
+	for (int i = 0; i < n && !force; i++)
 	{
 		bool		pending;
 		bool		isnull;
@@ -332,15 +482,15 @@ outbox_drop_topic(PG_FUNCTION_ARGS)
 
 		if (outbox_shmem_available())
 		{
-			int			topic = outbox_topic_find(info.topic_id);
+			int			topic = outbox_topic_find(ids[i]);
 
 			LWLockAcquire(outbox_shared->lock, LW_SHARED);
-			if (topic >= 0 && outbox_topic_matches(topic, info.topic_id, info.incarnation))
+			if (topic >= 0 && outbox_topic_matches(topic, ids[i], incarnations[i]))
 				leased = outbox_shared->topics[topic].nleases;
 			LWLockRelease(outbox_shared->lock);
 		}
 
-		values[0] = Int32GetDatum(info.topic_id);
+		values[0] = Int32GetDatum(ids[i]);
 		rc = SPI_execute_with_args("SELECT EXISTS (SELECT 1 FROM outbox.retry WHERE topic_id = $1) "
 								   "OR EXISTS (SELECT 1 FROM outbox.dead_letter WHERE topic_id = $1) "
 								   "OR EXISTS (SELECT 1 FROM outbox.event e "
@@ -361,25 +511,32 @@ outbox_drop_topic(PG_FUNCTION_ARGS)
 							 name)));
 	}
 
-	values[0] = Int32GetDatum(info.topic_id);
-	rc = SPI_execute_with_args(
-							   "WITH e AS (DELETE FROM outbox.event WHERE topic_id = $1), "
-							   "r AS (DELETE FROM outbox.retry WHERE topic_id = $1), "
-							   "a AS (DELETE FROM outbox.acked WHERE topic_id = $1), "
-							   "d AS (DELETE FROM outbox.dead_letter WHERE topic_id = $1), "
-							   "k AS (DELETE FROM outbox.dedupe WHERE topic_id = $1), "
-							   "l AS (DELETE FROM outbox.redrive_log WHERE topic_id = $1) "
-							   "DELETE FROM outbox.topic WHERE topic_id = $1",
-							   1, (Oid *) intarg, values, NULL, false, 0);
-	outbox_spi_check(rc, SPI_OK_DELETE, "drop_topic");
+	/* parts first: their rows reference the topic's */
+	for (int i = n - 1; i >= 0; i--)
+	{
+		values[0] = Int32GetDatum(ids[i]);
+		rc = SPI_execute_with_args(
+								   "WITH e AS (DELETE FROM outbox.event WHERE topic_id = $1), "
+								   "r AS (DELETE FROM outbox.retry WHERE topic_id = $1), "
+								   "a AS (DELETE FROM outbox.acked WHERE topic_id = $1), "
+								   "d AS (DELETE FROM outbox.dead_letter WHERE topic_id = $1), "
+								   "k AS (DELETE FROM outbox.dedupe WHERE topic_id = $1), "
+								   "l AS (DELETE FROM outbox.redrive_log WHERE topic_id = $1) "
+								   "DELETE FROM outbox.topic WHERE topic_id = $1",
+								   1, (Oid *) intarg, values, NULL, false, 0);
+		outbox_spi_check(rc, SPI_OK_DELETE, "drop_topic");
+	}
 	SPI_finish();
 
 	if (outbox_shmem_available())
 	{
-		int			topic = outbox_topic_find(info.topic_id);
+		for (int i = 0; i < n; i++)
+		{
+			int			topic = outbox_topic_find(ids[i]);
 
-		if (topic >= 0)
-			outbox_xact_forget_topic(topic);
+			if (topic >= 0)
+				outbox_xact_forget_topic(topic);
+		}
 	}
 	PG_RETURN_VOID();
 }

@@ -1,0 +1,343 @@
+/*-------------------------------------------------------------------------
+ *
+ * tenant.c
+ *	  Tenants: which tenant a session acts for, the checks that keep it to
+ *	  that tenant's events, and the admin functions isolate_tenants,
+ *	  grant_tenant and revoke_tenant.
+ *
+ *	  A session acts for a tenant when the setting outbox.tenant names one,
+ *	  or when its role is bound to tenants in outbox.tenant_access.  A bound
+ *	  role acts for one of its tenants always: outbox.tenant picks which
+ *	  (it may be left empty when the role has exactly one), and naming any
+ *	  other tenant is refused.  Such a session offers events of its tenant
+ *	  only, claims from its tenant's part of per-tenant topics only, settles
+ *	  only leases on its tenant's events, and sees and redrives only its
+ *	  tenant's dead letters.
+ *
+ *	  The role that counts is the session's current role (SET ROLE
+ *	  included), not the owner the API functions run as.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "outbox.h"
+
+#include "catalog/pg_type.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "utils/acl.h"
+#include "utils/builtins.h"
+#include "utils/inval.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+
+PG_FUNCTION_INFO_V1(outbox_tenant_visible);
+PG_FUNCTION_INFO_V1(outbox_isolate_tenants);
+PG_FUNCTION_INFO_V1(outbox_grant_tenant);
+PG_FUNCTION_INFO_V1(outbox_revoke_tenant);
+
+char	   *outbox_tenant_setting = NULL;
+
+/*
+ * The tenants of the last role looked up.  Emptied by any relcache
+ * invalidation; outbox.tenant_access has a trigger that sends one.
+ */
+static bool bindings_valid = false;
+static Oid	bindings_role = InvalidOid;
+static List *bindings = NIL;	/* of char *, in TopMemoryContext */
+
+static void
+bindings_invalidate(Datum arg, Oid relid)
+{
+	bindings_valid = false;
+}
+
+void
+outbox_tenant_init(void)
+{
+	CacheRegisterRelcacheCallback(bindings_invalidate, (Datum) 0);
+}
+
+/* The tenants the session's current role is bound to (NIL: not bound). */
+static List *
+role_bindings(void)
+{
+	static const Oid types[1] = {OIDOID};
+	Oid			role = GetOuterUserId();
+	Datum		values[1];
+	int			rc;
+	MemoryContext old;
+
+	if (bindings_valid && bindings_role == role)
+		return bindings;
+
+	SPI_connect();
+	values[0] = ObjectIdGetDatum(role);
+	rc = SPI_execute_snapshot(outbox_plan(PLAN_TENANT_BINDINGS,
+										  "SELECT tenant FROM outbox.tenant_access "
+										  "WHERE role = $1 ORDER BY tenant",
+										  1, types),
+							  values, NULL, GetLatestSnapshot(), InvalidSnapshot,
+							  true, false, 0);
+	outbox_spi_check(rc, SPI_OK_SELECT, "tenant lookup");
+
+	list_free_deep(bindings);
+	bindings = NIL;
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		char	   *t = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+
+		old = MemoryContextSwitchTo(TopMemoryContext);
+		bindings = lappend(bindings, pstrdup(t));
+		MemoryContextSwitchTo(old);
+	}
+	SPI_finish();
+
+	bindings_role = role;
+	bindings_valid = true;
+	return bindings;
+}
+
+/* Is the session's current role bound to tenants? */
+bool
+outbox_session_bound(void)
+{
+	return role_bindings() != NIL;
+}
+
+/*
+ * The tenant this session acts for (palloc'd), or NULL when it acts for
+ * none.  Errors out when a bound role names a tenant it is not bound to,
+ * or names none while bound to several.
+ */
+char *
+outbox_session_tenant(void)
+{
+	const char *setting = outbox_tenant_setting;
+	List	   *bound = role_bindings();
+	ListCell   *lc;
+
+	if (setting != NULL && setting[0] == '\0')
+		setting = NULL;
+	if (bound == NIL)
+		return setting ? pstrdup(setting) : NULL;
+
+	if (setting == NULL)
+	{
+		if (list_length(bound) == 1)
+			return pstrdup(linitial(bound));
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("role \"%s\" acts for several tenants and must name one",
+						GetUserNameFromId(GetOuterUserId(), false)),
+				 errhint("SET outbox.tenant to one of the tenants granted to the role.")));
+	}
+	foreach(lc, bound)
+	{
+		if (strcmp(lfirst(lc), setting) == 0)
+			return pstrdup(setting);
+	}
+	ereport(ERROR,
+			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+			 errmsg("role \"%s\" may not act for tenant \"%s\"",
+					GetUserNameFromId(GetOuterUserId(), false), setting),
+			 errhint("An admin can allow it with outbox.grant_tenant().")));
+	return NULL;				/* keep compiler quiet */
+}
+
+/* Refuse what tenant-bound roles may not do: manage topics and tenants. */
+void
+outbox_refuse_if_bound(const char *function)
+{
+	if (outbox_session_bound())
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("%s is not allowed for a tenant-bound role", function),
+				 errdetail("Role \"%s\" is bound to tenants in outbox.tenant_access.",
+						   GetUserNameFromId(GetOuterUserId(), false))));
+}
+
+/*
+ * Keep, of the event ids a settling call names, those of the session's
+ * tenant; all of them when it acts for none.  Returns how many are kept
+ * (at the front of ids).  An event belongs to one topic for good, so what
+ * is checked here cannot change before the leases are marked.
+ */
+int
+outbox_tenant_filter_ids(int64 *ids, int n)
+{
+	char	   *tenant = outbox_session_tenant();
+	int32	   *topic_ids;
+	int			kept = 0;
+	int32		last_topic = 0;
+	bool		last_ok = false;
+
+	if (tenant == NULL || n == 0 || !outbox_shmem_available())
+		return n;
+
+	topic_ids = palloc0(sizeof(int32) * n);
+	LWLockAcquire(outbox_shared->lock, LW_SHARED);
+	for (int i = 0; i < n; i++)
+	{
+		OutboxEntry *e = outbox_entry_find(ids[i]);
+
+		if (e != NULL)
+			topic_ids[i] = outbox_shared->topics[e->topic].topic_id;
+	}
+	LWLockRelease(outbox_shared->lock);
+
+	SPI_connect();
+	for (int i = 0; i < n; i++)
+	{
+		if (topic_ids[i] == 0)
+			continue;
+		if (topic_ids[i] != last_topic)
+		{
+			OutboxTopicInfo info;
+
+			last_topic = topic_ids[i];
+			last_ok = outbox_lookup_topic_by_id(last_topic, &info) &&
+				info.is_part && strcmp(info.tenant, tenant) == 0;
+		}
+		if (last_ok)
+			ids[kept++] = ids[i];
+	}
+	SPI_finish();
+	pfree(topic_ids);
+	return kept;
+}
+
+/*
+ * _tenant_visible(tenant) returns boolean: may this session see an event
+ * of that tenant?  Used by the dead_letters view.
+ */
+Datum
+outbox_tenant_visible(PG_FUNCTION_ARGS)
+{
+	char	   *mine = outbox_session_tenant();
+	char	   *tenant;
+	bool		result;
+
+	if (mine == NULL)
+		PG_RETURN_BOOL(true);
+	if (PG_ARGISNULL(0))
+		PG_RETURN_BOOL(false);
+	tenant = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	result = strcmp(tenant, mine) == 0;
+	pfree(tenant);
+	PG_RETURN_BOOL(result);
+}
+
+void
+outbox_check_tenant_name(const char *tenant)
+{
+	size_t		len = strlen(tenant);
+
+	if (len == 0 || len > OUTBOX_TENANT_MAX)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid tenant \"%s\"", tenant),
+				 errdetail("A tenant of a per-tenant topic, or one granted to a role, has 1 to %d bytes.",
+						   OUTBOX_TENANT_MAX)));
+}
+
+/*
+ * isolate_tenants(topic): make a topic per-tenant.  Only before the topic's
+ * first event: the events it holds would stay where no tenant's claim
+ * looks.
+ */
+Datum
+outbox_isolate_tenants(PG_FUNCTION_ARGS)
+{
+	char	   *name = outbox_text_arg(fcinfo, 0, "topic", true);
+	OutboxTopicInfo info;
+	static const Oid types[1] = {INT4OID};
+	Datum		values[1];
+	bool		isnull;
+	int			rc;
+
+	outbox_refuse_if_bound("outbox.isolate_tenants()");
+	outbox_lock_topic(name, AccessExclusiveLock);
+	SPI_connect();
+	outbox_lookup_topic(name, &info);
+	if (info.per_tenant)
+	{
+		SPI_finish();
+		PG_RETURN_VOID();
+	}
+
+	values[0] = Int32GetDatum(info.topic_id);
+	rc = SPI_execute_with_args("SELECT EXISTS (SELECT 1 FROM outbox.event WHERE topic_id = $1) "
+							   "OR EXISTS (SELECT 1 FROM outbox.dead_letter WHERE topic_id = $1)",
+							   1, (Oid *) types, values, NULL, true, 1);
+	outbox_spi_check(rc, SPI_OK_SELECT, "isolate_tenants");
+	if (DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
+								   1, &isnull)))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_IN_USE),
+				 errmsg("topic \"%s\" already holds events", name),
+				 errdetail("A topic can be made per-tenant only before its first offer."),
+				 errhint("Create a new topic and call outbox.isolate_tenants() on it first.")));
+
+	rc = SPI_execute_with_args("UPDATE outbox.topic SET per_tenant = true WHERE topic_id = $1",
+							   1, (Oid *) types, values, NULL, false, 0);
+	outbox_spi_check(rc, SPI_OK_UPDATE, "isolate_tenants");
+	SPI_finish();
+	PG_RETURN_VOID();
+}
+
+/* The role and tenant arguments of grant_tenant and revoke_tenant. */
+static void
+tenant_access_args(FunctionCallInfo fcinfo, Datum *values, const char *function)
+{
+	char	   *tenant;
+
+	outbox_require_arg(fcinfo, 0, "role");
+	tenant = outbox_text_arg(fcinfo, 1, "tenant", true);
+	outbox_check_tenant_name(tenant);
+	outbox_refuse_if_bound(function);
+	values[0] = PG_GETARG_DATUM(0);
+	values[1] = CStringGetTextDatum(tenant);
+}
+
+/*
+ * grant_tenant(role, tenant): bind role to tenant.  A role bound to any
+ * tenant acts for its tenants only, from its next transaction on.
+ */
+Datum
+outbox_grant_tenant(PG_FUNCTION_ARGS)
+{
+	static const Oid types[2] = {REGROLEOID, TEXTOID};
+	Datum		values[2];
+	int			rc;
+
+	tenant_access_args(fcinfo, values, "outbox.grant_tenant()");
+	SPI_connect();
+	rc = SPI_execute_with_args("INSERT INTO outbox.tenant_access (role, tenant) VALUES ($1, $2) "
+							   "ON CONFLICT DO NOTHING",
+							   2, (Oid *) types, values, NULL, false, 0);
+	outbox_spi_check(rc, SPI_OK_INSERT, "grant_tenant");
+	SPI_finish();
+	PG_RETURN_VOID();
+}
+
+/*
+ * revoke_tenant(role, tenant) returns boolean: whether the binding existed.
+ * A role whose last binding goes is no longer tenant-bound.
+ */
+Datum
+outbox_revoke_tenant(PG_FUNCTION_ARGS)
+{
+	static const Oid types[2] = {REGROLEOID, TEXTOID};
+	Datum		values[2];
+	int			rc;
+	bool		found;
+
+	tenant_access_args(fcinfo, values, "outbox.revoke_tenant()");
+	SPI_connect();
+	rc = SPI_execute_with_args("DELETE FROM outbox.tenant_access WHERE role = $1 AND tenant = $2",
+							   2, (Oid *) types, values, NULL, false, 0);
+	outbox_spi_check(rc, SPI_OK_DELETE, "revoke_tenant");
+	found = SPI_processed > 0;
+	SPI_finish();
+	PG_RETURN_BOOL(found);
+}
