@@ -16,7 +16,7 @@ REGRESS = setup topics offer claim_ack nack_dead redrive dedupe errors \
 	maintain stats replay reinstall
 REGRESS_OPTS = --temp-instance=./tmp_check --temp-config=./test/outbox-test.conf
 # Isolation specs, on their own private instance.
-ISOLATION = inflight claim_race dedupe_race ack_reap stale_token \
+ISOLATION = inflight claim_race dedupe_race ack_reap stale_token tenant_part \
 	redrive_claim drop_offer nack_expiry
 ISOLATION_OPTS = --temp-instance=./tmp_check_iso --temp-config=./test/outbox-test.conf
 
