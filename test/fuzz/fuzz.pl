@@ -17,14 +17,18 @@ srand($seed);
 
 sub pick { return $_[ int(rand(@_)) ]; }
 
-my @topics = ("'f1'", "'f2'", "'f3'");
+my @topics = ("'f1'", "'f2'", "'f3'", "'f4'");
 
 my @text = (
 	'NULL', "''", "'f1'", "'f2'", "'f3'", "'nope'", q{'x"; DROP TABLE victim; --'},
 	q{'x''; DROP TABLE victim; --'}, q{'O''Brien'}, q{'a b'}, "repeat('a', 63)",
 	"repeat('a', 64)", "repeat('z', 100000)", q{'é'}, q{'日本語'}, q{E'\t\n'},
 	q{'f1.x'}, q{'-'}, q{'.'}, q{'%s%n'}, q{'\\'}, q{'$$'}, q{'🙂'});
-my @topic = (("'f1'", "'f2'", "'f3'") x 6, @text);
+my @topic = (("'f1'", "'f2'", "'f3'", "'f4'") x 5, @text);
+my @tenant = ("''", "''", "'a'", "'b'", "'c'", "repeat('t', 63)", "repeat('t', 64)",
+	q{'x''; DROP TABLE victim; --'}, q{'日本語'});
+my @role = ('NULL', "'outbox_consumer'", "'outbox_producer'", "'pg_monitor'", "'no_such_role'",
+	q{'x"; DROP TABLE victim; --'});
 my @jsonb = (
 	"'{}'", "'null'", "'[]'", q{'"s"'}, "'1'", q{'{"a": [1, 2, {"b": null}]}'},
 	q{'{"u": "\u00e9\u65e5\ud83d\ude42"}'}, q{'{"k": "x''; DROP TABLE victim; --"}'},
@@ -81,6 +85,9 @@ my %fn = (
 	dead_letter => [[id => \@bigint], [lease_token => \@uuid], [reason => \@text]],
 	redrive => [[ids => \@ids], [reason => \@text]],
 	replay => [[topic => \@topic], [since => \@ts], [until => \@ts], [key => \@text], [tenant => \@text]],
+	isolate_tenants => [[topic => \@topic]],
+	grant_tenant => [[role => \@role], [tenant => [@tenant, @text]]],
+	revoke_tenant => [[role => \@role], [tenant => [@tenant, @text]]],
 );
 
 sub value
@@ -117,6 +124,7 @@ print "CREATE TABLE IF NOT EXISTS victim (x int);\n";
 print "SELECT outbox.create_topic('f1', max_attempts => 2, backoff_base => '1 millisecond', backoff_max => '10 milliseconds');\n";
 print "SELECT outbox.create_topic('f2', max_attempts => 1, retention => '1 hour');\n";
 print "SELECT outbox.create_topic('f3');\n";
+print "SELECT outbox.create_topic('f4'); SELECT outbox.isolate_tenants('f4');\n";
 print "SELECT count(*) FROM outbox.offer_batch('f1', ARRAY(SELECT jsonb_build_object('seed', g) FROM generate_series(1, 200) g));\n";
 # one 100 MB payload, built on the server
 print "SELECT outbox.offer('f3', jsonb_build_object('huge', repeat('x', 100 * 1024 * 1024))) > 0;\n";
@@ -133,6 +141,7 @@ while ($made < $calls)
 		print "SELECT outbox.create_topic('f1', max_attempts => 2, backoff_base => '1 millisecond', backoff_max => '10 milliseconds');\n";
 		print "SELECT outbox.create_topic('f2', max_attempts => 1, retention => '1 hour');\n";
 		print "SELECT outbox.create_topic('f3');\n";
+		print "SELECT outbox.create_topic('f4'); SELECT outbox.isolate_tenants('f4');\n";
 		print "SELECT count(*) FROM outbox.offer_batch('f1', ARRAY(SELECT jsonb_build_object('seed', g) FROM generate_series(1, 50) g));\n";
 	}
 	if ($r < 0.08)
@@ -148,6 +157,12 @@ while ($made < $calls)
 	{
 		print "SELECT count(*) FROM outbox.claim(" . pick(@topic) . ", " . pick(@int) . ", "
 		  . pick(@interval) . ", " . pick("'0'", "'0'", "'5 milliseconds'", "'-1 second'", "'2 hours'", 'NULL') . ");\n";
+		$made++;
+	}
+	elsif ($r < 0.13)
+	{
+		# act for a tenant, or for none, from here on
+		print "SELECT set_config('outbox.tenant', " . pick(@tenant) . ", false);\n";
 		$made++;
 	}
 	elsif ($r < 0.14)

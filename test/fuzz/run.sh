@@ -64,19 +64,24 @@ WHERE (e.id <= s.watermark
 	   AND NOT EXISTS (SELECT 1 FROM outbox.retry r WHERE r.event_id = e.id)
 	   AND NOT EXISTS (SELECT 1 FROM outbox.dead_letter d WHERE d.id = e.id))
    OR EXISTS (SELECT 1 FROM outbox.acked a WHERE a.topic_id = e.topic_id AND e.id = ANY (a.ids));
-SELECT 'books', t.name, (SELECT count(*) FROM outbox.event e WHERE e.topic_id = t.topic_id) AS events,
-	   (SELECT count(*) FROM settled x WHERE x.topic_id = t.topic_id) AS settled,
+-- a per-tenant topic's parts share its name and its stats row
+SELECT 'books', t.name,
+	   (SELECT count(*) FROM outbox.event e JOIN outbox.topic p USING (topic_id) WHERE p.name = t.name) AS events,
+	   (SELECT count(*) FROM settled x JOIN outbox.topic p USING (topic_id) WHERE p.name = t.name) AS settled,
 	   s.available, s.leased, s.delayed, s.dead
-FROM outbox.topic t JOIN outbox.stats s ON s.topic = t.name ORDER BY t.name;
+FROM (SELECT DISTINCT name FROM outbox.topic) t JOIN outbox.stats s ON s.topic = t.name ORDER BY t.name;
 -- drain: every lease expires, everything due becomes claimable
 SELECT outbox.reap();
 CREATE TEMP TABLE drained (topic text, id bigint);
 DO $$
 DECLARE
 	t text;
+	tn text;
 	n int;
 BEGIN
-	FOR t IN SELECT name FROM outbox.topic LOOP
+	-- each part of a per-tenant topic is drained by a session acting for its tenant
+	FOR t, tn IN SELECT name, tenant FROM outbox.topic LOOP
+		PERFORM set_config('outbox.tenant', coalesce(tn, ''), false);
 		LOOP
 			WITH c AS (SELECT * FROM outbox.claim(t, 1000, lease => '1 hour'))
 			INSERT INTO drained SELECT t, id FROM c;
