@@ -295,6 +295,22 @@ extern bool outbox_logscan_next(OutboxLogScan *ls, OutboxEventRow *row,
 extern int64 outbox_logscan_examined(OutboxLogScan *ls);
 extern void outbox_logscan_end(OutboxLogScan *ls);
 
+/* eventlog.c: one event written into the log without the executor */
+typedef struct OutboxLogRow
+{
+	int64		id;
+	int32		topic_id;
+	bool		delayed;
+	TimestampTz available_at;	/* if delayed */
+	Datum		key;			/* text, or 0 for NULL */
+	Datum		type;
+	Datum		tenant;
+	Datum		payload;		/* jsonb, never NULL */
+	Datum		headers;		/* jsonb, or 0 for NULL */
+} OutboxLogRow;
+
+extern bool outbox_log_insert(const OutboxLogRow *row);
+
 /* spi_util.c: SPI plans prepared once per backend and kept */
 typedef enum OutboxPlanId
 {
@@ -304,7 +320,6 @@ typedef enum OutboxPlanId
 	PLAN_TOPIC_PART_CREATE,
 	PLAN_TENANT_BINDINGS,
 	PLAN_OFFER_INSERT,
-	PLAN_NEXTVAL,
 	PLAN_OFFER_RETRY,
 	PLAN_DEDUPE_INSERT,
 	PLAN_DEDUPE_LOOKUP,

@@ -5,7 +5,9 @@
 # only.  Fails on any sanitizer report.  The normal build
 # is installed again afterwards.
 #
-#   scripts/sanitize.sh        (what `make sanitize` runs)
+#   scripts/sanitize.sh        (what `make sanitize` runs; the tree is the
+#                              committed files; OUTBOX_SANITIZE_KEEP=1 keeps
+#                              the work directory and its logs)
 set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
@@ -33,7 +35,7 @@ restore() {
 	echo "sanitize: installing the normal build again"
 	make -s -C "$ROOT" PG_CONFIG="$PG_CONFIG" >/dev/null &&
 		$SUDO make -s -C "$ROOT" PG_CONFIG="$PG_CONFIG" install >/dev/null
-	rm -rf -- "$WORK"
+	[ -n "${OUTBOX_SANITIZE_KEEP:-}" ] || rm -rf -- "$WORK"
 }
 trap restore EXIT
 

@@ -10,6 +10,10 @@
 #include "outbox.h"
 
 #include "catalog/pg_type.h"
+#include "utils/inval.h"
+#include "nodes/makefuncs.h"
+#include "commands/sequence.h"
+#include "catalog/namespace.h"
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
@@ -24,8 +28,35 @@ PG_FUNCTION_INFO_V1(outbox_offer_batch);
 
 static const char *offer_insert_sql =
 "INSERT INTO outbox.event (id, topic_id, available_at, key, type, tenant, payload, headers) "
-"VALUES (coalesce($1, pg_catalog.nextval('outbox.event_id_seq')), $2, $3, $4, $5, $6, $7, $8) "
-"RETURNING id";
+"VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+
+/* outbox.event_id_seq, looked up once per backend */
+static Oid	event_id_seq = InvalidOid;
+
+static void
+forget_event_id_seq(Datum arg, Oid relid)
+{
+	event_id_seq = InvalidOid;
+}
+
+/* The next event id, drawn from outbox.event_id_seq. */
+static int64
+next_event_id(void)
+{
+	static bool registered = false;
+
+	if (!OidIsValid(event_id_seq))
+	{
+		if (!registered)
+		{
+			CacheRegisterRelcacheCallback(forget_event_id_seq, (Datum) 0);
+			registered = true;
+		}
+		event_id_seq = RangeVarGetRelid(makeRangeVar("outbox", "event_id_seq", -1),
+										NoLock, false);
+	}
+	return nextval_internal(event_id_seq, false);
+}
 
 /*
  * Look the topic up under its share lock and, when shared memory is there,
@@ -152,7 +183,6 @@ outbox_offer(PG_FUNCTION_ARGS)
 	int64		id = 0;
 	Datum		values[8];
 	char		nulls[8];
-	bool		isnull;
 	int			rc;
 	static const Oid argtypes[8] = {INT8OID, INT4OID, TIMESTAMPTZOID, TEXTOID,
 	TEXTOID, TEXTOID, JSONBOID, JSONBOID};
@@ -181,15 +211,11 @@ outbox_offer(PG_FUNCTION_ARGS)
 	if (topic >= 0 && !delayed)
 		outbox_xact_offer_register(topic);
 
+	id = next_event_id();
 	if (dedupe_key != NULL)
 	{
 		int64		existing;
 
-		rc = outbox_exec(PLAN_NEXTVAL, "SELECT pg_catalog.nextval('outbox.event_id_seq')",
-						 0, NULL, NULL, NULL, false, 1);
-		outbox_spi_check(rc, SPI_OK_SELECT, "offer");
-		id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
-										 SPI_tuptable->tupdesc, 1, &isnull));
 		existing = dedupe_claim(&info, tenant, dedupe_key, id);
 		if (existing != 0)
 		{
@@ -198,33 +224,41 @@ outbox_offer(PG_FUNCTION_ARGS)
 		}
 	}
 
-	memset(nulls, ' ', sizeof(nulls));
-	values[0] = Int64GetDatum(id);
-	if (id == 0)
-		nulls[0] = 'n';
-	values[1] = Int32GetDatum(info.topic_id);
-	values[2] = TimestampTzGetDatum(available_at);
-	if (!delayed)
-		nulls[2] = 'n';
-	for (int i = 3; i < 8; i++)
 	{
-		static const int argno[5] = {2, 3, 5, 1, 4};	/* key type tenant payload headers */
+		OutboxLogRow row;
 
-		if (PG_ARGISNULL(argno[i - 3]))
+		row.id = id;
+		row.topic_id = info.topic_id;
+		row.delayed = delayed;
+		row.available_at = available_at;
+		row.key = PG_ARGISNULL(2) ? (Datum) 0 : PG_GETARG_DATUM(2);
+		row.type = PG_ARGISNULL(3) ? (Datum) 0 : PG_GETARG_DATUM(3);
+		row.tenant = tenant ? CStringGetTextDatum(tenant) : (Datum) 0;
+		row.payload = PG_GETARG_DATUM(1);
+		row.headers = PG_ARGISNULL(4) ? (Datum) 0 : PG_GETARG_DATUM(4);
+
+		/* straight into the partition; an INSERT where that does not apply */
+		if (!outbox_log_insert(&row))
 		{
-			nulls[i] = 'n';
-			values[i] = (Datum) 0;
+			memset(nulls, ' ', sizeof(nulls));
+			values[0] = Int64GetDatum(row.id);
+			values[1] = Int32GetDatum(row.topic_id);
+			values[2] = TimestampTzGetDatum(row.available_at);
+			nulls[2] = row.delayed ? ' ' : 'n';
+			values[3] = row.key;
+			nulls[3] = row.key ? ' ' : 'n';
+			values[4] = row.type;
+			nulls[4] = row.type ? ' ' : 'n';
+			values[5] = row.tenant;
+			nulls[5] = row.tenant ? ' ' : 'n';
+			values[6] = row.payload;
+			values[7] = row.headers;
+			nulls[7] = row.headers ? ' ' : 'n';
+			rc = outbox_exec(PLAN_OFFER_INSERT, offer_insert_sql, 8, argtypes,
+							 values, nulls, false, 0);
+			outbox_spi_check(rc, SPI_OK_INSERT, "offer");
 		}
-		else
-			values[i] = PG_GETARG_DATUM(argno[i - 3]);
 	}
-	nulls[5] = tenant ? ' ' : 'n';
-	values[5] = tenant ? CStringGetTextDatum(tenant) : (Datum) 0;
-	rc = outbox_exec(PLAN_OFFER_INSERT, offer_insert_sql, 8, argtypes,
-					 values, nulls, false, 1);
-	outbox_spi_check(rc, SPI_OK_INSERT_RETURNING, "offer");
-	id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
-									 SPI_tuptable->tupdesc, 1, &isnull));
 
 	if (delayed)
 	{
