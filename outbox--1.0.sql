@@ -97,10 +97,20 @@ COMMENT ON TABLE outbox.retry IS 'Events waiting for a time: delayed offers, ret
 
 CREATE TABLE outbox.acked (
 	topic_id	integer NOT NULL,
+	gen			smallint NOT NULL,
 	max_id		bigint NOT NULL,
-	ids			bigint[] NOT NULL,
-	acked_at	timestamptz NOT NULL DEFAULT now()
-) WITH (autovacuum_vacuum_scale_factor = 0.0, autovacuum_vacuum_threshold = 1000);
+	ids			bigint[] NOT NULL
+) PARTITION BY LIST (gen);
+/*
+ * Two generations that take turns (acks go to the one the clock names, in
+ * 10-second periods): reap() empties the other with TRUNCATE once every
+ * acknowledgement in it is at or below its topic's watermark, so that
+ * acknowledgements are not deleted row by row.
+ */
+CREATE TABLE outbox.acked_0 PARTITION OF outbox.acked FOR VALUES IN (0)
+	WITH (autovacuum_vacuum_scale_factor = 0.0, autovacuum_vacuum_threshold = 1000);
+CREATE TABLE outbox.acked_1 PARTITION OF outbox.acked FOR VALUES IN (1)
+	WITH (autovacuum_vacuum_scale_factor = 0.0, autovacuum_vacuum_threshold = 1000);
 COMMENT ON TABLE outbox.acked IS 'Acknowledgements above the watermark, one row per ack call';
 
 CREATE TABLE outbox.dead_letter (

@@ -331,13 +331,15 @@ typedef enum OutboxPlanId
 	PLAN_FETCH_READY,
 	PLAN_RETRY_DUE,
 	PLAN_RETRY_NEXT,
-	PLAN_ACK_INSERT,
+	PLAN_ACK_INSERT_0,
+	PLAN_ACK_INSERT_1,
 	PLAN_RETRY_DELETE,
 	PLAN_RETRY_UPSERT,
 	PLAN_DEAD_INSERT,
 	PLAN_WATERMARK_UPDATE,
 	PLAN_REDRIVE,
-	PLAN_ACK_TRIM,
+	PLAN_ACK_TRIM_0,
+	PLAN_ACK_TRIM_1,
 	PLAN_REPLAY,
 	NUM_OUTBOX_PLANS
 } OutboxPlanId;
@@ -362,6 +364,8 @@ extern int64 *outbox_int8_array(ArrayType *arr, const char *argname, int *n);
 extern int64 outbox_backoff_usec(const OutboxTopicInfo *info, int attempt);
 
 /* reap.c, maintain.c */
+#define OUTBOX_ACK_PERIOD_USEC	(10 * USECS_PER_SEC)
+extern int	outbox_ack_generation(void);
 extern int	outbox_do_reap(void);
 extern bool outbox_do_maintain(bool one_partition);
 

@@ -111,9 +111,14 @@ record_acks(Settled *s, int n)
 		values[1] = Int64GetDatum(max_id);
 		values[2] = PointerGetDatum(construct_array(ids, nids, INT8OID, 8,
 													FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-		rc = outbox_exec(PLAN_ACK_INSERT,
-						 "INSERT INTO outbox.acked (topic_id, max_id, ids) VALUES ($1, $2, $3)",
-						 3, ack_types, values, NULL, false, 0);
+		if (outbox_ack_generation() == 0)
+			rc = outbox_exec(PLAN_ACK_INSERT_0,
+							 "INSERT INTO outbox.acked_0 (topic_id, gen, max_id, ids) VALUES ($1, 0, $2, $3)",
+							 3, ack_types, values, NULL, false, 0);
+		else
+			rc = outbox_exec(PLAN_ACK_INSERT_1,
+							 "INSERT INTO outbox.acked_1 (topic_id, gen, max_id, ids) VALUES ($1, 1, $2, $3)",
+							 3, ack_types, values, NULL, false, 0);
 		outbox_spi_check(rc, SPI_OK_INSERT, "ack");
 	}
 

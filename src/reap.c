@@ -10,9 +10,12 @@
  */
 #include "outbox.h"
 
+#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "nodes/makefuncs.h"
+#include "storage/lmgr.h"
 
 PG_FUNCTION_INFO_V1(outbox_reap);
 
@@ -143,19 +146,73 @@ mark_expired(OutboxEntry *e, int topic, void *arg)
 }
 
 /*
+ * Which generation of outbox.acked takes acknowledgements now: the two
+ * take turns by the clock, in periods of OUTBOX_ACK_PERIOD_USEC.
+ */
+int
+outbox_ack_generation(void)
+{
+	return (int) ((GetCurrentTimestamp() / OUTBOX_ACK_PERIOD_USEC) & 1);
+}
+
+/*
  * Acknowledgements at or below their topic's watermark say nothing the
- * watermark does not: remove them, and those of dropped topics.
+ * watermark does not.  The generation not taking acknowledgements now is
+ * emptied with TRUNCATE once all of it is at or below the watermarks (and
+ * acknowledgements of dropped topics); a TRUNCATE writes next to no WAL,
+ * where a DELETE writes a record per row.  If that cannot be done yet (a
+ * session is reading the table, or a lease held for long keeps a topic's
+ * watermark low), its redundant rows are deleted instead.  The current
+ * generation is left alone: its turn comes.
  */
 static void
 trim_acks(void)
 {
+	int			old = 1 - outbox_ack_generation();
+	const char *relname = old ? "acked_1" : "acked_0";
+	Oid			relid = RangeVarGetRelid(makeRangeVar("outbox", (char *) relname, -1),
+										 NoLock, false);
+	bool		isnull;
 	int			rc;
 
-	rc = outbox_exec(PLAN_ACK_TRIM,
-					 "DELETE FROM outbox.acked a WHERE NOT EXISTS ("
-					 "SELECT 1 FROM outbox.topic_state s "
-					 "WHERE s.topic_id = a.topic_id AND a.max_id > s.watermark)",
-					 0, NULL, NULL, NULL, false, 0);
+	rc = SPI_execute(old ? "SELECT EXISTS (SELECT 1 FROM outbox.acked_1)"
+					 : "SELECT EXISTS (SELECT 1 FROM outbox.acked_0)", true, 1);
+	outbox_spi_check(rc, SPI_OK_SELECT, "reap");
+	if (!DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
+									1, &isnull)))
+		return;
+
+	if (ConditionalLockRelationOid(relid, AccessExclusiveLock))
+	{
+		rc = SPI_execute(old ?
+						 "SELECT NOT EXISTS (SELECT 1 FROM outbox.acked_1 a "
+						 "  JOIN outbox.topic_state s USING (topic_id) WHERE a.max_id > s.watermark)" :
+						 "SELECT NOT EXISTS (SELECT 1 FROM outbox.acked_0 a "
+						 "  JOIN outbox.topic_state s USING (topic_id) WHERE a.max_id > s.watermark)",
+						 false, 1);
+		outbox_spi_check(rc, SPI_OK_SELECT, "reap");
+		if (DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
+									   1, &isnull)))
+		{
+			rc = SPI_execute(old ? "TRUNCATE outbox.acked_1" : "TRUNCATE outbox.acked_0",
+							 false, 0);
+			outbox_spi_check(rc, SPI_OK_UTILITY, "reap");
+			return;
+		}
+	}
+
+	if (old)
+		rc = outbox_exec(PLAN_ACK_TRIM_1,
+						 "DELETE FROM outbox.acked_1 a WHERE NOT EXISTS ("
+						 "SELECT 1 FROM outbox.topic_state s "
+						 "WHERE s.topic_id = a.topic_id AND a.max_id > s.watermark)",
+						 0, NULL, NULL, NULL, false, 0);
+	else
+		rc = outbox_exec(PLAN_ACK_TRIM_0,
+						 "DELETE FROM outbox.acked_0 a WHERE NOT EXISTS ("
+						 "SELECT 1 FROM outbox.topic_state s "
+						 "WHERE s.topic_id = a.topic_id AND a.max_id > s.watermark)",
+						 0, NULL, NULL, NULL, false, 0);
 	outbox_spi_check(rc, SPI_OK_DELETE, "reap");
 }
 
