@@ -99,7 +99,7 @@ CREATE TABLE outbox.acked (
 	topic_id	integer NOT NULL,
 	gen			smallint NOT NULL,
 	max_id		bigint NOT NULL,
-	ids			bigint[] NOT NULL
+	ids			bigint[]		/* NULL: the ack named max_id alone */
 ) PARTITION BY LIST (gen);
 /*
  * Two generations that take turns (acks go to the one the clock names, in
@@ -384,7 +384,7 @@ done AS MATERIALIZED (
 	SELECT a.topic_id, u.id
 	FROM outbox.acked a
 	JOIN s ON s.topic_id = a.topic_id AND a.max_id > s.watermark,
-	unnest(a.ids) AS u(id)
+	unnest(coalesce(a.ids, ARRAY[a.max_id])) AS u(id)
 ),
 pending AS (
 	SELECT e.topic_id, count(*) AS n, min(e.created_at) AS oldest

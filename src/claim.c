@@ -48,7 +48,7 @@ PG_FUNCTION_INFO_V1(outbox_claim);
  * in outbox.retry, or dead.  After a restart the scan steps over them.
  */
 static const char *settled_sql =
-"SELECT u.id FROM outbox.acked a, pg_catalog.unnest(a.ids) AS u(id) "
+"SELECT u.id FROM outbox.acked a, pg_catalog.unnest(coalesce(a.ids, ARRAY[a.max_id])) AS u(id) "
 "WHERE a.topic_id = $1 AND a.max_id > $2 AND u.id > $2 AND u.id <= $3 "
 "UNION SELECT r.event_id FROM outbox.retry r "
 "WHERE r.topic_id = $1 AND r.event_id > $2 AND r.event_id <= $3 "

@@ -96,6 +96,7 @@ record_acks(Settled *s, int n)
 		int			nids = 0;
 		int64		max_id = 0;
 		Datum		values[3];
+		char		nulls[3] = {' ', ' ', ' '};
 
 		if (done[i])
 			continue;
@@ -109,16 +110,19 @@ record_acks(Settled *s, int n)
 		}
 		values[0] = Int32GetDatum(s[i].topic_id);
 		values[1] = Int64GetDatum(max_id);
-		values[2] = PointerGetDatum(construct_array(ids, nids, INT8OID, 8,
-													FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+		/* an ack of one event is said by max_id alone */
+		nulls[2] = (nids == 1) ? 'n' : ' ';
+		values[2] = (nids == 1) ? (Datum) 0 :
+			PointerGetDatum(construct_array(ids, nids, INT8OID, 8,
+											FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 		if (outbox_ack_generation() == 0)
 			rc = outbox_exec(PLAN_ACK_INSERT_0,
 							 "INSERT INTO outbox.acked_0 (topic_id, gen, max_id, ids) VALUES ($1, 0, $2, $3)",
-							 3, ack_types, values, NULL, false, 0);
+							 3, ack_types, values, nulls, false, 0);
 		else
 			rc = outbox_exec(PLAN_ACK_INSERT_1,
 							 "INSERT INTO outbox.acked_1 (topic_id, gen, max_id, ids) VALUES ($1, 1, $2, $3)",
-							 3, ack_types, values, NULL, false, 0);
+							 3, ack_types, values, nulls, false, 0);
 		outbox_spi_check(rc, SPI_OK_INSERT, "ack");
 	}
 

@@ -25,7 +25,7 @@ PG_FUNCTION_INFO_V1(outbox_replay);
  */
 static const char *replay_sql =
 "WITH s AS (SELECT watermark FROM outbox.topic_state WHERE topic_id = $1), "
-"a AS MATERIALIZED (SELECT u.id FROM outbox.acked a, s, pg_catalog.unnest(a.ids) AS u(id) "
+"a AS MATERIALIZED (SELECT u.id FROM outbox.acked a, s, pg_catalog.unnest(coalesce(a.ids, ARRAY[a.max_id])) AS u(id) "
 "                   WHERE a.topic_id = $1 AND a.max_id > s.watermark), "
 "src AS (SELECT e.* FROM outbox.event e, s "
 "        WHERE e.topic_id = $1 AND e.created_at >= $2 "

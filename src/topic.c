@@ -497,7 +497,7 @@ outbox_drop_topic(PG_FUNCTION_ARGS)
 								   "  JOIN outbox.topic_state s USING (topic_id) "
 								   "  WHERE e.topic_id = $1 AND e.id > s.watermark "
 								   "  AND NOT EXISTS (SELECT 1 FROM outbox.acked a "
-								   "    WHERE a.topic_id = $1 AND a.max_id >= e.id AND e.id = ANY (a.ids)))",
+								   "    WHERE a.topic_id = $1 AND a.max_id >= e.id AND e.id = ANY (coalesce(a.ids, ARRAY[a.max_id]))))",
 								   1, (Oid *) intarg, values, NULL, true, 1);
 		outbox_spi_check(rc, SPI_OK_SELECT, "drop_topic");
 		pending = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],

@@ -160,7 +160,7 @@ is(scalar(@missing), 0, 'every stored event is acked or delivered after the rest
 	SELECT 'event ' || e.id || ' created ' || e.created_at || ' avail ' || coalesce(e.available_at::text, '-')
 		|| ' | watermark ' || (SELECT watermark FROM outbox.topic_state WHERE topic_id = e.topic_id)
 		|| ' | retry ' || coalesce((SELECT r.available_at || ' a=' || r.attempts FROM outbox.retry r WHERE r.event_id = e.id), '-')
-		|| ' | acked rows ' || (SELECT count(*) FROM outbox.acked a WHERE e.id = ANY (a.ids))
+		|| ' | acked rows ' || (SELECT count(*) FROM outbox.acked a WHERE e.id = ANY (coalesce(a.ids, ARRAY[a.max_id])))
 		|| ' | dead ' || (SELECT count(*) FROM outbox.dead_letter d WHERE d.id = e.id)
 		|| ' | stats ' || (SELECT row(s.*)::text FROM outbox.stats s WHERE s.topic = 'c')
 		|| ' | shmem ' || (SELECT row(m.*)::text FROM outbox._shmem_topics() m WHERE m.topic_id = e.topic_id)

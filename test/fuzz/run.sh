@@ -63,7 +63,7 @@ FROM outbox.event e JOIN outbox.topic_state s USING (topic_id)
 WHERE (e.id <= s.watermark
 	   AND NOT EXISTS (SELECT 1 FROM outbox.retry r WHERE r.event_id = e.id)
 	   AND NOT EXISTS (SELECT 1 FROM outbox.dead_letter d WHERE d.id = e.id))
-   OR EXISTS (SELECT 1 FROM outbox.acked a WHERE a.topic_id = e.topic_id AND e.id = ANY (a.ids));
+   OR EXISTS (SELECT 1 FROM outbox.acked a WHERE a.topic_id = e.topic_id AND e.id = ANY (coalesce(a.ids, ARRAY[a.max_id])));
 -- a per-tenant topic's parts share its name and its stats row
 SELECT 'books', t.name,
 	   (SELECT count(*) FROM outbox.event e JOIN outbox.topic p USING (topic_id) WHERE p.name = t.name) AS events,
