@@ -310,7 +310,8 @@ LANGUAGE C STABLE
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'outbox_tenant_visible';
 
-CREATE VIEW outbox.dead_letters AS
+/* security_barrier: no condition of the caller's runs before the tenant check */
+CREATE VIEW outbox.dead_letters WITH (security_barrier) AS
 SELECT d.id, t.name AS topic, d.key, d.type, d.payload, d.headers, d.tenant,
 	   d.attempts, d.reason, d.error_history, d.dead_at
 FROM outbox.dead_letter d

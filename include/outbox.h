@@ -87,7 +87,8 @@ typedef struct OutboxTopic
 
 	bool		initialized;	/* scan_pos loaded from the watermark */
 	int64		scan_pos;		/* every committed event <= this was seen */
-	int64		recovery_until; /* scan with the recovery plan up to here */
+	int64		recovery_until; /* step over settled events up to here */
+	uint64		scan_epoch;		/* bumped whenever scan_pos moves down */
 	int64		watermark;		/* last durable watermark */
 	TimestampTz next_retry_at;	/* outbox.retry has nothing due before */
 	dlist_head	leases;			/* OutboxEntry, state LEASED */
@@ -288,12 +289,14 @@ typedef struct OutboxSkipList
 } OutboxSkipList;
 
 typedef struct OutboxLogScan OutboxLogScan;
-extern OutboxLogScan *outbox_logscan_begin(Snapshot snap, int32 topic_id,
-										   int64 after);
+extern OutboxLogScan *outbox_logscan_open(void);
+extern void outbox_logscan_begin(OutboxLogScan *ls, Snapshot snap,
+								 int32 topic_id, int64 after);
 extern bool outbox_logscan_next(OutboxLogScan *ls, OutboxEventRow *row,
 								OutboxSkipList *skip);
 extern int64 outbox_logscan_examined(OutboxLogScan *ls);
 extern void outbox_logscan_end(OutboxLogScan *ls);
+extern void outbox_logscan_close(OutboxLogScan *ls);
 
 /* eventlog.c: one event written into the log without the executor */
 typedef struct OutboxLogRow

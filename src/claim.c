@@ -61,13 +61,16 @@ static const char *settled_sql =
  * first claim of the topic since the restart.  Nothing above the scan
  * position can become settled later without the scan passing it first (a
  * lease comes before any ack, nack or dead letter), so the copy stays
- * right for every later claim while the topic recovers.
+ * right for every later claim while the topic recovers, as long as the
+ * scan position only moves up: when it is moved down (the topic's
+ * scan_epoch changes), the copy is loaded again.
  */
 typedef struct SettledCache
 {
 	int32		topic_id;
 	int64		incarnation;
 	int64		recovery_until;
+	uint64		scan_epoch;		/* the topic's, when loaded */
 	int64		loaded_from;	/* the scan position it was loaded at */
 	int64	   *ids;			/* sorted */
 	int			nids;
@@ -104,6 +107,7 @@ typedef struct ClaimState
 	Candidate  *cand;
 	int			ncand;
 	int			batch;
+	OutboxLogScan *ls;			/* the log's partitions, opened and locked */
 } ClaimState;
 
 static void
@@ -327,7 +331,7 @@ next_retry_time(ClaimState *cs, TimestampTz now)
  */
 static void
 settled_ids(ClaimState *cs, Snapshot snap, int64 pos, int64 recovery_until,
-			OutboxSkipList *skip)
+			uint64 epoch, OutboxSkipList *skip)
 {
 	static const Oid types[3] = {INT4OID, INT8OID, INT8OID};
 	SettledCache *sc = NULL;
@@ -347,6 +351,7 @@ settled_ids(ClaimState *cs, Snapshot snap, int64 pos, int64 recovery_until,
 	}
 	if (sc != NULL && (sc->incarnation != cs->info->incarnation ||
 					   sc->recovery_until != recovery_until ||
+					   sc->scan_epoch != epoch ||
 					   sc->loaded_from > pos))
 	{
 		settled_caches = list_delete_ptr(settled_caches, sc);
@@ -373,9 +378,16 @@ settled_ids(ClaimState *cs, Snapshot snap, int64 pos, int64 recovery_until,
 		sc->topic_id = cs->info->topic_id;
 		sc->incarnation = cs->info->incarnation;
 		sc->recovery_until = recovery_until;
+		sc->scan_epoch = epoch;
 		sc->loaded_from = pos;
+		if (SPI_processed > (uint64) INT_MAX)
+			ereport(ERROR,
+					(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+					 errmsg("too many settled events above the watermark of topic \"%s\"",
+							cs->info->name)));
 		sc->nids = (int) SPI_processed;
-		sc->ids = palloc(sizeof(int64) * Max(1, sc->nids));
+		sc->ids = MemoryContextAllocHuge(TopMemoryContext,
+										 sizeof(int64) * Max(1, sc->nids));
 		for (int i = 0; i < sc->nids; i++)
 		{
 			bool		isnull;
@@ -432,19 +444,20 @@ settled_forget(int32 topic_id)
  * steps over settled events.
  */
 static int64
-scan_log(ClaimState *cs, Snapshot snap, int64 pos, int64 recovery_until)
+scan_log(ClaimState *cs, Snapshot snap, int64 pos, int64 recovery_until,
+		 uint64 epoch)
 {
-	OutboxLogScan *ls;
+	OutboxLogScan *ls = cs->ls;
 	OutboxSkipList skip;
 	bool		recovering = pos < recovery_until;
 	OutboxEventRow row;
 
 	if (recovering)
-		settled_ids(cs, snap, pos, recovery_until, &skip);
+		settled_ids(cs, snap, pos, recovery_until, epoch, &skip);
 	else if (settled_caches != NIL)
 		settled_forget(cs->info->topic_id);
 
-	ls = outbox_logscan_begin(snap, cs->info->topic_id, pos);
+	outbox_logscan_begin(ls, snap, cs->info->topic_id, pos);
 	while (cs->ncand < cs->batch)
 	{
 		CHECK_FOR_INTERRUPTS();
@@ -503,6 +516,7 @@ claim_once(ClaimState *cs, pg_uuid_t *token, TimestampTz expires_at)
 	int64		old_pos;
 	int64		new_pos;
 	int64		recovery_until;
+	uint64		epoch;
 	Snapshot	snap = NULL;
 	int			nleased = 0;
 	bool		full = false;
@@ -528,6 +542,7 @@ claim_once(ClaimState *cs, pg_uuid_t *token, TimestampTz expires_at)
 	nretry_leases = t->nretry_leases;
 	old_pos = t->scan_pos;
 	recovery_until = t->recovery_until;
+	epoch = t->scan_epoch;
 	LWLockRelease(outbox_shared->lock);
 
 	if (cs->ncand < cs->batch && retry_due)
@@ -546,7 +561,7 @@ claim_once(ClaimState *cs, pg_uuid_t *token, TimestampTz expires_at)
 	if (cs->ncand < cs->batch)
 	{
 		snap = RegisterSnapshot(GetLatestSnapshot());
-		new_pos = scan_log(cs, snap, old_pos, recovery_until);
+		new_pos = scan_log(cs, snap, old_pos, recovery_until, epoch);
 	}
 
 	outbox_xact_reserve_ops(cs->ncand);
@@ -571,10 +586,21 @@ claim_once(ClaimState *cs, pg_uuid_t *token, TimestampTz expires_at)
 			e = outbox_entry_enter(c->id, &found);
 			if (e == NULL)
 			{
-				/* out of room: the scan resumes at this event next time */
+				/*
+				 * Out of room: the scan resumes next time at the first event
+				 * it found that is not leased now (candidates from the log
+				 * come last, in id order).
+				 */
 				full = true;
-				if (c->source == SRC_MAIN && c->id <= new_pos)
-					new_pos = c->id - 1;
+				for (int j = i; j < cs->ncand; j++)
+				{
+					if (cs->cand[j].source == SRC_MAIN && !cs->cand[j].from_ready)
+					{
+						if (cs->cand[j].id <= new_pos)
+							new_pos = cs->cand[j].id - 1;
+						break;
+					}
+				}
 				break;
 			}
 			if (found)
@@ -758,6 +784,7 @@ outbox_claim(PG_FUNCTION_ARGS)
 	TimestampTz expires_at;
 	bool		sleeping = false;
 	char	   *tenant;
+	MemoryContext callcxt;
 
 	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
 
@@ -792,6 +819,7 @@ outbox_claim(PG_FUNCTION_ARGS)
 	deadline = GetCurrentTimestamp() + wait_usec;
 	tenant = outbox_session_tenant();
 
+	callcxt = CurrentMemoryContext;
 	SPI_connect();
 	outbox_lock_topic(name, AccessShareLock);
 	outbox_lookup_topic(name, &info);
@@ -809,6 +837,23 @@ outbox_claim(PG_FUNCTION_ARGS)
 	 */
 	LockRelationOid(RangeVarGetRelid(makeRangeVar("outbox", "event", -1),
 									 NoLock, false),
+					AccessShareLock);
+
+	/*
+	 * Take now every lock the scan needs, so that none is waited for while
+	 * the scan lock (an LWLock, which holds off interrupts) is held: the
+	 * log's partitions and indexes, and the acknowledgements, which reap()
+	 * truncates.
+	 */
+	{
+		MemoryContext old = MemoryContextSwitchTo(callcxt);
+
+		cs.ls = outbox_logscan_open();
+		MemoryContextSwitchTo(old);
+	}
+	LockRelationOid(RangeVarGetRelid(makeRangeVar("outbox", "acked_0", -1), NoLock, false),
+					AccessShareLock);
+	LockRelationOid(RangeVarGetRelid(makeRangeVar("outbox", "acked_1", -1), NoLock, false),
 					AccessShareLock);
 	cs.topic = outbox_topic_acquire(info.topic_id, info.incarnation);
 	cs.t = &outbox_shared->topics[cs.topic];
@@ -851,6 +896,7 @@ outbox_claim(PG_FUNCTION_ARGS)
 		ConditionVariableCancelSleep();
 
 	emit_rows(&cs, rsinfo, &token, expires_at);
+	outbox_logscan_close(cs.ls);
 	SPI_finish();
 	return (Datum) 0;
 }

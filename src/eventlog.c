@@ -95,6 +95,9 @@ partition_is_plain(Relation rel, AttrNumber *attnum)
 		}
 		if (attnum[c] == InvalidAttrNumber)
 			return false;
+		/* only id, topic_id, created_at and payload are never NULL here */
+		if (c >= 3 && c != 7 && TupleDescAttr(desc, attnum[c] - 1)->attnotnull)
+			return false;
 	}
 	/* every other column must be one we may leave NULL */
 	for (int a = 0; a < desc->natts; a++)
@@ -157,7 +160,8 @@ find_target(Oid parent_relid, TimestampTz ts)
 	pd = RelationGetPartitionDesc(parent, true);
 	bi = pd->boundinfo;
 	if (key == NULL || key->strategy != PARTITION_STRATEGY_RANGE ||
-		key->partnatts != 1 || bi == NULL || bi->ndatums == 0)
+		key->partnatts != 1 || bi == NULL || bi->ndatums == 0 ||
+		parent->trigdesc != NULL)
 	{
 		table_close(parent, NoLock);
 		return false;
@@ -211,8 +215,20 @@ outbox_log_insert(const OutboxLogRow *row)
 
 	if (!find_target(parent_relid, created_at))
 		return false;
-
 	rel = table_open(target.relid, RowExclusiveLock);
+	if (!target.valid)
+	{
+		/* the lock took in an invalidation: look again */
+		table_close(rel, NoLock);
+		if (!find_target(parent_relid, created_at))
+			return false;
+		rel = table_open(target.relid, RowExclusiveLock);
+		if (!target.valid)
+		{
+			table_close(rel, NoLock);
+			return false;
+		}
+	}
 	desc = RelationGetDescr(rel);
 	values = palloc0(sizeof(Datum) * desc->natts);
 	nulls = palloc(sizeof(bool) * desc->natts);

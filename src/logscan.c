@@ -61,9 +61,12 @@ struct OutboxLogScan
 	int64		examined;		/* highest id returned or stepped over */
 };
 
-/* Advance one partition's stream to its next undelayed row. */
+/*
+ * Advance one partition's stream to its next undelayed row.  Delayed rows
+ * (outbox.retry owns them) are stepped over but count as examined.
+ */
 static void
-part_advance(LogScanPart *p)
+part_advance(OutboxLogScan *ls, LogScanPart *p)
 {
 	for (;;)
 	{
@@ -79,7 +82,7 @@ part_advance(LogScanPart *p)
 		p->valid = true;
 		if (isnull)
 			return;
-		/* a delayed event: outbox.retry owns it, the scan steps over it */
+		ls->examined = Max(ls->examined, p->id);
 	}
 }
 
@@ -99,6 +102,7 @@ part_index(Relation heap, const AttrNumber *attnum)
 			ind->indisvalid && ind->indnkeyatts >= 2 &&
 			ind->indkey.values[0] == attnum[ATT_TOPIC_ID] &&
 			ind->indkey.values[1] == attnum[0] &&
+			index->rd_indoption[0] == 0 && index->rd_indoption[1] == 0 &&
 			RelationGetIndexExpressions(index) == NIL &&
 			RelationGetIndexPredicate(index) == NIL)
 		{
@@ -116,20 +120,18 @@ part_index(Relation heap, const AttrNumber *attnum)
 }
 
 static void
-add_partition(OutboxLogScan *ls, Oid relid, Snapshot snap, int32 topic_id,
-			  int64 after)
+add_partition(OutboxLogScan *ls, Oid relid)
 {
 	Relation	heap = table_open(relid, AccessShareLock);
 	TupleDesc	desc = RelationGetDescr(heap);
 	LogScanPart *p;
-	ScanKeyData keys[2];
 
 	if (heap->rd_rel->relkind == RELKIND_PARTITIONED_TABLE)
 	{
 		PartitionDesc pd = RelationGetPartitionDesc(heap, true);
 
 		for (int i = 0; i < pd->nparts; i++)
-			add_partition(ls, pd->oids[i], snap, topic_id, after);
+			add_partition(ls, pd->oids[i]);
 		table_close(heap, NoLock);
 		return;
 	}
@@ -160,23 +162,16 @@ add_partition(OutboxLogScan *ls, Oid relid, Snapshot snap, int32 topic_id,
 				 column_names[c], RelationGetRelationName(heap));
 	}
 	p->index = part_index(heap, p->attnum);
-
-	ScanKeyInit(&keys[0], 1, BTEqualStrategyNumber, F_INT4EQ,
-				Int32GetDatum(topic_id));
-	ScanKeyInit(&keys[1], 2, BTGreaterStrategyNumber, F_INT8GT,
-				Int64GetDatum(after));
 	p->slot = table_slot_create(heap, NULL);
-	p->scan = index_beginscan(heap, p->index, snap, 2, 0);
-	index_rescan(p->scan, keys, 2, NULL, 0);
-	part_advance(p);
 }
 
 /*
- * Begin a scan of the topic's undelayed events with ids above after, as
- * snap sees them.  The caller holds a lock on outbox.event.
+ * Open every partition of the log and its index, taking their locks.
+ * Done before the caller takes the topic's scan lock (an LWLock), so that
+ * no wait for a heavyweight lock happens while it is held.
  */
 OutboxLogScan *
-outbox_logscan_begin(Snapshot snap, int32 topic_id, int64 after)
+outbox_logscan_open(void)
 {
 	OutboxLogScan *ls = palloc0(sizeof(OutboxLogScan));
 	Oid			relid = RangeVarGetRelid(makeRangeVar("outbox", "event", -1),
@@ -184,9 +179,33 @@ outbox_logscan_begin(Snapshot snap, int32 topic_id, int64 after)
 
 	ls->maxparts = 16;
 	ls->parts = palloc(sizeof(LogScanPart) * ls->maxparts);
-	ls->examined = after;
-	add_partition(ls, relid, snap, topic_id, after);
+	add_partition(ls, relid);
 	return ls;
+}
+
+/*
+ * Begin the scan of the topic's undelayed events with ids above after, as
+ * snap sees them.  Takes no lock.
+ */
+void
+outbox_logscan_begin(OutboxLogScan *ls, Snapshot snap, int32 topic_id,
+					 int64 after)
+{
+	ScanKeyData keys[2];
+
+	ScanKeyInit(&keys[0], 1, BTEqualStrategyNumber, F_INT4EQ,
+				Int32GetDatum(topic_id));
+	ScanKeyInit(&keys[1], 2, BTGreaterStrategyNumber, F_INT8GT,
+				Int64GetDatum(after));
+	ls->examined = after;
+	for (int i = 0; i < ls->nparts; i++)
+	{
+		LogScanPart *p = &ls->parts[i];
+
+		p->scan = index_beginscan(p->heap, p->index, snap, 2, 0);
+		index_rescan(p->scan, keys, 2, NULL, 0);
+		part_advance(ls, p);
+	}
 }
 
 /* A datum of the current row, copied out of the slot and detoasted. */
@@ -234,7 +253,7 @@ outbox_logscan_next(OutboxLogScan *ls, OutboxEventRow *row,
 				skip->next++;
 			if (skip->next < skip->n && skip->ids[skip->next] == best->id)
 			{
-				part_advance(best);
+				part_advance(ls, best);
 				continue;
 			}
 		}
@@ -242,7 +261,7 @@ outbox_logscan_next(OutboxLogScan *ls, OutboxEventRow *row,
 		row->id = best->id;
 		for (int c = 0; c < OUTBOX_EVENT_NCOLS; c++)
 			row->values[c] = copy_value(best, c, &row->nulls[c]);
-		part_advance(best);
+		part_advance(ls, best);
 		return true;
 	}
 }
@@ -254,6 +273,7 @@ outbox_logscan_examined(OutboxLogScan *ls)
 	return ls->examined;
 }
 
+/* End the index scans; the relations stay open for another begin. */
 void
 outbox_logscan_end(OutboxLogScan *ls)
 {
@@ -261,7 +281,23 @@ outbox_logscan_end(OutboxLogScan *ls)
 	{
 		LogScanPart *p = &ls->parts[i];
 
-		index_endscan(p->scan);
+		if (p->scan)
+			index_endscan(p->scan);
+		p->scan = NULL;
+		p->valid = false;
+		ExecClearTuple(p->slot);
+	}
+}
+
+/* Close what outbox_logscan_open opened; the locks stay. */
+void
+outbox_logscan_close(OutboxLogScan *ls)
+{
+	outbox_logscan_end(ls);
+	for (int i = 0; i < ls->nparts; i++)
+	{
+		LogScanPart *p = &ls->parts[i];
+
 		ExecDropSingleTupleTableSlot(p->slot);
 		index_close(p->index, NoLock);
 		table_close(p->heap, NoLock);

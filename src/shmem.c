@@ -187,6 +187,7 @@ topic_clear_locked(OutboxTopic *t)
 	t->initialized = false;
 	t->scan_pos = 0;
 	t->recovery_until = 0;
+	t->scan_epoch++;
 	t->watermark = 0;
 	t->next_retry_at = 0;
 	t->offered = 0;
@@ -290,6 +291,7 @@ outbox_topic_rescan(OutboxTopic *t)
 	if (t->scan_pos > t->recovery_until)
 		t->recovery_until = t->scan_pos;
 	t->scan_pos = t->watermark;
+	t->scan_epoch++;
 }
 
 OutboxEntry *

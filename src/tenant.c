@@ -14,8 +14,9 @@
  *	  only leases on its tenant's events, and sees and redrives only its
  *	  tenant's dead letters.
  *
- *	  The role that counts is the session's current role (SET ROLE
- *	  included), not the owner the API functions run as.
+ *	  A binding of a role binds its members.  The session is bound when its
+ *	  session user or its current role is such a member (so SET ROLE cannot
+ *	  shed a binding); the owner the API functions run as does not count.
  *
  *-------------------------------------------------------------------------
  */
@@ -38,10 +39,12 @@ PG_FUNCTION_INFO_V1(outbox_revoke_tenant);
 char	   *outbox_tenant_setting = NULL;
 
 /*
- * The tenants of the last role looked up.  Emptied by any relcache
- * invalidation; outbox.tenant_access has a trigger that sends one.
+ * The tenants the session is bound to, for the session user and current
+ * role last looked up.  Emptied by any relcache invalidation;
+ * outbox.tenant_access has a trigger that sends one.
  */
 static bool bindings_valid = false;
+static Oid	bindings_session = InvalidOid;
 static Oid	bindings_role = InvalidOid;
 static List *bindings = NIL;	/* of char *, in TopMemoryContext */
 
@@ -57,41 +60,58 @@ outbox_tenant_init(void)
 	CacheRegisterRelcacheCallback(bindings_invalidate, (Datum) 0);
 }
 
-/* The tenants the session's current role is bound to (NIL: not bound). */
+/*
+ * The tenants this session is bound to (NIL: none).  A binding of a role
+ * binds every member of it, and it binds the session when either its
+ * session user (which SET ROLE does not change) or its current role is
+ * such a member: a bound login cannot shed its binding by SET ROLE to
+ * one of the outbox roles it holds.
+ */
 static List *
 role_bindings(void)
 {
-	static const Oid types[1] = {OIDOID};
+	Oid			session = GetSessionUserId();
 	Oid			role = GetOuterUserId();
-	Datum		values[1];
 	int			rc;
 	MemoryContext old;
 
-	if (bindings_valid && bindings_role == role)
+	if (bindings_valid && bindings_session == session && bindings_role == role)
 		return bindings;
 
+	bindings_valid = false;
+	list_free_deep(bindings);
+	bindings = NIL;
+
 	SPI_connect();
-	values[0] = ObjectIdGetDatum(role);
 	rc = SPI_execute_snapshot(outbox_plan(PLAN_TENANT_BINDINGS,
-										  "SELECT tenant FROM outbox.tenant_access "
-										  "WHERE role = $1 ORDER BY tenant",
-										  1, types),
-							  values, NULL, GetLatestSnapshot(), InvalidSnapshot,
+										  "SELECT role, tenant FROM outbox.tenant_access "
+										  "ORDER BY tenant",
+										  0, NULL),
+							  NULL, NULL, GetLatestSnapshot(), InvalidSnapshot,
 							  true, false, 0);
 	outbox_spi_check(rc, SPI_OK_SELECT, "tenant lookup");
 
-	list_free_deep(bindings);
-	bindings = NIL;
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
-		char	   *t = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+		bool		isnull;
+		Oid			bound = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[i],
+														   SPI_tuptable->tupdesc, 1,
+														   &isnull));
+		char	   *t;
 
+		if (!is_member_of_role_nosuper(session, bound) &&
+			!is_member_of_role_nosuper(role, bound))
+			continue;
+		t = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2);
+		if (bindings != NIL && strcmp(llast(bindings), t) == 0)
+			continue;			/* bound to it through two roles */
 		old = MemoryContextSwitchTo(TopMemoryContext);
 		bindings = lappend(bindings, pstrdup(t));
 		MemoryContextSwitchTo(old);
 	}
 	SPI_finish();
 
+	bindings_session = session;
 	bindings_role = role;
 	bindings_valid = true;
 	return bindings;
@@ -127,7 +147,7 @@ outbox_session_tenant(void)
 			return pstrdup(linitial(bound));
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("role \"%s\" acts for several tenants and must name one",
+				 errmsg("role \"%s\" is bound to several tenants and must name one",
 						GetUserNameFromId(GetOuterUserId(), false)),
 				 errhint("SET outbox.tenant to one of the tenants granted to the role.")));
 	}

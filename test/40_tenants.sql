@@ -3,11 +3,12 @@
 -- dead-letter, redrive, replay nor read tenant B's events.
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS outbox CASCADE;
-SELECT plan(61);
+SELECT plan(68);
 
--- pg_temp.val_as(role, sql): the first column of sql's first row as role (text),
--- or 'ERR ' and the SQLSTATE it raised.
-CREATE FUNCTION pg_temp.val_as(r text, sql text) RETURNS text
+-- val_as(role, sql [, tenant]): the first column of sql's first row as
+-- role (text), with outbox.tenant set to tenant, or 'ERR ' and the
+-- SQLSTATE it raised.
+CREATE FUNCTION pg_temp.val_as(r text, sql text, tn text DEFAULT '') RETURNS text
 LANGUAGE plpgsql AS $$
 DECLARE
 	result text;
@@ -15,11 +16,13 @@ BEGIN
 	IF r IS NOT NULL THEN
 		EXECUTE format('SET LOCAL ROLE %I', r);
 	END IF;
+	PERFORM set_config('outbox.tenant', tn, true);
 	BEGIN
 		EXECUTE sql INTO result;
 	EXCEPTION WHEN OTHERS THEN
 		result := 'ERR ' || SQLSTATE;
 	END;
+	PERFORM set_config('outbox.tenant', '', true);
 	RESET ROLE;
 	RETURN result;
 END
@@ -99,8 +102,10 @@ SELECT is(pg_temp.val_as('tap_ta', $$SELECT count(*) FROM outbox.claim('tn', 10)
 	'nothing more for tap_ta: b and c are out of its reach');
 SELECT is(pg_temp.val_as('tap_tab', $$SELECT count(*) FROM outbox.claim('tn', 10)$$), 'ERR 42501',
 	'a role bound to two tenants must name one to claim');
-SELECT is(pg_temp.val_as('tap_tab', $$SELECT set_config('outbox.tenant', 'c', true) || count(*) FROM outbox.claim('tn', 10)$$), 'ERR 42501',
+SELECT is(pg_temp.val_as('tap_tab', $$SELECT count(*) FROM outbox.claim('tn', 10)$$, 'c'), 'ERR 42501',
 	'and cannot name a tenant it is not bound to');
+SELECT is(pg_temp.val_as('tap_tab', $$SELECT count(*) FROM outbox.claim('tn', 10)$$, 'b'), '0',
+	'but can name one it is bound to');
 SELECT is(pg_temp.val_as('tap_ta', $$SELECT count(*) FROM outbox.claim('plain', 10)$$), 'ERR 42501',
 	'a tenant-bound role cannot claim from a topic that mixes tenants');
 SELECT is(pg_temp.val_as('tap_ta', $$SELECT count(*) FROM outbox.claim('tn', 10, wait => '50 ms')$$), '0',
@@ -157,6 +162,51 @@ SELECT is(pg_temp.val_as('tap_adm', $$SELECT outbox.revoke_tenant('tap_ta', 'a')
 	'revoking it again finds nothing');
 SELECT is(pg_temp.val_as('tap_ta', $$SELECT count(*) FROM outbox.claim('plain', 10)$$), '1',
 	'tap_ta, unbound now, claims from the plain topic');
+
+-- ---- no way around a binding: SET ROLE, group roles, leaky functions
+-- as_login(login, role, sql): like val_as, but with login as the session
+-- user, then SET ROLE role
+CREATE FUNCTION pg_temp.as_login(l text, r text, sql text, tn text DEFAULT '') RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE
+	result text;
+BEGIN
+	EXECUTE format('SET LOCAL SESSION AUTHORIZATION %I', l);
+	EXECUTE format('SET LOCAL ROLE %I', r);
+	PERFORM set_config('outbox.tenant', tn, true);
+	BEGIN
+		EXECUTE sql INTO result;
+	EXCEPTION WHEN OTHERS THEN
+		result := 'ERR ' || SQLSTATE;
+	END;
+	PERFORM set_config('outbox.tenant', '', true);
+	RESET ROLE;
+	RESET SESSION AUTHORIZATION;
+	RETURN result;
+END
+$$;
+SELECT outbox.grant_tenant('tap_tb', 'b');
+SELECT is(pg_temp.as_login('tap_tb', 'outbox_consumer', $$SELECT count(*) FROM outbox.claim('tn', 10)$$, 'a'),
+	'ERR 42501', 'a bound login cannot shed its binding with SET ROLE outbox_consumer');
+SELECT is(pg_temp.as_login('tap_tb', 'outbox_consumer', $$SELECT count(*) FROM outbox.claim('plain', 10)$$),
+	'ERR 42501', 'nor claim from a mixed topic that way');
+CREATE ROLE tap_grp;
+CREATE ROLE tap_member;
+GRANT tap_grp TO tap_member;
+GRANT outbox_producer TO tap_member;
+SELECT outbox.grant_tenant('tap_grp', 'g');
+SELECT is(pg_temp.val_as('tap_member', $$SELECT outbox.offer('tn', '{}', tenant => 'a')$$), 'ERR 42501',
+	'a member of a bound group role is bound too');
+SELECT ok(pg_temp.val_as('tap_member', $$SELECT outbox.offer('tn', '{"who": "g1"}')$$)::bigint > 0,
+	'and offers for the group''s tenant');
+CREATE TEMP TABLE leaked (tenant text);
+GRANT ALL ON leaked TO PUBLIC;
+CREATE FUNCTION pg_temp.leak(t text) RETURNS boolean
+LANGUAGE plpgsql COST 0.0001 AS $$ BEGIN INSERT INTO leaked VALUES (t); RETURN true; END $$;
+SELECT is(pg_temp.val_as('tap_adm_a', $$SELECT count(*) FROM outbox.dead_letters WHERE pg_temp.leak(tenant)$$), '0',
+	'a cheap function in the caller''s WHERE clause ...');
+SELECT is((SELECT count(*)::int FROM leaked WHERE tenant = 'b'), 0,
+	'... never sees another tenant''s dead letters');
 
 -- ---- stats and drop: the parts are one topic
 SELECT is((SELECT count(*)::int FROM outbox.stats WHERE topic = 'tn'), 1, 'one stats row for the per-tenant topic');
