@@ -18,37 +18,16 @@
 
 CREATE TABLE outbox.topic (
 	topic_id	integer GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-	name		text NOT NULL,
+	name		text NOT NULL UNIQUE,
 	max_attempts integer NOT NULL,
 	retention	interval NOT NULL,
 	backoff_base interval NOT NULL,
 	backoff_max	interval NOT NULL,
 	ordered		boolean NOT NULL DEFAULT false,
 	incarnation bigint NOT NULL DEFAULT (floor(random() * 9.0e18))::bigint,
-	created_at	timestamptz NOT NULL DEFAULT now(),
-	per_tenant	boolean NOT NULL DEFAULT false,
-	parent_id	integer REFERENCES outbox.topic ON DELETE CASCADE,
-	tenant		text,
-	CHECK ((parent_id IS NULL) = (tenant IS NULL)),
-	CHECK (parent_id IS NULL OR NOT per_tenant)
+	created_at	timestamptz NOT NULL DEFAULT now()
 );
-/* a topic's name is unique; its tenant parts share it */
-CREATE UNIQUE INDEX topic_name_idx ON outbox.topic (name) WHERE parent_id IS NULL;
-CREATE UNIQUE INDEX topic_tenant_idx ON outbox.topic (parent_id, tenant) WHERE parent_id IS NOT NULL;
-COMMENT ON TABLE outbox.topic IS
-	'Topics and their delivery settings; a per-tenant topic has one row more per tenant (parent_id, tenant), with its own log position';
-
-/*
- * Tenant-bound roles: a role named here acts for these tenants only (see
- * outbox.grant_tenant and the setting outbox.tenant).
- */
-CREATE TABLE outbox.tenant_access (
-	role		regrole NOT NULL,
-	tenant		text NOT NULL,
-	granted_at	timestamptz NOT NULL DEFAULT now(),
-	PRIMARY KEY (role, tenant)
-);
-COMMENT ON TABLE outbox.tenant_access IS 'Roles bound to tenants, and the tenants each may act for';
+COMMENT ON TABLE outbox.topic IS 'Topics and their delivery settings';
 
 /* Backends cache topics; any change to the table empties their caches. */
 CREATE FUNCTION outbox._topic_changed()
@@ -57,9 +36,6 @@ LANGUAGE C
 AS 'MODULE_PATHNAME', 'outbox_topic_changed';
 CREATE TRIGGER topic_changed
 	AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON outbox.topic
-	FOR EACH STATEMENT EXECUTE FUNCTION outbox._topic_changed();
-CREATE TRIGGER tenant_access_changed
-	AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON outbox.tenant_access
 	FOR EACH STATEMENT EXECUTE FUNCTION outbox._topic_changed();
 
 CREATE TABLE outbox.topic_state (
@@ -97,20 +73,10 @@ COMMENT ON TABLE outbox.retry IS 'Events waiting for a time: delayed offers, ret
 
 CREATE TABLE outbox.acked (
 	topic_id	integer NOT NULL,
-	gen			smallint NOT NULL,
 	max_id		bigint NOT NULL,
-	ids			bigint[]		/* NULL: the ack named max_id alone */
-) PARTITION BY LIST (gen);
-/*
- * Two generations that take turns (acks go to the one the clock names, in
- * 10-second periods): reap() empties the other with TRUNCATE once every
- * acknowledgement in it is at or below its topic's watermark, so that
- * acknowledgements are not deleted row by row.
- */
-CREATE TABLE outbox.acked_0 PARTITION OF outbox.acked FOR VALUES IN (0)
-	WITH (autovacuum_vacuum_scale_factor = 0.0, autovacuum_vacuum_threshold = 1000);
-CREATE TABLE outbox.acked_1 PARTITION OF outbox.acked FOR VALUES IN (1)
-	WITH (autovacuum_vacuum_scale_factor = 0.0, autovacuum_vacuum_threshold = 1000);
+	ids			bigint[] NOT NULL,
+	acked_at	timestamptz NOT NULL DEFAULT now()
+) WITH (autovacuum_vacuum_scale_factor = 0.0, autovacuum_vacuum_threshold = 1000);
 COMMENT ON TABLE outbox.acked IS 'Acknowledgements above the watermark, one row per ack call';
 
 CREATE TABLE outbox.dead_letter (
@@ -154,7 +120,6 @@ COMMENT ON TABLE outbox.dedupe IS 'Dedupe keys seen within the topic retention';
 /* Topics are configuration: pg_dump carries them. */
 SELECT pg_catalog.pg_extension_config_dump('outbox.topic', '');
 SELECT pg_catalog.pg_extension_config_dump('outbox.topic_state', '');
-SELECT pg_catalog.pg_extension_config_dump('outbox.tenant_access', '');
 
 /* Partitions: one a day, created ahead by pg_partman (see maintain.c). */
 CREATE FUNCTION outbox._setup_storage()
@@ -187,38 +152,10 @@ LANGUAGE C
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'outbox_drop_topic';
 
-/*
- * Tenants.  A per-tenant topic keeps each tenant's events apart, with a
- * log position of their own; a session acting for a tenant (the setting
- * outbox.tenant, or a role bound by grant_tenant) claims from its tenant's
- * part only.
- */
-CREATE FUNCTION outbox.isolate_tenants(topic text)
-RETURNS void
-LANGUAGE C
-SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS 'MODULE_PATHNAME', 'outbox_isolate_tenants';
-
-CREATE FUNCTION outbox.grant_tenant(role regrole, tenant text)
-RETURNS void
-LANGUAGE C
-SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS 'MODULE_PATHNAME', 'outbox_grant_tenant';
-
-CREATE FUNCTION outbox.revoke_tenant(role regrole, tenant text)
-RETURNS boolean
-LANGUAGE C
-SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS 'MODULE_PATHNAME', 'outbox_revoke_tenant';
-
-CREATE VIEW outbox.tenant_roles AS
-SELECT a.role, a.tenant, a.granted_at FROM outbox.tenant_access a;
-
 CREATE VIEW outbox.topics AS
 SELECT t.name AS topic, t.max_attempts, t.retention, t.backoff_base,
-	   t.backoff_max, t.ordered, t.created_at, t.per_tenant
-FROM outbox.topic t
-WHERE t.parent_id IS NULL;
+	   t.backoff_max, t.ordered, t.created_at
+FROM outbox.topic t;
 
 /* ------------------------------------------------------------------------
  * Producing
@@ -303,20 +240,11 @@ AS 'MODULE_PATHNAME', 'outbox_dead_letter';
  * Dead letters and recovery
  * ------------------------------------------------------------------------ */
 
-/* True when the session may see events of this tenant (tenant.c). */
-CREATE FUNCTION outbox._tenant_visible(tenant text)
-RETURNS boolean
-LANGUAGE C STABLE
-SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS 'MODULE_PATHNAME', 'outbox_tenant_visible';
-
-/* security_barrier: no condition of the caller's runs before the tenant check */
-CREATE VIEW outbox.dead_letters WITH (security_barrier) AS
+CREATE VIEW outbox.dead_letters AS
 SELECT d.id, t.name AS topic, d.key, d.type, d.payload, d.headers, d.tenant,
 	   d.attempts, d.reason, d.error_history, d.dead_at
 FROM outbox.dead_letter d
-JOIN outbox.topic t USING (topic_id)
-WHERE outbox._tenant_visible(d.tenant);
+JOIN outbox.topic t USING (topic_id);
 
 CREATE FUNCTION outbox.redrive(ids bigint[], reason text)
 RETURNS integer
@@ -385,7 +313,7 @@ done AS MATERIALIZED (
 	SELECT a.topic_id, u.id
 	FROM outbox.acked a
 	JOIN s ON s.topic_id = a.topic_id AND a.max_id > s.watermark,
-	unnest(coalesce(a.ids, ARRAY[a.max_id])) AS u(id)
+	unnest(a.ids) AS u(id)
 ),
 pending AS (
 	SELECT e.topic_id, count(*) AS n, min(e.created_at) AS oldest
@@ -412,20 +340,18 @@ waiting AS (
 dead AS (
 	SELECT d.topic_id, count(*) AS n FROM outbox.dead_letter d GROUP BY d.topic_id
 )
--- the tenant parts of a per-tenant topic share its name: one row per name
 SELECT s.topic,
-	   sum(coalesce(p.n, 0) + coalesce(w.due, 0))::bigint AS available,
-	   sum(s.leased)::bigint AS leased,
-	   sum(coalesce(w.delayed, 0))::bigint AS delayed,
-	   sum(coalesce(d.n, 0))::bigint AS dead,
-	   clock_timestamp() - min(least(p.oldest, w.oldest)) AS oldest_available_age,
-	   sum(s.offered)::bigint AS offered,
-	   sum(s.acked)::bigint AS acked
+	   coalesce(p.n, 0) + coalesce(w.due, 0) AS available,
+	   s.leased,
+	   coalesce(w.delayed, 0) AS delayed,
+	   coalesce(d.n, 0) AS dead,
+	   clock_timestamp() - least(p.oldest, w.oldest) AS oldest_available_age,
+	   s.offered,
+	   s.acked
 FROM s
 LEFT JOIN pending p USING (topic_id)
 LEFT JOIN waiting w USING (topic_id)
 LEFT JOIN dead d USING (topic_id)
-GROUP BY s.topic
 $$;
 
 CREATE VIEW outbox.stats AS SELECT * FROM outbox._stats();
@@ -480,12 +406,9 @@ GRANT EXECUTE ON FUNCTION outbox.create_topic(text, integer, interval, interval,
 	outbox.drop_topic(text, boolean),
 	outbox.redrive(bigint[], text),
 	outbox.replay(text, timestamptz, timestamptz, text, text),
-	outbox.maintain(), outbox.reap(),
-	outbox.isolate_tenants(text),
-	outbox.grant_tenant(regrole, text), outbox.revoke_tenant(regrole, text)
+	outbox.maintain(), outbox.reap()
 	TO outbox_admin;
-GRANT SELECT ON outbox.dead_letters, outbox.redrive_log, outbox.tenant_roles TO outbox_admin;
-GRANT EXECUTE ON FUNCTION outbox._tenant_visible(text) TO outbox_admin;
+GRANT SELECT ON outbox.dead_letters, outbox.redrive_log TO outbox_admin;
 
 GRANT SELECT ON outbox.stats, outbox.topics TO outbox_producer, outbox_consumer, outbox_admin;
 GRANT EXECUTE ON FUNCTION outbox._shmem_topics(), outbox._stats() TO outbox_producer, outbox_consumer, outbox_admin;
