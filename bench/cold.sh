@@ -18,10 +18,7 @@ export LANG=C.UTF-8 LC_ALL=C.UTF-8
 . "$ROOT/scripts/pgcluster.sh"
 N=${1:-300000}
 
-dir=$(mktemp -d /tmp/outbox-cold.XXXXXX)
-chmod 755 "$dir"
-[ "$(id -u)" = 0 ] && chown "$PGC_OSUSER": "$dir"
-pgc_on_exit "rm -rf -- '$dir'"
+pgc_scratch dir cold
 c="$dir/cluster"
 pgc_init "$c"
 pgc_start "$c" --conf "$ROOT/test/outbox-test.conf" autovacuum=off shared_buffers=512MB

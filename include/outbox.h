@@ -32,6 +32,7 @@
 #include "postgres.h"
 
 #include "access/transam.h"
+#include "access/tupdesc.h"
 #include "executor/spi.h"
 #include "lib/ilist.h"
 #include "storage/condition_variable.h"
@@ -312,6 +313,8 @@ typedef struct OutboxLogRow
 	Datum		headers;		/* jsonb, or 0 for NULL */
 } OutboxLogRow;
 
+extern void outbox_eventlog_init(void);
+extern int64 outbox_next_event_id(void);
 extern bool outbox_log_insert(const OutboxLogRow *row);
 
 /* spi_util.c: SPI plans prepared once per backend and kept */
@@ -341,8 +344,9 @@ typedef enum OutboxPlanId
 	PLAN_DEAD_INSERT,
 	PLAN_WATERMARK_UPDATE,
 	PLAN_REDRIVE,
-	PLAN_ACK_TRIM_0,
-	PLAN_ACK_TRIM_1,
+	PLAN_ACK_ANY,
+	PLAN_ACK_ABOVE,
+	PLAN_ACK_TRIM,
 	PLAN_REPLAY,
 	NUM_OUTBOX_PLANS
 } OutboxPlanId;
@@ -365,6 +369,8 @@ extern void outbox_require_arg(FunctionCallInfo fcinfo, int argno,
 extern void outbox_random_uuid(pg_uuid_t *uuid);
 extern int64 *outbox_int8_array(ArrayType *arr, const char *argname, int *n);
 extern int64 outbox_backoff_usec(const OutboxTopicInfo *info, int attempt);
+extern bool outbox_column_attnums(TupleDesc desc, const char *const *names,
+								  int n, AttrNumber *attnums);
 
 /* reap.c, maintain.c */
 #define OUTBOX_ACK_PERIOD_USEC	(10 * USECS_PER_SEC)

@@ -12,10 +12,7 @@ export LANG=C.UTF-8 LC_ALL=C.UTF-8
 . "$ROOT/scripts/pgcluster.sh"
 N=${1:-20}
 
-dir=$(mktemp -d /tmp/outbox-handback.XXXXXX)
-chmod 755 "$dir"
-[ "$(id -u)" = 0 ] && chown "$PGC_OSUSER": "$dir"
-pgc_on_exit "rm -rf -- '$dir'"
+pgc_scratch dir handback
 c="$dir/cluster"
 pgc_init "$c"
 pgc_start "$c" --conf "$ROOT/test/outbox-test.conf" outbox.enabled=on

@@ -16,10 +16,7 @@ bash "$ROOT/scripts/install-deps.sh"
 make -s -C "$ROOT" PG_CONFIG="$PG_CONFIG" >/dev/null
 ${SUDO:-} make -s -C "$ROOT" PG_CONFIG="$PG_CONFIG" install >/dev/null
 
-dir=$(mktemp -d /tmp/outbox-idle.XXXXXX)
-chmod 755 "$dir"
-[ "$(id -u)" = 0 ] && chown "$PGC_OSUSER": "$dir"
-pgc_on_exit "rm -rf -- '$dir'"
+pgc_scratch dir idle
 c="$dir/cluster"
 pgc_init "$c"
 pgc_start "$c" --conf "$ROOT/test/outbox-test.conf" outbox.enabled=on

@@ -17,6 +17,9 @@
 #   pgc_destroy DIR                   stop it and remove DIR
 #   pgc_keep DIR                      leave DIR running when the script exits
 #   pgc_on_exit 'command'             run a command at exit, after clusters stop
+#   pgc_scratch VAR NAME              a new directory /tmp/outbox-NAME.XXXXXX
+#                                     the server user may use, removed at
+#                                     exit; its path goes into VAR
 #   pgc_log_tail DIR [lines]          print the end of the server log
 #
 # As root, initdb and postgres run as the OS user "postgres" (they refuse
@@ -185,6 +188,15 @@ pgc_keep() {
 }
 
 pgc_on_exit() { PGC_EXIT_HOOKS+=("$1"); }
+
+pgc_scratch() {
+	local d
+	d=$(mktemp -d "/tmp/outbox-$2.XXXXXX") || return 1
+	chmod 755 "$d" || return 1
+	if [ "$(id -u)" = 0 ]; then chown "$PGC_OSUSER": "$d" || return 1; fi
+	pgc_on_exit "rm -rf -- '$d'"
+	printf -v "$1" '%s' "$d"
+}
 
 pgc_log_tail() {
 	local dir=$1 n=${2:-20}

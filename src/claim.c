@@ -831,19 +831,12 @@ outbox_claim(PG_FUNCTION_ARGS)
 	}
 
 	/*
-	 * Lock the log before the scan lock: whoever locks the log exclusively
-	 * (maintain, to drop a partition) then never waits for a scanner that
-	 * holds the scan lock.
-	 */
-	LockRelationOid(RangeVarGetRelid(makeRangeVar("outbox", "event", -1),
-									 NoLock, false),
-					AccessShareLock);
-
-	/*
 	 * Take now every lock the scan needs, so that none is waited for while
 	 * the scan lock (an LWLock, which holds off interrupts) is held: the
-	 * log's partitions and indexes, and the acknowledgements, which reap()
-	 * truncates.
+	 * log, its partitions and their indexes (whoever locks the log
+	 * exclusively, as maintain does to drop a partition, then never waits
+	 * for a scanner holding the scan lock), and the two generations of
+	 * acknowledgements, which reap() truncates.
 	 */
 	{
 		MemoryContext old = MemoryContextSwitchTo(callcxt);
@@ -851,10 +844,8 @@ outbox_claim(PG_FUNCTION_ARGS)
 		cs.ls = outbox_logscan_open();
 		MemoryContextSwitchTo(old);
 	}
-	LockRelationOid(RangeVarGetRelid(makeRangeVar("outbox", "acked_0", -1), NoLock, false),
-					AccessShareLock);
-	LockRelationOid(RangeVarGetRelid(makeRangeVar("outbox", "acked_1", -1), NoLock, false),
-					AccessShareLock);
+	(void) RangeVarGetRelid(makeRangeVar("outbox", "acked_0", -1), AccessShareLock, false);
+	(void) RangeVarGetRelid(makeRangeVar("outbox", "acked_1", -1), AccessShareLock, false);
 	cs.topic = outbox_topic_acquire(info.topic_id, info.incarnation);
 	cs.t = &outbox_shared->topics[cs.topic];
 

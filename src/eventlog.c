@@ -14,8 +14,9 @@
  *	  partition someone changed) makes the caller use its INSERT
  *	  statement, which handles every case.
  *
- *	  The backend remembers the partition that took the last event and its
- *	  range; any relcache invalidation makes it look again.
+ *	  It also draws event ids.  The backend remembers the sequence, the log,
+ *	  and the partition that took the last event with its range; any
+ *	  relcache invalidation makes it look them up again.
  *
  *-------------------------------------------------------------------------
  */
@@ -29,6 +30,7 @@
 #include "catalog/index.h"
 #include "catalog/indexing.h"
 #include "catalog/namespace.h"
+#include "commands/sequence.h"
 #include "executor/executor.h"
 #include "executor/tuptable.h"
 #include "nodes/makefuncs.h"
@@ -58,12 +60,31 @@ typedef struct TargetPartition
 } TargetPartition;
 
 static TargetPartition target;
-static bool callback_registered = false;
+static Oid	event_relid = InvalidOid;	/* outbox.event */
+static Oid	event_id_seq = InvalidOid;	/* outbox.event_id_seq */
 
 static void
-target_invalidate(Datum arg, Oid relid)
+eventlog_invalidate(Datum arg, Oid relid)
 {
 	target.valid = false;
+	event_relid = InvalidOid;
+	event_id_seq = InvalidOid;
+}
+
+void
+outbox_eventlog_init(void)
+{
+	CacheRegisterRelcacheCallback(eventlog_invalidate, (Datum) 0);
+}
+
+/* The next event id, drawn from outbox.event_id_seq. */
+int64
+outbox_next_event_id(void)
+{
+	if (!OidIsValid(event_id_seq))
+		event_id_seq = RangeVarGetRelid(makeRangeVar("outbox", "event_id_seq", -1),
+										NoLock, false);
+	return nextval_internal(event_id_seq, false);
 }
 
 /* Is this partition one the fast path can write into? */
@@ -80,23 +101,12 @@ partition_is_plain(Relation rel, AttrNumber *attnum)
 		(desc->constr != NULL && desc->constr->num_check > 0))
 		return false;
 
-	for (int c = 0; c < (int) NLOG_COLUMNS; c++)
+	if (!outbox_column_attnums(desc, log_columns, NLOG_COLUMNS, attnum))
+		return false;
+	/* only id, topic_id, created_at and payload are never NULL here */
+	for (int c = 3; c < (int) NLOG_COLUMNS; c++)
 	{
-		attnum[c] = InvalidAttrNumber;
-		for (int a = 0; a < desc->natts; a++)
-		{
-			Form_pg_attribute att = TupleDescAttr(desc, a);
-
-			if (!att->attisdropped && strcmp(NameStr(att->attname), log_columns[c]) == 0)
-			{
-				attnum[c] = att->attnum;
-				break;
-			}
-		}
-		if (attnum[c] == InvalidAttrNumber)
-			return false;
-		/* only id, topic_id, created_at and payload are never NULL here */
-		if (c >= 3 && c != 7 && TupleDescAttr(desc, attnum[c] - 1)->attnotnull)
+		if (c != 7 && TupleDescAttr(desc, attnum[c] - 1)->attnotnull)
 			return false;
 	}
 	/* every other column must be one we may leave NULL */
@@ -148,11 +158,6 @@ find_target(Oid parent_relid, TimestampTz ts)
 		ts >= target.lo && ts < target.hi)
 		return target.usable;
 
-	if (!callback_registered)
-	{
-		CacheRegisterRelcacheCallback(target_invalidate, (Datum) 0);
-		callback_registered = true;
-	}
 	target.valid = false;
 
 	parent = table_open(parent_relid, NoLock);	/* caller holds a lock */
@@ -197,7 +202,7 @@ find_target(Oid parent_relid, TimestampTz ts)
 bool
 outbox_log_insert(const OutboxLogRow *row)
 {
-	static Oid	parent_relid = InvalidOid;
+	Oid			parent_relid;
 	TimestampTz created_at = GetCurrentTransactionStartTimestamp();
 	Relation	rel;
 	TupleDesc	desc;
@@ -207,11 +212,11 @@ outbox_log_insert(const OutboxLogRow *row)
 	TupleTableSlot *slot;
 	CatalogIndexState indstate;
 
-	if (!OidIsValid(parent_relid) || !target.valid)
-		parent_relid = RangeVarGetRelid(makeRangeVar("outbox", "event", -1),
-										RowExclusiveLock, false);
-	else
-		LockRelationOid(parent_relid, RowExclusiveLock);
+	if (!OidIsValid(event_relid))
+		event_relid = RangeVarGetRelid(makeRangeVar("outbox", "event", -1),
+									   NoLock, false);
+	parent_relid = event_relid;
+	LockRelationOid(parent_relid, RowExclusiveLock);
 
 	if (!find_target(parent_relid, created_at))
 		return false;

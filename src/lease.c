@@ -80,6 +80,11 @@ static void
 record_acks(Settled *s, int n)
 {
 	static const Oid ack_types[3] = {INT4OID, INT8OID, INT8ARRAYOID};
+	static const OutboxPlanId insert_plan[2] = {PLAN_ACK_INSERT_0, PLAN_ACK_INSERT_1};
+	static const char *const insert_sql[2] = {
+		"INSERT INTO outbox.acked_0 (topic_id, gen, max_id, ids) VALUES ($1, 0, $2, $3)",
+		"INSERT INTO outbox.acked_1 (topic_id, gen, max_id, ids) VALUES ($1, 1, $2, $3)"
+	};
 	static const Oid del_types[1] = {INT8ARRAYOID};
 	Datum	   *ids = palloc(sizeof(Datum) * n);
 	Datum	   *retry_ids = palloc(sizeof(Datum) * n);
@@ -97,6 +102,7 @@ record_acks(Settled *s, int n)
 		int64		max_id = 0;
 		Datum		values[3];
 		char		nulls[3] = {' ', ' ', ' '};
+		int			gen;
 
 		if (done[i])
 			continue;
@@ -115,14 +121,10 @@ record_acks(Settled *s, int n)
 		values[2] = (nids == 1) ? (Datum) 0 :
 			PointerGetDatum(construct_array(ids, nids, INT8OID, 8,
 											FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-		if (outbox_ack_generation() == 0)
-			rc = outbox_exec(PLAN_ACK_INSERT_0,
-							 "INSERT INTO outbox.acked_0 (topic_id, gen, max_id, ids) VALUES ($1, 0, $2, $3)",
-							 3, ack_types, values, nulls, false, 0);
-		else
-			rc = outbox_exec(PLAN_ACK_INSERT_1,
-							 "INSERT INTO outbox.acked_1 (topic_id, gen, max_id, ids) VALUES ($1, 1, $2, $3)",
-							 3, ack_types, values, nulls, false, 0);
+		/* straight into the generation taking acknowledgements now */
+		gen = outbox_ack_generation();
+		rc = outbox_exec(insert_plan[gen], insert_sql[gen],
+						 3, ack_types, values, nulls, false, 0);
 		outbox_spi_check(rc, SPI_OK_INSERT, "ack");
 	}
 

@@ -144,23 +144,9 @@ add_partition(OutboxLogScan *ls, Oid relid)
 	p = &ls->parts[ls->nparts++];
 	memset(p, 0, sizeof(*p));
 	p->heap = heap;
-	for (int c = 0; c < (int) SCAN_COLUMNS; c++)
-	{
-		p->attnum[c] = InvalidAttrNumber;
-		for (int a = 0; a < desc->natts; a++)
-		{
-			Form_pg_attribute att = TupleDescAttr(desc, a);
-
-			if (!att->attisdropped && strcmp(NameStr(att->attname), column_names[c]) == 0)
-			{
-				p->attnum[c] = att->attnum;
-				break;
-			}
-		}
-		if (p->attnum[c] == InvalidAttrNumber)
-			elog(ERROR, "column \"%s\" is missing from partition \"%s\"",
-				 column_names[c], RelationGetRelationName(heap));
-	}
+	if (!outbox_column_attnums(desc, column_names, SCAN_COLUMNS, p->attnum))
+		elog(ERROR, "partition \"%s\" of outbox.event lacks a column of the log",
+			 RelationGetRelationName(heap));
 	p->index = part_index(heap, p->attnum);
 	p->slot = table_slot_create(heap, NULL);
 }

@@ -10,10 +10,6 @@
 #include "outbox.h"
 
 #include "catalog/pg_type.h"
-#include "utils/inval.h"
-#include "nodes/makefuncs.h"
-#include "commands/sequence.h"
-#include "catalog/namespace.h"
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
@@ -29,34 +25,6 @@ PG_FUNCTION_INFO_V1(outbox_offer_batch);
 static const char *offer_insert_sql =
 "INSERT INTO outbox.event (id, topic_id, available_at, key, type, tenant, payload, headers) "
 "VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
-
-/* outbox.event_id_seq, looked up once per backend */
-static Oid	event_id_seq = InvalidOid;
-
-static void
-forget_event_id_seq(Datum arg, Oid relid)
-{
-	event_id_seq = InvalidOid;
-}
-
-/* The next event id, drawn from outbox.event_id_seq. */
-static int64
-next_event_id(void)
-{
-	static bool registered = false;
-
-	if (!OidIsValid(event_id_seq))
-	{
-		if (!registered)
-		{
-			CacheRegisterRelcacheCallback(forget_event_id_seq, (Datum) 0);
-			registered = true;
-		}
-		event_id_seq = RangeVarGetRelid(makeRangeVar("outbox", "event_id_seq", -1),
-										NoLock, false);
-	}
-	return nextval_internal(event_id_seq, false);
-}
 
 /*
  * Look the topic up under its share lock and, when shared memory is there,
@@ -211,7 +179,7 @@ outbox_offer(PG_FUNCTION_ARGS)
 	if (topic >= 0 && !delayed)
 		outbox_xact_offer_register(topic);
 
-	id = next_event_id();
+	id = outbox_next_event_id();
 	if (dedupe_key != NULL)
 	{
 		int64		existing;

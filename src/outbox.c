@@ -120,6 +120,7 @@ _PG_init(void)
 	outbox_xact_init();
 	outbox_topic_cache_init();
 	outbox_tenant_init();
+	outbox_eventlog_init();
 
 	if (!process_shared_preload_libraries_in_progress)
 		return;

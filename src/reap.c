@@ -168,15 +168,19 @@ outbox_ack_generation(void)
 static void
 trim_acks(void)
 {
+	static const char *const relnames[2] = {"acked_0", "acked_1"};
+	static const Oid types[1] = {INT2OID};
 	int			old = 1 - outbox_ack_generation();
-	const char *relname = old ? "acked_1" : "acked_0";
-	Oid			relid = RangeVarGetRelid(makeRangeVar("outbox", (char *) relname, -1),
+	Oid			relid = RangeVarGetRelid(makeRangeVar("outbox", (char *) relnames[old], -1),
 										 NoLock, false);
+	Datum		values[1];
 	bool		isnull;
 	int			rc;
 
-	rc = SPI_execute(old ? "SELECT EXISTS (SELECT 1 FROM outbox.acked_1)"
-					 : "SELECT EXISTS (SELECT 1 FROM outbox.acked_0)", true, 1);
+	values[0] = Int16GetDatum(old);
+	rc = outbox_exec(PLAN_ACK_ANY,
+					 "SELECT EXISTS (SELECT 1 FROM outbox.acked WHERE gen = $1)",
+					 1, types, values, NULL, true, 1);
 	outbox_spi_check(rc, SPI_OK_SELECT, "reap");
 	if (!DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
 									1, &isnull)))
@@ -184,35 +188,26 @@ trim_acks(void)
 
 	if (ConditionalLockRelationOid(relid, AccessExclusiveLock))
 	{
-		rc = SPI_execute(old ?
-						 "SELECT NOT EXISTS (SELECT 1 FROM outbox.acked_1 a "
-						 "  JOIN outbox.topic_state s USING (topic_id) WHERE a.max_id > s.watermark)" :
-						 "SELECT NOT EXISTS (SELECT 1 FROM outbox.acked_0 a "
-						 "  JOIN outbox.topic_state s USING (topic_id) WHERE a.max_id > s.watermark)",
-						 false, 1);
+		rc = outbox_exec(PLAN_ACK_ABOVE,
+						 "SELECT NOT EXISTS (SELECT 1 FROM outbox.acked a "
+						 "  JOIN outbox.topic_state s USING (topic_id) "
+						 "  WHERE a.gen = $1 AND a.max_id > s.watermark)",
+						 1, types, values, NULL, false, 1);
 		outbox_spi_check(rc, SPI_OK_SELECT, "reap");
 		if (DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
 									   1, &isnull)))
 		{
-			rc = SPI_execute(old ? "TRUNCATE outbox.acked_1" : "TRUNCATE outbox.acked_0",
-							 false, 0);
+			rc = SPI_execute(psprintf("TRUNCATE outbox.%s", relnames[old]), false, 0);
 			outbox_spi_check(rc, SPI_OK_UTILITY, "reap");
 			return;
 		}
 	}
 
-	if (old)
-		rc = outbox_exec(PLAN_ACK_TRIM_1,
-						 "DELETE FROM outbox.acked_1 a WHERE NOT EXISTS ("
-						 "SELECT 1 FROM outbox.topic_state s "
-						 "WHERE s.topic_id = a.topic_id AND a.max_id > s.watermark)",
-						 0, NULL, NULL, NULL, false, 0);
-	else
-		rc = outbox_exec(PLAN_ACK_TRIM_0,
-						 "DELETE FROM outbox.acked_0 a WHERE NOT EXISTS ("
-						 "SELECT 1 FROM outbox.topic_state s "
-						 "WHERE s.topic_id = a.topic_id AND a.max_id > s.watermark)",
-						 0, NULL, NULL, NULL, false, 0);
+	rc = outbox_exec(PLAN_ACK_TRIM,
+					 "DELETE FROM outbox.acked a WHERE a.gen = $1 AND NOT EXISTS ("
+					 "SELECT 1 FROM outbox.topic_state s "
+					 "WHERE s.topic_id = a.topic_id AND a.max_id > s.watermark)",
+					 1, types, values, NULL, false, 0);
 	outbox_spi_check(rc, SPI_OK_DELETE, "reap");
 }
 

@@ -8,6 +8,7 @@
  */
 #include "outbox.h"
 
+#include "access/tupdesc.h"
 #include "catalog/pg_type.h"
 #include "common/int.h"
 #include "common/pg_prng.h"
@@ -160,4 +161,31 @@ outbox_backoff_usec(const OutboxTopicInfo *info, int attempt)
 		delay = info->backoff_max_usec;
 	half = delay / 2;
 	return (delay - half) + (int64) (pg_prng_double(&pg_global_prng_state) * (double) half);
+}
+
+/*
+ * The attribute numbers of the named columns in desc, in the order of
+ * names.  Returns false if one is missing.
+ */
+bool
+outbox_column_attnums(TupleDesc desc, const char *const *names, int n,
+					  AttrNumber *attnums)
+{
+	for (int c = 0; c < n; c++)
+	{
+		attnums[c] = InvalidAttrNumber;
+		for (int a = 0; a < desc->natts; a++)
+		{
+			Form_pg_attribute att = TupleDescAttr(desc, a);
+
+			if (!att->attisdropped && strcmp(NameStr(att->attname), names[c]) == 0)
+			{
+				attnums[c] = att->attnum;
+				break;
+			}
+		}
+		if (attnums[c] == InvalidAttrNumber)
+			return false;
+	}
+	return true;
 }

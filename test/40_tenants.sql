@@ -5,14 +5,18 @@ BEGIN;
 CREATE EXTENSION IF NOT EXISTS outbox CASCADE;
 SELECT plan(68);
 
--- val_as(role, sql [, tenant]): the first column of sql's first row as
--- role (text), with outbox.tenant set to tenant, or 'ERR ' and the
--- SQLSTATE it raised.
-CREATE FUNCTION pg_temp.val_as(r text, sql text, tn text DEFAULT '') RETURNS text
+-- as_login(login, role, sql [, tenant]): the first column of sql's first
+-- row (text), run with login as the session user (none: this session's),
+-- SET ROLE role (none: no change) and outbox.tenant set to tenant; or 'ERR '
+-- and the SQLSTATE it raised.
+CREATE FUNCTION pg_temp.as_login(l text, r text, sql text, tn text DEFAULT '') RETURNS text
 LANGUAGE plpgsql AS $$
 DECLARE
 	result text;
 BEGIN
+	IF l IS NOT NULL THEN
+		EXECUTE format('SET LOCAL SESSION AUTHORIZATION %I', l);
+	END IF;
 	IF r IS NOT NULL THEN
 		EXECUTE format('SET LOCAL ROLE %I', r);
 	END IF;
@@ -24,9 +28,15 @@ BEGIN
 	END;
 	PERFORM set_config('outbox.tenant', '', true);
 	RESET ROLE;
+	IF l IS NOT NULL THEN
+		RESET SESSION AUTHORIZATION;
+	END IF;
 	RETURN result;
 END
 $$;
+-- val_as(role, sql [, tenant]): as_login in this session, as role
+CREATE FUNCTION pg_temp.val_as(r text, sql text, tn text DEFAULT '') RETURNS text
+LANGUAGE sql AS $$ SELECT pg_temp.as_login(NULL, r, sql, tn) $$;
 
 -- what the tests remember: leases taken, by label
 CREATE TEMP TABLE got (label text, id bigint, lease_token uuid, tenant text);
@@ -164,27 +174,6 @@ SELECT is(pg_temp.val_as('tap_ta', $$SELECT count(*) FROM outbox.claim('plain', 
 	'tap_ta, unbound now, claims from the plain topic');
 
 -- ---- no way around a binding: SET ROLE, group roles, leaky functions
--- as_login(login, role, sql): like val_as, but with login as the session
--- user, then SET ROLE role
-CREATE FUNCTION pg_temp.as_login(l text, r text, sql text, tn text DEFAULT '') RETURNS text
-LANGUAGE plpgsql AS $$
-DECLARE
-	result text;
-BEGIN
-	EXECUTE format('SET LOCAL SESSION AUTHORIZATION %I', l);
-	EXECUTE format('SET LOCAL ROLE %I', r);
-	PERFORM set_config('outbox.tenant', tn, true);
-	BEGIN
-		EXECUTE sql INTO result;
-	EXCEPTION WHEN OTHERS THEN
-		result := 'ERR ' || SQLSTATE;
-	END;
-	PERFORM set_config('outbox.tenant', '', true);
-	RESET ROLE;
-	RESET SESSION AUTHORIZATION;
-	RETURN result;
-END
-$$;
 SELECT outbox.grant_tenant('tap_tb', 'b');
 SELECT is(pg_temp.as_login('tap_tb', 'outbox_consumer', $$SELECT count(*) FROM outbox.claim('tn', 10)$$, 'a'),
 	'ERR 42501', 'a bound login cannot shed its binding with SET ROLE outbox_consumer');
