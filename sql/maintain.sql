@@ -37,11 +37,16 @@ SELECT outbox.reap() >= 0;
 SELECT outbox.maintain();
 SELECT relname FROM pg_class WHERE relname LIKE 'event_p2020%' ORDER BY 1;
 
--- partitions ahead: four days of them; one dropped is made again
+-- partitions ahead: four days of them; one dropped is made again.  In one
+-- transaction, so that maintain() and the count see the same now() even
+-- when the run crosses midnight.
+BEGIN;
+SELECT outbox.maintain();
 SELECT count(*) AS ahead FROM show_partitions('outbox.event') p,
 	LATERAL show_partition_info(p.partition_schemaname || '.' || p.partition_tablename,
 		p_parent_table => 'outbox.event') i
 WHERE i.child_start_time > now();
+COMMIT;
 SELECT p.partition_tablename AS newest FROM show_partitions('outbox.event', 'DESC') p LIMIT 1 \gset
 DROP TABLE outbox.:newest;
 SELECT outbox.maintain();
