@@ -3,6 +3,43 @@
 \echo Use "CREATE EXTENSION outbox CASCADE" to load this file. \quit
 
 /*
+ * The schema outbox must be the one CREATE EXTENSION has just made: owned
+ * by the installing role, writable by no other role but superusers, and
+ * empty.  A schema made beforehand by another role could hold functions
+ * that capture calls meant for the extension's (offer, ack), so it is
+ * never adopted.
+ */
+DO $$
+DECLARE
+	s pg_catalog.oid;
+	owner pg_catalog.oid;
+BEGIN
+	SELECT n.oid, n.nspowner INTO s, owner
+	FROM pg_catalog.pg_namespace n WHERE n.nspname OPERATOR(pg_catalog.=) 'outbox';
+	IF owner OPERATOR(pg_catalog.<>) (SELECT r.oid FROM pg_catalog.pg_roles r
+									  WHERE r.rolname OPERATOR(pg_catalog.=) CURRENT_USER)
+	   OR EXISTS (SELECT FROM pg_catalog.pg_roles r
+				  WHERE NOT r.rolsuper
+					AND r.rolname OPERATOR(pg_catalog.<>) 'pg_database_owner'
+					AND pg_catalog.has_schema_privilege(r.oid, s, 'CREATE'))
+	   OR EXISTS (SELECT FROM pg_catalog.pg_depend d
+				  WHERE d.refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_namespace'::pg_catalog.regclass
+					AND d.refobjid OPERATOR(pg_catalog.=) s
+					AND d.classid OPERATOR(pg_catalog.<>) 'pg_catalog.pg_extension'::pg_catalog.regclass)
+	   OR EXISTS (SELECT FROM pg_catalog.pg_class c WHERE c.relnamespace OPERATOR(pg_catalog.=) s)
+	   OR EXISTS (SELECT FROM pg_catalog.pg_proc p WHERE p.pronamespace OPERATOR(pg_catalog.=) s)
+	THEN
+		RAISE EXCEPTION USING
+			ERRCODE = 'duplicate_schema',
+			MESSAGE = 'schema "outbox" already exists',
+			DETAIL = pg_catalog.format('It is owned by role %s and was not made by CREATE EXTENSION outbox; the extension only installs into a schema of its own.',
+									   pg_catalog.quote_ident(pg_catalog.pg_get_userbyid(owner))),
+			HINT = 'Drop or rename that schema, then run CREATE EXTENSION outbox again.';
+	END IF;
+END
+$$;
+
+/*
  * Storage.
  *
  * outbox.event is the immutable log: a row is written once by offer and

@@ -120,7 +120,8 @@ suite_tap() {
 		echo "tap: no tests in t/*.pl"
 		return 1
 	fi
-	installcheck tap REGRESS= ISOLATION=
+	# OUTBOX_TAP_TESTS="t/001_worker.pl ..." runs only those scripts.
+	installcheck tap REGRESS= ISOLATION= ${OUTBOX_TAP_TESTS:+PROVE_TESTS="$OUTBOX_TAP_TESTS"}
 }
 
 suite_pgtap() {

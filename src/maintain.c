@@ -25,22 +25,51 @@
 PG_FUNCTION_INFO_V1(outbox_maintain);
 PG_FUNCTION_INFO_V1(outbox_setup_storage);
 
+/*
+ * pg_partman's schema, quoted.  pg_partman runs its SQL with its own schema
+ * on the search_path, and outbox calls it as a superuser (the install
+ * script, the background worker, the SECURITY DEFINER maintain()): a role
+ * that may create objects in that schema could plant operators or
+ * functions there that would run with those rights.  Refuse, naming the
+ * role, rather than call it.
+ */
 static char *
 partman_schema(void)
 {
 	int			rc;
+	bool		isnull;
+	char	   *nspname;
+	char	   *writer;
 
-	rc = SPI_execute("SELECT n.nspname FROM pg_catalog.pg_extension e "
-					 "JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace "
-					 "WHERE e.extname = 'pg_partman'", true, 1);
+	rc = SPI_execute("SELECT n.nspname, "
+					 "  (SELECT r.rolname FROM pg_catalog.pg_roles r "
+					 "   WHERE NOT r.rolsuper "
+					 "     AND r.rolname OPERATOR(pg_catalog.<>) 'pg_database_owner' "
+					 "     AND pg_catalog.has_schema_privilege(r.oid, n.oid, 'CREATE') "
+					 "   ORDER BY r.rolname LIMIT 1) "
+					 "FROM pg_catalog.pg_extension e "
+					 "JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) e.extnamespace "
+					 "WHERE e.extname OPERATOR(pg_catalog.=) 'pg_partman'", true, 1);
 	outbox_spi_check(rc, SPI_OK_SELECT, "maintain");
 	if (SPI_processed == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("extension \"pg_partman\" is not installed"),
 				 errhint("outbox needs pg_partman: CREATE EXTENSION pg_partman.")));
-	return pstrdup(quote_identifier(SPI_getvalue(SPI_tuptable->vals[0],
-												 SPI_tuptable->tupdesc, 1)));
+	nspname = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	(void) SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
+	if (!isnull)
+	{
+		writer = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("pg_partman is installed in schema \"%s\", where role \"%s\" may create objects",
+						nspname, writer),
+				 errdetail("outbox calls pg_partman with superuser rights, and pg_partman resolves names in its own schema: objects other roles create there would run with those rights."),
+				 errhint("Install pg_partman in a schema of its own before outbox (CREATE SCHEMA partman; CREATE EXTENSION pg_partman SCHEMA partman), or leave CREATE on schema \"%s\" to superusers only.",
+						 nspname)));
+	}
+	return pstrdup(quote_identifier(nspname));
 }
 
 /*

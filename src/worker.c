@@ -37,11 +37,24 @@
 #include "storage/latch.h"
 #include "storage/proc.h"
 #include "tcop/tcopprot.h"
+#include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 
 PGDLLEXPORT void outbox_launcher_main(Datum main_arg);
 PGDLLEXPORT void outbox_worker_main(Datum main_arg);
+
+/*
+ * Sessions the extension runs on its own behalf trust no user object: the
+ * database's (or role's) search_path could put anyone's operators and
+ * functions ahead of the system's, and these sessions run as a superuser.
+ * Pinned at session level, over whatever ALTER DATABASE or ALTER ROLE set.
+ */
+static void
+pin_search_path(void)
+{
+	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_SESSION);
+}
 
 /* A worker stopped this soon after its start is not restarted at once. */
 #define RESTART_BACKOFF_USEC	(10 * USECS_PER_SEC)
@@ -355,6 +368,7 @@ outbox_launcher_main(Datum main_arg)
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnection(NULL, NULL, 0);
+	pin_search_path();
 
 	launched = MemoryContextAlloc(TopMemoryContext,
 								  sizeof(LaunchedWorker) * OUTBOX_MAX_DATABASES);
@@ -434,6 +448,7 @@ run_unit(WorkUnit unit, MemoryContext cxt)
 	while (more && present)
 	{
 		more = false;
+		pin_search_path();
 		PG_TRY();
 		{
 			SetCurrentStatementStartTimestamp();
@@ -518,6 +533,7 @@ outbox_worker_main(Datum main_arg)
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnectionByOid(dbid, InvalidOid, 0);
+	pin_search_path();
 
 	LWLockAcquire(outbox_shared->lock, LW_EXCLUSIVE);
 	d = db_entry(dbid, true);
