@@ -498,6 +498,98 @@ mark_passed(int topic, Snapshot snap, int64 pos)
 }
 
 /*
+ * Leases made from outbox.retry rest on rows read with a snapshot taken
+ * before the shared state lock was: a nack, ack, dead letter or reap of the
+ * event's previous lease may have committed in between, after the snapshot
+ * but before the lease was made, and its end in shared memory then looked
+ * like a free event.  A commit is visible to every snapshot taken after its
+ * transaction callback ended the lease in shared memory, so a snapshot taken
+ * now, after the new leases exist, sees every such commit: the rows it
+ * still finds due are the leases that stand (with their attempt count as
+ * of now); the others are undone.  Returns how many of cs's leases remain.
+ */
+static int
+verify_retry_leases(ClaimState *cs, const pg_uuid_t *token, TimestampTz now,
+					int nleased)
+{
+	static const Oid types[3] = {INT4OID, INT8ARRAYOID, TIMESTAMPTZOID};
+	Datum	   *ids;
+	int			nids = 0;
+	Datum		values[3];
+	int			rc;
+	int64	   *found_ids;
+	int32	   *found_attempts;
+	uint64		nfound;
+
+	ids = palloc(sizeof(Datum) * cs->ncand);
+	for (int i = 0; i < cs->ncand; i++)
+		if (cs->cand[i].leased && cs->cand[i].source == SRC_RETRY)
+			ids[nids++] = Int64GetDatum(cs->cand[i].id);
+	if (nids == 0)
+		return nleased;
+
+	values[0] = Int32GetDatum(cs->info->topic_id);
+	values[1] = PointerGetDatum(construct_array(ids, nids, INT8OID, 8,
+												FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	values[2] = TimestampTzGetDatum(now);
+	rc = SPI_execute_snapshot(outbox_plan(PLAN_RETRY_VERIFY,
+										  "SELECT r.event_id, r.attempts FROM outbox.retry r "
+										  "WHERE r.topic_id OPERATOR(pg_catalog.=) $1 "
+										  "AND r.event_id OPERATOR(pg_catalog.=) ANY ($2) "
+										  "AND r.available_at OPERATOR(pg_catalog.<=) $3",
+										  3, types),
+							  values, NULL, GetLatestSnapshot(), InvalidSnapshot,
+							  true, false, 0);
+	outbox_spi_check(rc, SPI_OK_SELECT, "claim");
+	nfound = SPI_processed;
+	found_ids = palloc(sizeof(int64) * Max(1, nfound));
+	found_attempts = palloc(sizeof(int32) * Max(1, nfound));
+	for (uint64 j = 0; j < nfound; j++)
+	{
+		bool		isnull;
+
+		found_ids[j] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[j],
+												   SPI_tuptable->tupdesc, 1, &isnull));
+		found_attempts[j] = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[j],
+														SPI_tuptable->tupdesc, 2, &isnull));
+	}
+
+	LWLockAcquire(outbox_shared->lock, LW_EXCLUSIVE);
+	for (int i = 0; i < cs->ncand; i++)
+	{
+		Candidate  *c = &cs->cand[i];
+		OutboxEntry *e;
+		int			j;
+
+		if (!c->leased || c->source != SRC_RETRY)
+			continue;
+		for (j = 0; j < (int) nfound; j++)
+			if (found_ids[j] == c->id)
+				break;
+		e = outbox_entry_find(c->id);
+		if (e == NULL || e->state != ENTRY_LEASED || e->topic != cs->topic ||
+			memcmp(&e->token, token, sizeof(pg_uuid_t)) != 0)
+			continue;			/* cannot happen: the lease is ours */
+		if (j < (int) nfound)
+		{
+			/* it stands; a reap may have counted an attempt meanwhile */
+			e->attempt = found_attempts[j] + 1;
+			c->attempt = e->attempt;
+			continue;
+		}
+		/* settled or moved to later meanwhile: undo the lease */
+		dlist_delete(&e->node);
+		cs->t->nleases--;
+		cs->t->nretry_leases--;
+		outbox_entry_remove(e);
+		c->leased = false;
+		nleased--;
+	}
+	LWLockRelease(outbox_shared->lock);
+	return nleased;
+}
+
+/*
  * One attempt to lease up to cs->batch events.  Returns how many were
  * leased; their candidates are marked.
  */
@@ -652,6 +744,8 @@ claim_once(ClaimState *cs, pg_uuid_t *token, TimestampTz expires_at)
 	if (snap != NULL)
 		UnregisterSnapshot(snap);
 	LWLockRelease(t->scan_lock);
+
+	nleased = verify_retry_leases(cs, token, now, nleased);
 
 	if (full && nleased == 0)
 		ereport(ERROR,
