@@ -229,3 +229,15 @@ _pgc_signal() {
 
 trap _pgc_cleanup EXIT
 trap _pgc_signal INT TERM
+
+# Prints the lines of a cluster's server log that tell of a crash: a
+# backend or worker killed by a signal or exiting with an error code
+# (which makes the postmaster reinitialize), a PANIC, a failed assertion.
+# Exit codes of background workers stopped by a shutdown request are not
+# crashes and are left out.  Returns 0 if there are any.
+pgc_crash_lines() {
+	awk '/received (fast|smart|immediate) shutdown request/ { down = 1 }
+	     /terminated by signal|PANIC|TRAP:|server process .* was terminated|all server processes terminated; reinitializing/ { print; found = 1; next }
+	     /exited with exit code/ && !down { print; found = 1 }
+	     END { exit !found }' "$1/server.log"
+}

@@ -13,7 +13,7 @@
 #   tap          Perl TAP tests (t/) through `make installcheck`, once the
 #                Makefile declares TAP_TESTS
 #   pgtap        pgTAP files test/*.sql under pg_prove
-#   concurrency  test/concurrency/drain.sh
+#   concurrency  test/concurrency/drain.sh, then test/concurrency/nack.sh
 #   fuzz         test/fuzz/run.sh: 20,000 hostile calls, fixed seed
 #   sanitize     scripts/sanitize.sh: regress and isolation under ASan and
 #                UBSan (last: it installs an instrumented build for a while)
@@ -162,7 +162,9 @@ suite_pgtap() {
 
 suite_concurrency() {
 	[ -f "$ROOT/test/concurrency/drain.sh" ] || { echo "concurrency: test/concurrency/drain.sh is missing"; return 1; }
-	OUTBOX_TEST_WORK="$WORK" bash "$ROOT/test/concurrency/drain.sh"
+	[ -f "$ROOT/test/concurrency/nack.sh" ] || { echo "concurrency: test/concurrency/nack.sh is missing"; return 1; }
+	OUTBOX_TEST_WORK="$WORK" bash "$ROOT/test/concurrency/drain.sh" || return 1
+	OUTBOX_TEST_WORK="$WORK" bash "$ROOT/test/concurrency/nack.sh"
 }
 
 suite_fuzz() {

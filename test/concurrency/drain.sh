@@ -201,8 +201,8 @@ if grep -q MISMATCH "$OUT/checks.txt"; then
 	fail "some checks did not hold"
 fi
 pgc_stop "$C"
-if grep -E -q 'terminated by signal|PANIC|TRAP:' "$C/server.log"; then
-	grep -E -B2 -A5 'terminated by signal|PANIC|TRAP:' "$C/server.log" | head -n 60 >&2
+if pgc_crash_lines "$C" >"$OUT/crash.txt"; then
+	head -n 60 "$OUT/crash.txt" >&2
 	fail "the server crashed"
 fi
 pgc_destroy "$C"
