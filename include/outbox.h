@@ -94,8 +94,10 @@ typedef struct OutboxTopic
 	TimestampTz next_retry_at;	/* outbox.retry has nothing due before */
 	dlist_head	leases;			/* OutboxEntry, state LEASED */
 	dlist_head	ready;			/* OutboxEntry, state READY, FIFO */
+	dlist_head	settled;		/* OutboxEntry, state SETTLED (see shmem.c) */
 	int			nleases;
 	int			nready;
+	int			nsettled;
 	int			nretry_leases;	/* leases whose event sits in outbox.retry */
 	int			ninflight;		/* offer slots that name this topic */
 	uint64		offered;		/* committed offers since start */
@@ -106,7 +108,8 @@ typedef struct OutboxTopic
 typedef enum OutboxEntryState
 {
 	ENTRY_READY,
-	ENTRY_LEASED
+	ENTRY_LEASED,
+	ENTRY_SETTLED				/* settled where a rescan will pass again */
 } OutboxEntryState;
 
 typedef enum OutboxEntrySource
@@ -199,6 +202,8 @@ extern OutboxEntry *outbox_entry_enter(int64 event_id, bool *found);
 extern void outbox_entry_remove(OutboxEntry *entry);
 extern void outbox_topic_forget(int topic);
 extern void outbox_topic_rescan(OutboxTopic *t);
+extern void outbox_entry_settled(OutboxTopic *t, OutboxEntry *e);
+extern void outbox_topic_passed(OutboxTopic *t, int64 scan_pos);
 extern OutboxOfferSlot *outbox_my_slot(void);
 typedef bool (*OutboxLeaseFn) (OutboxEntry *entry, int topic, void *arg);
 extern void outbox_foreach_lease(OutboxLeaseFn fn, void *arg);

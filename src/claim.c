@@ -578,10 +578,9 @@ verify_retry_leases(ClaimState *cs, const pg_uuid_t *token, TimestampTz now,
 			continue;
 		}
 		/* settled or moved to later meanwhile: undo the lease */
-		dlist_delete(&e->node);
 		cs->t->nleases--;
 		cs->t->nretry_leases--;
-		outbox_entry_remove(e);
+		outbox_entry_settled(cs->t, e);
 		c->leased = false;
 		nleased--;
 	}
@@ -734,6 +733,7 @@ claim_once(ClaimState *cs, pg_uuid_t *token, TimestampTz expires_at)
 	if (snap != NULL && new_pos > old_pos)
 	{
 		t->scan_pos = new_pos;
+		outbox_topic_passed(t, new_pos);
 		if (t->ninflight > 0)
 			mark_passed(cs->topic, snap, new_pos);
 	}

@@ -78,6 +78,7 @@ outbox_shmem_startup(void)
 			t->scan_lock = &locks[i + 1].lock;
 			dlist_init(&t->leases);
 			dlist_init(&t->ready);
+			dlist_init(&t->settled);
 			ConditionVariableInit(&t->cv);
 		}
 	}
@@ -179,10 +180,19 @@ topic_clear_locked(OutboxTopic *t)
 		dlist_delete(&e->node);
 		hash_search(outbox_entries, &e->key, HASH_REMOVE, NULL);
 	}
+	dlist_foreach_modify(it, &t->settled)
+	{
+		OutboxEntry *e = dlist_container(OutboxEntry, node, it.cur);
+
+		dlist_delete(&e->node);
+		hash_search(outbox_entries, &e->key, HASH_REMOVE, NULL);
+	}
 	dlist_init(&t->leases);
 	dlist_init(&t->ready);
+	dlist_init(&t->settled);
 	t->nleases = 0;
 	t->nready = 0;
+	t->nsettled = 0;
 	t->nretry_leases = 0;
 	t->initialized = false;
 	t->scan_pos = 0;
@@ -292,6 +302,57 @@ outbox_topic_rescan(OutboxTopic *t)
 		t->recovery_until = t->scan_pos;
 	t->scan_pos = t->watermark;
 	t->scan_epoch++;
+}
+
+/*
+ * An event's lease has ended for good (acked, nacked, dead, reaped), and its
+ * entry is to go.  Normally it simply
+ * goes.  But after a rescan the scan passes again over events handed out
+ * before it, stepping over the settled ones it loaded with an earlier
+ * snapshot: one settled after that load would look free.  So an event in
+ * that stretch (above the scan position, at or below recovery_until)
+ * stays, as a SETTLED marker the scan steps over like a lease, until the
+ * scan position passes it (outbox_topic_passed).  The entry is still in its
+ * list (leases or ready).  Caller holds the shared state lock exclusively.
+ */
+void
+outbox_entry_settled(OutboxTopic *t, OutboxEntry *e)
+{
+	if (t->initialized && e->key.event_id > t->scan_pos &&
+		e->key.event_id <= t->recovery_until)
+	{
+		dlist_delete(&e->node);
+		e->state = ENTRY_SETTLED;
+		e->finishing = false;
+		memset(&e->token, 0, sizeof(e->token));
+		dlist_push_tail(&t->settled, &e->node);
+		t->nsettled++;
+		return;
+	}
+	outbox_entry_remove(e);
+}
+
+/*
+ * The topic's scan position has moved up to scan_pos: SETTLED markers at or
+ * below it have done their work.  Caller holds the shared state lock
+ * exclusively.
+ */
+void
+outbox_topic_passed(OutboxTopic *t, int64 scan_pos)
+{
+	dlist_mutable_iter it;
+
+	if (t->nsettled == 0)
+		return;
+	dlist_foreach_modify(it, &t->settled)
+	{
+		OutboxEntry *e = dlist_container(OutboxEntry, node, it.cur);
+
+		if (e->key.event_id > scan_pos)
+			continue;
+		t->nsettled--;
+		outbox_entry_remove(e);
+	}
 }
 
 OutboxEntry *

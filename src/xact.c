@@ -328,7 +328,7 @@ settle_op(XactOp *op, bool commit)
 			t->nleases--;
 			if (e->source == SRC_RETRY)
 				t->nretry_leases--;
-			outbox_entry_remove(e);
+			outbox_entry_settled(t, e);
 			if (op->kind == OP_ACK)
 				t->acked++;
 			else if (op->retry_at != 0)
