@@ -372,6 +372,7 @@ extern char *outbox_text_arg(FunctionCallInfo fcinfo, int argno,
 							 const char *argname, bool required);
 extern void outbox_require_arg(FunctionCallInfo fcinfo, int argno,
 							   const char *argname);
+extern void outbox_require_writable(const char *function);
 extern void outbox_random_uuid(pg_uuid_t *uuid);
 extern int64 *outbox_int8_array(ArrayType *arr, const char *argname, int *n);
 extern int64 outbox_backoff_usec(const OutboxTopicInfo *info, int attempt);

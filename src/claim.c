@@ -867,7 +867,7 @@ Datum
 outbox_claim(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	char	   *name = outbox_text_arg(fcinfo, 0, "topic", true);
+	char	   *name;
 	int32		batch;
 	int64		lease_usec;
 	int64		wait_usec;
@@ -879,6 +879,9 @@ outbox_claim(PG_FUNCTION_ARGS)
 	bool		sleeping = false;
 	char	   *tenant;
 	MemoryContext callcxt;
+
+	outbox_require_writable("outbox.claim()");
+	name = outbox_text_arg(fcinfo, 0, "topic", true);
 
 	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
 

@@ -169,6 +169,8 @@ outbox_ack_one(PG_FUNCTION_ARGS)
 {
 	int64		id;
 
+	outbox_require_writable("outbox.ack()");
+
 	outbox_require_arg(fcinfo, 0, "id");
 	outbox_require_arg(fcinfo, 1, "lease_token");
 	id = PG_GETARG_INT64(0);
@@ -181,6 +183,8 @@ outbox_ack_many(PG_FUNCTION_ARGS)
 {
 	int64	   *ids;
 	int			n;
+
+	outbox_require_writable("outbox.ack()");
 
 	outbox_require_arg(fcinfo, 0, "ids");
 	outbox_require_arg(fcinfo, 1, "lease_token");
@@ -221,11 +225,14 @@ Datum
 outbox_nack(PG_FUNCTION_ARGS)
 {
 	int64		id;
-	char	   *error = outbox_text_arg(fcinfo, 2, "error", false);
+	char	   *error;
 	int64		delay_usec = -1;
 	Settled		s;
 	OutboxTopicInfo info;
 	const char *result;
+
+	outbox_require_writable("outbox.nack()");
+	error = outbox_text_arg(fcinfo, 2, "error", false);
 
 	outbox_require_arg(fcinfo, 0, "id");
 	outbox_require_arg(fcinfo, 1, "lease_token");
@@ -270,9 +277,12 @@ Datum
 outbox_dead_letter(PG_FUNCTION_ARGS)
 {
 	int64		id;
-	char	   *reason = outbox_text_arg(fcinfo, 2, "reason", true);
+	char	   *reason;
 	Settled		s;
 	OutboxTopicInfo info;
+
+	outbox_require_writable("outbox.dead_letter()");
+	reason = outbox_text_arg(fcinfo, 2, "reason", true);
 
 	outbox_require_arg(fcinfo, 0, "id");
 	outbox_require_arg(fcinfo, 1, "lease_token");
@@ -306,6 +316,8 @@ outbox_extend_lease(PG_FUNCTION_ARGS)
 	int64		lease_usec;
 	TimestampTz expires_at;
 	int			count = 0;
+
+	outbox_require_writable("outbox.extend_lease()");
 
 	outbox_require_arg(fcinfo, 0, "ids");
 	outbox_require_arg(fcinfo, 1, "lease_token");

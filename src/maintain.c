@@ -169,6 +169,7 @@ partition_has_pending(const char *qualified)
 Datum
 outbox_maintain(PG_FUNCTION_ARGS)
 {
+	outbox_require_writable("outbox.maintain()");
 	(void) outbox_do_maintain(false);
 	PG_RETURN_VOID();
 }

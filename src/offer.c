@@ -141,9 +141,9 @@ dedupe_claim(const OutboxTopicInfo *info, const char *tenant,
 Datum
 outbox_offer(PG_FUNCTION_ARGS)
 {
-	char	   *name = outbox_text_arg(fcinfo, 0, "topic", true);
-	char	   *tenant = outbox_text_arg(fcinfo, 5, "tenant", false);
-	char	   *dedupe_key = outbox_text_arg(fcinfo, 6, "dedupe_key", false);
+	char	   *name;
+	char	   *tenant;
+	char	   *dedupe_key;
 	bool		delayed = false;
 	TimestampTz available_at = 0;
 	OutboxTopicInfo info;
@@ -154,6 +154,11 @@ outbox_offer(PG_FUNCTION_ARGS)
 	int			rc;
 	static const Oid argtypes[8] = {INT8OID, INT4OID, TIMESTAMPTZOID, TEXTOID,
 	TEXTOID, TEXTOID, JSONBOID, JSONBOID};
+
+	outbox_require_writable("outbox.offer()");
+	name = outbox_text_arg(fcinfo, 0, "topic", true);
+	tenant = outbox_text_arg(fcinfo, 5, "tenant", false);
+	dedupe_key = outbox_text_arg(fcinfo, 6, "dedupe_key", false);
 
 	if (PG_ARGISNULL(1))
 		ereport(ERROR,
@@ -283,10 +288,10 @@ Datum
 outbox_offer_batch(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	char	   *name = outbox_text_arg(fcinfo, 0, "topic", true);
+	char	   *name;
 	ArrayType  *payloads;
 	ArrayType  *headers;
-	char	   *tenant = outbox_text_arg(fcinfo, 5, "tenant", false);
+	char	   *tenant;
 	int			n;
 	OutboxTopicInfo info;
 	int			topic;
@@ -295,6 +300,10 @@ outbox_offer_batch(PG_FUNCTION_ARGS)
 	int			rc;
 	static const Oid argtypes[6] = {INT4OID, JSONBARRAYOID, TEXTARRAYOID,
 	TEXTARRAYOID, TEXTOID, JSONBARRAYOID};
+
+	outbox_require_writable("outbox.offer_batch()");
+	name = outbox_text_arg(fcinfo, 0, "topic", true);
+	tenant = outbox_text_arg(fcinfo, 5, "tenant", false);
 
 	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
 

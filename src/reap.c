@@ -218,6 +218,7 @@ trim_acks(void)
 Datum
 outbox_reap(PG_FUNCTION_ARGS)
 {
+	outbox_require_writable("outbox.reap()");
 	PG_RETURN_INT32(outbox_do_reap());
 }
 

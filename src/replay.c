@@ -49,8 +49,8 @@ static const char *replay_sql =
 Datum
 outbox_replay(PG_FUNCTION_ARGS)
 {
-	char	   *name = outbox_text_arg(fcinfo, 0, "topic", true);
-	char	   *tenant = outbox_text_arg(fcinfo, 4, "tenant", false);
+	char	   *name;
+	char	   *tenant;
 	char	   *mine;
 	OutboxTopicInfo info;
 	int32	   *ids;
@@ -62,6 +62,10 @@ outbox_replay(PG_FUNCTION_ARGS)
 	int64		total = 0;
 	static const Oid types[5] = {INT4OID, TIMESTAMPTZOID, TIMESTAMPTZOID,
 	TEXTOID, TEXTOID};
+
+	outbox_require_writable("outbox.replay()");
+	name = outbox_text_arg(fcinfo, 0, "topic", true);
+	tenant = outbox_text_arg(fcinfo, 4, "tenant", false);
 
 	outbox_require_arg(fcinfo, 1, "since");
 	if (TIMESTAMP_NOT_FINITE(PG_GETARG_TIMESTAMPTZ(1)) &&

@@ -268,12 +268,15 @@ outbox_check_tenant_name(const char *tenant)
 Datum
 outbox_isolate_tenants(PG_FUNCTION_ARGS)
 {
-	char	   *name = outbox_text_arg(fcinfo, 0, "topic", true);
+	char	   *name;
 	OutboxTopicInfo info;
 	static const Oid types[1] = {INT4OID};
 	Datum		values[1];
 	bool		isnull;
 	int			rc;
+
+	outbox_require_writable("outbox.isolate_tenants()");
+	name = outbox_text_arg(fcinfo, 0, "topic", true);
 
 	outbox_refuse_if_bound("outbox.isolate_tenants()");
 	outbox_lock_topic(name, AccessExclusiveLock);
@@ -330,6 +333,8 @@ outbox_grant_tenant(PG_FUNCTION_ARGS)
 	Datum		values[2];
 	int			rc;
 
+	outbox_require_writable("outbox.grant_tenant()");
+
 	tenant_access_args(fcinfo, values, "outbox.grant_tenant()");
 	SPI_connect();
 	rc = SPI_execute_with_args("INSERT INTO outbox.tenant_access (role, tenant) VALUES ($1, $2) "
@@ -351,6 +356,8 @@ outbox_revoke_tenant(PG_FUNCTION_ARGS)
 	Datum		values[2];
 	int			rc;
 	bool		found;
+
+	outbox_require_writable("outbox.revoke_tenant()");
 
 	tenant_access_args(fcinfo, values, "outbox.revoke_tenant()");
 	SPI_connect();

@@ -384,13 +384,16 @@ outbox_lock_topic(const char *name, LOCKMODE mode)
 Datum
 outbox_create_topic(PG_FUNCTION_ARGS)
 {
-	char	   *name = outbox_text_arg(fcinfo, 0, "topic", true);
+	char	   *name;
 	int32		max_attempts;
 	bool		ordered;
 	Datum		values[6];
 	int			rc;
 	static const Oid argtypes[6] = {TEXTOID, INT4OID, INTERVALOID, INTERVALOID,
 	INTERVALOID, BOOLOID};
+
+	outbox_require_writable("outbox.create_topic()");
+	name = outbox_text_arg(fcinfo, 0, "topic", true);
 
 	for (int i = 1; i < 6; i++)
 		outbox_require_arg(fcinfo, i, i == 1 ? "max_attempts" :
@@ -454,7 +457,7 @@ outbox_create_topic(PG_FUNCTION_ARGS)
 Datum
 outbox_drop_topic(PG_FUNCTION_ARGS)
 {
-	char	   *name = outbox_text_arg(fcinfo, 0, "topic", true);
+	char	   *name;
 	bool		force;
 	OutboxTopicInfo info;
 	Datum		values[1];
@@ -463,6 +466,9 @@ outbox_drop_topic(PG_FUNCTION_ARGS)
 	int64	   *incarnations;
 	int			n;
 	static const Oid intarg[1] = {INT4OID};
+
+	outbox_require_writable("outbox.drop_topic()");
+	name = outbox_text_arg(fcinfo, 0, "topic", true);
 
 	outbox_require_arg(fcinfo, 1, "force");
 	force = PG_GETARG_BOOL(1);

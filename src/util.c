@@ -189,3 +189,24 @@ outbox_column_attnums(TupleDesc desc, const char *const *names, int n,
 	}
 	return true;
 }
+
+/*
+ * Functions that change delivery state refuse on a standby and in a
+ * read-only transaction, before they look at their arguments: a lease made
+ * in a standby's memory could never be acked, and nothing they write can
+ * be written there.
+ */
+void
+outbox_require_writable(const char *function)
+{
+	if (RecoveryInProgress())
+		ereport(ERROR,
+				(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
+				 errmsg("%s cannot run on a standby", function),
+				 errdetail("The server is in recovery: leases and events are handed out and written on the primary only."),
+				 errhint("Connect to the primary.")));
+	if (XactReadOnly)
+		ereport(ERROR,
+				(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
+				 errmsg("cannot execute %s in a read-only transaction", function)));
+}
