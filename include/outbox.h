@@ -57,6 +57,7 @@
 /* field4 of the advisory lock tags the extension takes */
 #define OUTBOX_LOCK_TOPIC		0x6f62
 #define OUTBOX_LOCK_MAINTAIN	0x6f63
+#define OUTBOX_LOCK_STORAGE		0x6f64
 
 /* GUCs (outbox.c) */
 extern int	outbox_max_leases;
@@ -378,6 +379,13 @@ extern int64 *outbox_int8_array(ArrayType *arr, const char *argname, int *n);
 extern int64 outbox_backoff_usec(const OutboxTopicInfo *info, int attempt);
 extern bool outbox_column_attnums(TupleDesc desc, const char *const *names,
 								  int n, AttrNumber *attnums);
+
+/* storage.c */
+extern char *outbox_partman_schema(void);
+extern void outbox_partman_call(const char *sql, int expected);
+extern void outbox_ensure_storage(void);
+extern void outbox_storage_ready(void);
+extern void outbox_storage_init(void);
 
 /* reap.c, maintain.c */
 #define OUTBOX_ACK_PERIOD_USEC	(10 * USECS_PER_SEC)

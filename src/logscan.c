@@ -28,6 +28,7 @@
 #include "nodes/makefuncs.h"
 #include "partitioning/partdesc.h"
 #include "storage/lmgr.h"
+#include "utils/builtins.h"
 #include "utils/datum.h"
 #include "utils/fmgroids.h"
 #include "utils/lsyscache.h"
@@ -115,7 +116,9 @@ part_index(Relation heap, const AttrNumber *attnum)
 			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 			 errmsg("partition \"%s\" of outbox.event has no index on (topic_id, id)",
 					RelationGetRelationName(heap)),
-			 errhint("Partitions must be created by outbox.maintain() or as PARTITION OF outbox.event.")));
+			 errhint("outbox.maintain() gives every partition that index; or run CREATE INDEX ON %s (topic_id, id).",
+					 quote_qualified_identifier(get_namespace_name(RelationGetNamespace(heap)),
+												RelationGetRelationName(heap)))));
 	return NULL;				/* keep compiler quiet */
 }
 

@@ -23,127 +23,6 @@
 #include "utils/guc.h"
 
 PG_FUNCTION_INFO_V1(outbox_maintain);
-PG_FUNCTION_INFO_V1(outbox_setup_storage);
-
-/*
- * pg_partman's schema, quoted.  pg_partman runs its SQL with its own schema
- * on the search_path, and outbox calls it as a superuser (the install
- * script, the background worker, the SECURITY DEFINER maintain()): a role
- * that may create objects in that schema could plant operators or
- * functions there that would run with those rights.  Refuse, naming the
- * role, rather than call it.
- */
-static char *
-partman_schema(void)
-{
-	int			rc;
-	bool		isnull;
-	char	   *nspname;
-	char	   *writer;
-
-	rc = SPI_execute("SELECT n.nspname, "
-					 "  (SELECT r.rolname FROM pg_catalog.pg_roles r "
-					 "   WHERE NOT r.rolsuper "
-					 "     AND r.rolname OPERATOR(pg_catalog.<>) 'pg_database_owner' "
-					 "     AND pg_catalog.has_schema_privilege(r.oid, n.oid, 'CREATE') "
-					 "   ORDER BY r.rolname LIMIT 1) "
-					 "FROM pg_catalog.pg_extension e "
-					 "JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) e.extnamespace "
-					 "WHERE e.extname OPERATOR(pg_catalog.=) 'pg_partman'", true, 1);
-	outbox_spi_check(rc, SPI_OK_SELECT, "maintain");
-	if (SPI_processed == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("extension \"pg_partman\" is not installed"),
-				 errhint("outbox needs pg_partman: CREATE EXTENSION pg_partman.")));
-	nspname = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
-	(void) SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
-	if (!isnull)
-	{
-		writer = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
-		ereport(ERROR,
-				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("pg_partman is installed in schema \"%s\", where role \"%s\" may create objects",
-						nspname, writer),
-				 errdetail("outbox calls pg_partman with superuser rights, and pg_partman resolves names in its own schema: objects other roles create there would run with those rights."),
-				 errhint("Install pg_partman in a schema of its own before outbox (CREATE SCHEMA partman; CREATE EXTENSION pg_partman SCHEMA partman), or leave CREATE on schema \"%s\" to superusers only.",
-						 nspname)));
-	}
-	return pstrdup(quote_identifier(nspname));
-}
-
-/*
- * Run a pg_partman call.  pg_partman sets search_path for the session while
- * it works and sets back what it found; inside CREATE EXTENSION that would
- * leave the script's search_path behind in the caller's session.  Every
- * setting changed during the call is rolled back afterwards.
- */
-static void
-partman_call(const char *sql, int expected)
-{
-	int			save_nestlevel = NewGUCNestLevel();
-	int			rc;
-
-	rc = SPI_execute(sql, false, 0);
-	outbox_spi_check(rc, expected, "pg_partman");
-	AtEOXact_GUC(false, save_nestlevel);
-}
-
-/*
- * _setup_storage(): hand outbox.event to pg_partman, one partition a day,
- * four made ahead.  pg_partman's own retention stays off: it would drop
- * partitions whatever they hold.  Called by the install script.
- */
-Datum
-outbox_setup_storage(PG_FUNCTION_ARGS)
-{
-	char	   *partman;
-	int			rc;
-	SPITupleTable *parts;
-	uint64		nparts;
-
-	SPI_connect();
-	partman = partman_schema();
-	/* A previous install may have left its configuration behind. */
-	partman_call(psprintf("DELETE FROM %s.part_config WHERE parent_table = 'outbox.event'",
-						  partman), SPI_OK_DELETE);
-	partman_call(psprintf("SELECT %s.create_parent(p_parent_table => 'outbox.event', "
-						  "p_control => 'created_at', p_type => 'native', "
-						  "p_interval => '1 day', p_premake => 4)", partman),
-				 SPI_OK_SELECT);
-	partman_call(psprintf("UPDATE %s.part_config SET retention = NULL, "
-						  "infinite_time_partitions = true "
-						  "WHERE parent_table = 'outbox.event'", partman),
-				 SPI_OK_UPDATE);
-
-	/*
-	 * Partitions made during CREATE EXTENSION would be members of the
-	 * extension, which maintenance could then never drop.  They go with
-	 * the extension anyway, through their parent.
-	 */
-	rc = SPI_execute("SELECT c.oid::pg_catalog.regclass::text FROM pg_catalog.pg_inherits i "
-					 "JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid "
-					 "JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass "
-					 "  AND d.objid = c.oid AND d.deptype = 'e' "
-					 "WHERE i.inhparent = 'outbox.event'::pg_catalog.regclass",
-					 false, 0);
-	outbox_spi_check(rc, SPI_OK_SELECT, "_setup_storage");
-	parts = SPI_tuptable;
-	nparts = SPI_processed;
-	for (uint64 i = 0; i < nparts; i++)
-	{
-		rc = SPI_execute(psprintf("ALTER EXTENSION outbox DROP TABLE %s",
-								  SPI_getvalue(parts->vals[i], parts->tupdesc, 1)),
-						 false, 0);
-		outbox_spi_check(rc, SPI_OK_UTILITY, "_setup_storage");
-	}
-	SPI_finish();
-
-	/* The background worker starts for this database at commit. */
-	if (outbox_shmem_available())
-		outbox_xact_announce_database();
-	PG_RETURN_VOID();
-}
 
 /* Does the partition hold an event that may still be delivered? */
 static bool
@@ -199,12 +78,11 @@ outbox_do_maintain(bool one_partition)
 		return false;
 	}
 
-	SPI_connect();
-	partman = partman_schema();
+	/* Partitions ahead (and the hand-over to pg_partman on first use) */
+	outbox_ensure_storage();
 
-	/* Partitions ahead */
-	partman_call(psprintf("SELECT %s.run_maintenance(p_parent_table => 'outbox.event', "
-						  "p_analyze => false)", partman), SPI_OK_SELECT);
+	SPI_connect();
+	partman = outbox_partman_schema();
 
 	/* Dedupe keys past their topic's retention */
 	rc = SPI_execute("DELETE FROM outbox.dedupe d USING outbox.topic t "
@@ -222,7 +100,7 @@ outbox_do_maintain(bool one_partition)
 							  "WHERE i.child_end_time < pg_catalog.now() - "
 							  "      (SELECT coalesce(max(t.retention), interval '7 days') FROM outbox.topic t) "
 							  "ORDER BY i.child_end_time",
-							  partman, partman), true, 0);
+							  partman, partman), false, 0);
 	outbox_spi_check(rc, SPI_OK_SELECT, "maintain");
 	parts = SPI_tuptable;
 	nparts = SPI_processed;

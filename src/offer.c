@@ -156,6 +156,7 @@ outbox_offer(PG_FUNCTION_ARGS)
 	TEXTOID, TEXTOID, JSONBOID, JSONBOID};
 
 	outbox_require_writable("outbox.offer()");
+	outbox_storage_ready();
 	name = outbox_text_arg(fcinfo, 0, "topic", true);
 	tenant = outbox_text_arg(fcinfo, 5, "tenant", false);
 	dedupe_key = outbox_text_arg(fcinfo, 6, "dedupe_key", false);
@@ -302,6 +303,7 @@ outbox_offer_batch(PG_FUNCTION_ARGS)
 	TEXTARRAYOID, TEXTOID, JSONBARRAYOID};
 
 	outbox_require_writable("outbox.offer_batch()");
+	outbox_storage_ready();
 	name = outbox_text_arg(fcinfo, 0, "topic", true);
 	tenant = outbox_text_arg(fcinfo, 5, "tenant", false);
 

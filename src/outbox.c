@@ -121,6 +121,7 @@ _PG_init(void)
 	outbox_topic_cache_init();
 	outbox_tenant_init();
 	outbox_eventlog_init();
+	outbox_storage_init();
 
 	if (!process_shared_preload_libraries_in_progress)
 		return;

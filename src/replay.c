@@ -64,6 +64,7 @@ outbox_replay(PG_FUNCTION_ARGS)
 	TEXTOID, TEXTOID};
 
 	outbox_require_writable("outbox.replay()");
+	outbox_storage_ready();
 	name = outbox_text_arg(fcinfo, 0, "topic", true);
 	tenant = outbox_text_arg(fcinfo, 4, "tenant", false);
 
@@ -142,7 +143,7 @@ outbox_replay(PG_FUNCTION_ARGS)
 			outbox_xact_offer_register(topic);
 		}
 		values[0] = Int32GetDatum(ids[k]);
-		rc = outbox_exec(PLAN_REPLAY, replay_sql, 5, types, values, nulls, false, 0);
+			rc = outbox_exec(PLAN_REPLAY, replay_sql, 5, types, values, nulls, false, 0);
 		outbox_spi_check(rc, SPI_OK_INSERT_RETURNING, "replay");
 		n = SPI_processed;
 		if (topic >= 0)

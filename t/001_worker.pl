@@ -150,8 +150,10 @@ $node->safe_psql('postgres', q{
 	SELECT outbox.create_topic('old');
 	CREATE TABLE outbox.event_p2020_01_01 PARTITION OF outbox.event
 		FOR VALUES FROM ('2020-01-01 00:00+00') TO ('2020-01-02 00:00+00');
+	CREATE INDEX ON outbox.event_p2020_01_01 (topic_id, id);
 	CREATE TABLE outbox.event_p2020_01_02 PARTITION OF outbox.event
 		FOR VALUES FROM ('2020-01-02 00:00+00') TO ('2020-01-03 00:00+00');
+	CREATE INDEX ON outbox.event_p2020_01_02 (topic_id, id);
 	INSERT INTO outbox.event (id, topic_id, created_at, payload)
 	SELECT nextval('outbox.event_id_seq'), topic_id, '2020-01-01 12:00+00', '{"old": 1}'
 	FROM outbox.topic WHERE name = 'old';

@@ -126,6 +126,7 @@ $node->safe_psql('victim', q{
 	SET search_path = pg_catalog;
 	CREATE TABLE outbox.event_p2020_01_01 PARTITION OF outbox.event
 		FOR VALUES FROM ('2020-01-01 00:00+00') TO ('2020-01-02 00:00+00');
+	CREATE INDEX ON outbox.event_p2020_01_01 (topic_id, id);
 });
 # The database's search_path is read when a session starts: restart, so
 # that the worker connects under it.

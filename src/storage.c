@@ -1,0 +1,276 @@
+/*-------------------------------------------------------------------------
+ *
+ * storage.c
+ *	  The log's storage: pg_partman and the partitions of outbox.event.
+ *	  outbox.event is handed to pg_partman (one partition a day, four made
+ *	  ahead, pg_partman's own retention off) on its first use, not at
+ *	  install time: a database restored from a dump then gets its
+ *	  partitions, and pg_partman's configuration, from the dump alone.
+ *	  Also the checks and the GUC hygiene of every call into pg_partman.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "outbox.h"
+
+#include "catalog/namespace.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "storage/lmgr.h"
+#include "storage/lock.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/inval.h"
+
+PG_FUNCTION_INFO_V1(outbox_setup_storage);
+
+/* This backend has seen the log handed to pg_partman (until a relcache
+ * invalidation, after which it looks again: the extension may have been
+ * dropped and made again) */
+static bool storage_known_ready = false;
+
+static void
+storage_invalidate(Datum arg, Oid relid)
+{
+	storage_known_ready = false;
+}
+
+void
+outbox_storage_init(void)
+{
+	CacheRegisterRelcacheCallback(storage_invalidate, (Datum) 0);
+}
+
+/* pg_partman's schema, quoted, without the checks of outbox_partman_schema */
+static char *
+partman_schema_unchecked(void)
+{
+	int			rc;
+
+	rc = SPI_execute("SELECT n.nspname FROM pg_catalog.pg_extension e "
+					 "JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) e.extnamespace "
+					 "WHERE e.extname OPERATOR(pg_catalog.=) 'pg_partman'", true, 1);
+	outbox_spi_check(rc, SPI_OK_SELECT, "storage");
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("extension \"pg_partman\" is not installed"),
+				 errhint("outbox needs pg_partman: CREATE EXTENSION pg_partman.")));
+	return pstrdup(quote_identifier(SPI_getvalue(SPI_tuptable->vals[0],
+												 SPI_tuptable->tupdesc, 1)));
+}
+
+/*
+ * pg_partman's schema, quoted.  pg_partman runs its SQL with its own schema
+ * on the search_path, and outbox calls it as a superuser (the install
+ * script, the background worker, the SECURITY DEFINER maintain()): a role
+ * that may create objects in that schema could plant operators or
+ * functions there that would run with those rights.  Refuse, naming the
+ * role, rather than call it.
+ */
+char *
+outbox_partman_schema(void)
+{
+	int			rc;
+	bool		isnull;
+	char	   *nspname;
+	char	   *writer;
+
+	rc = SPI_execute("SELECT n.nspname, "
+					 "  (SELECT r.rolname FROM pg_catalog.pg_roles r "
+					 "   WHERE NOT r.rolsuper "
+					 "     AND r.rolname OPERATOR(pg_catalog.<>) 'pg_database_owner' "
+					 "     AND pg_catalog.has_schema_privilege(r.oid, n.oid, 'CREATE') "
+					 "   ORDER BY r.rolname LIMIT 1) "
+					 "FROM pg_catalog.pg_extension e "
+					 "JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) e.extnamespace "
+					 "WHERE e.extname OPERATOR(pg_catalog.=) 'pg_partman'", true, 1);
+	outbox_spi_check(rc, SPI_OK_SELECT, "maintain");
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("extension \"pg_partman\" is not installed"),
+				 errhint("outbox needs pg_partman: CREATE EXTENSION pg_partman.")));
+	nspname = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	(void) SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
+	if (!isnull)
+	{
+		writer = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("pg_partman is installed in schema \"%s\", where role \"%s\" may create objects",
+						nspname, writer),
+				 errdetail("outbox calls pg_partman with superuser rights, and pg_partman resolves names in its own schema: objects other roles create there would run with those rights."),
+				 errhint("Install pg_partman in a schema of its own before outbox (CREATE SCHEMA partman; CREATE EXTENSION pg_partman SCHEMA partman), or leave CREATE on schema \"%s\" to superusers only.",
+						 nspname)));
+	}
+	return pstrdup(quote_identifier(nspname));
+}
+
+/*
+ * Run a pg_partman call.  pg_partman sets search_path for the session while
+ * it works and sets back what it found; inside CREATE EXTENSION that would
+ * leave the script's search_path behind in the caller's session.  Every
+ * setting changed during the call is rolled back afterwards.
+ */
+void
+outbox_partman_call(const char *sql, int expected)
+{
+	int			save_nestlevel = NewGUCNestLevel();
+	int			rc;
+
+	/* its notices (a template table kept from an earlier install) are noise */
+	(void) set_config_option("client_min_messages", "warning", PGC_USERSET,
+							 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+	rc = SPI_execute(sql, false, 0);
+	outbox_spi_check(rc, expected, "pg_partman");
+	AtEOXact_GUC(false, save_nestlevel);
+}
+
+/*
+ * Every partition of the log gets its own btree index on (topic_id, id),
+ * the one the claim's scan reads (logscan.c).  There is no partitioned
+ * index on outbox.event: a restore from a dump could not create one's
+ * partition indexes (see outbox--1.1--1.2.sql).  Caller is connected to
+ * SPI.
+ */
+static void
+index_partitions(void)
+{
+	int			rc;
+	SPITupleTable *tt;
+	uint64		n;
+
+	rc = SPI_execute("SELECT i.inhrelid::pg_catalog.regclass::pg_catalog.text "
+					 "FROM pg_catalog.pg_inherits i "
+					 "WHERE i.inhparent OPERATOR(pg_catalog.=) 'outbox.event'::pg_catalog.regclass "
+					 "AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_index x "
+					 "  JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) x.indexrelid "
+					 "  JOIN pg_catalog.pg_am a ON a.oid OPERATOR(pg_catalog.=) c.relam "
+					 "  WHERE x.indrelid OPERATOR(pg_catalog.=) i.inhrelid AND a.amname OPERATOR(pg_catalog.=) 'btree' "
+					 "  AND x.indexprs IS NULL AND x.indpred IS NULL AND x.indisvalid "
+					 "  AND x.indnkeyatts OPERATOR(pg_catalog.>=) 2 "
+					 "  AND pg_catalog.pg_get_indexdef(x.indexrelid, 1, false) OPERATOR(pg_catalog.=) 'topic_id' "
+					 "  AND pg_catalog.pg_get_indexdef(x.indexrelid, 2, false) OPERATOR(pg_catalog.=) 'id')",
+					 false, 0);
+	outbox_spi_check(rc, SPI_OK_SELECT, "storage");
+	tt = SPI_tuptable;
+	n = SPI_processed;
+	for (uint64 i = 0; i < n; i++)
+	{
+		CHECK_FOR_INTERRUPTS();
+		rc = SPI_execute(psprintf("CREATE INDEX ON %s (topic_id, id)",
+								  SPI_getvalue(tt->vals[i], tt->tupdesc, 1)),
+						 false, 0);
+		outbox_spi_check(rc, SPI_OK_UTILITY, "storage");
+	}
+}
+
+/*
+ * Make sure outbox.event is handed to pg_partman, and has a partition for
+ * now.  The first use in a database hands it over; later calls have
+ * pg_partman make what is missing.  Two sessions never do it at once.
+ */
+void
+outbox_ensure_storage(void)
+{
+	LOCKTAG		tag;
+	char	   *partman;
+	int			rc;
+	bool		configured;
+
+	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, 0, 0, OUTBOX_LOCK_STORAGE);
+	(void) LockAcquire(&tag, ExclusiveLock, false, false);
+
+	SPI_connect();
+	partman = outbox_partman_schema();
+	rc = SPI_execute(psprintf("SELECT 1 FROM %s.part_config "
+							  "WHERE parent_table OPERATOR(pg_catalog.=) 'outbox.event'",
+							  partman), false, 1);
+	outbox_spi_check(rc, SPI_OK_SELECT, "storage");
+	configured = (SPI_processed > 0);
+	if (!configured)
+	{
+		outbox_partman_call(psprintf("SELECT %s.create_parent(p_parent_table => 'outbox.event', "
+									 "p_control => 'created_at', p_type => 'native', "
+									 "p_interval => '1 day', p_premake => 4)", partman),
+							SPI_OK_SELECT);
+		outbox_partman_call(psprintf("UPDATE %s.part_config SET retention = NULL, "
+									 "infinite_time_partitions = true "
+									 "WHERE parent_table OPERATOR(pg_catalog.=) 'outbox.event'",
+									 partman),
+							SPI_OK_UPDATE);
+	}
+	else
+		outbox_partman_call(psprintf("SELECT %s.run_maintenance(p_parent_table => 'outbox.event', "
+									 "p_analyze => false)", partman), SPI_OK_SELECT);
+	index_partitions();
+	SPI_finish();
+}
+
+/*
+ * _setup_storage(), called by the install script: forgets the pg_partman
+ * configuration a previous install in this database may have left, and
+ * has the background worker start here at commit.  The partitions come
+ * with the first use (outbox_ensure_storage).
+ */
+Datum
+outbox_setup_storage(PG_FUNCTION_ARGS)
+{
+	char	   *partman;
+
+	SPI_connect();
+	partman = outbox_partman_schema();
+	outbox_partman_call(psprintf("DELETE FROM %s.part_config "
+								 "WHERE parent_table OPERATOR(pg_catalog.=) 'outbox.event'",
+								 partman), SPI_OK_DELETE);
+	SPI_finish();
+
+	/* The background worker starts for this database at commit. */
+	if (outbox_shmem_available())
+		outbox_xact_announce_database();
+	PG_RETURN_VOID();
+}
+
+/*
+ * Called by everything that writes into the log (offer, offer_batch,
+ * replay) before it takes any lock on outbox.event: hands the log to
+ * pg_partman on its first use.  Doing it first keeps the lock order of
+ * maintenance (the storage lock, then outbox.event), so that a first offer
+ * and the worker's first maintenance wait for each other instead of
+ * deadlocking.  Costs one look at pg_partman's configuration per backend.
+ */
+void
+outbox_storage_ready(void)
+{
+	int			rc;
+	bool		configured;
+
+	if (storage_known_ready)
+		return;
+	SPI_connect();
+	rc = SPI_execute("SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_extension e "
+					 "  JOIN pg_catalog.pg_class c ON c.relnamespace OPERATOR(pg_catalog.=) e.extnamespace "
+					 "  WHERE e.extname OPERATOR(pg_catalog.=) 'pg_partman' "
+					 "  AND c.relname OPERATOR(pg_catalog.=) 'part_config') ",
+					 false, 1);
+	outbox_spi_check(rc, SPI_OK_SELECT, "storage");
+	configured = false;
+	if (SPI_processed == 1)
+	{
+		bool		isnull;
+
+		if (DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
+									   1, &isnull)))
+		{
+			rc = SPI_execute(psprintf("SELECT 1 FROM %s.part_config "
+									  "WHERE parent_table OPERATOR(pg_catalog.=) 'outbox.event'",
+									  partman_schema_unchecked()), false, 1);
+			outbox_spi_check(rc, SPI_OK_SELECT, "storage");
+			configured = (SPI_processed > 0);
+		}
+	}
+	SPI_finish();
+	if (!configured)
+		outbox_ensure_storage();
+	storage_known_ready = true;
+}
