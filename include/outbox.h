@@ -42,6 +42,9 @@
 #include "utils/timestamp.h"
 #include "utils/uuid.h"
 
+/* The version of the SQL objects this library works with (schema.c) */
+#define OUTBOX_SCHEMA_VERSION	"1.2"
+
 /* Limits on arguments */
 #define OUTBOX_MAX_BATCH		10000
 #define OUTBOX_MAX_LEASE_USEC	USECS_PER_DAY
@@ -379,6 +382,10 @@ extern int64 *outbox_int8_array(ArrayType *arr, const char *argname, int *n);
 extern int64 outbox_backoff_usec(const OutboxTopicInfo *info, int attempt);
 extern bool outbox_column_attnums(TupleDesc desc, const char *const *names,
 								  int n, AttrNumber *attnums);
+
+/* schema.c */
+extern char *outbox_installed_version(void);
+extern void outbox_require_schema(void);
 
 /* storage.c */
 extern char *outbox_partman_schema(void);

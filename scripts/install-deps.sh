@@ -7,7 +7,7 @@ set -euo pipefail
 
 pkgs=(make gcc postgresql-15 postgresql-server-dev-15 postgresql-15-partman
       postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl
-      libipc-run-perl postgresql-contrib)
+      libipc-run-perl postgresql-contrib faketime)
 if [ "${OUTBOX_BENCH_DEPS:-0}" = 1 ]; then
 	pkgs+=(postgresql-15-pgq3)
 fi

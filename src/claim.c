@@ -881,6 +881,7 @@ outbox_claim(PG_FUNCTION_ARGS)
 	MemoryContext callcxt;
 
 	outbox_require_writable("outbox.claim()");
+	outbox_require_schema();
 	name = outbox_text_arg(fcinfo, 0, "topic", true);
 
 	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);

@@ -103,6 +103,7 @@ outbox_redrive(PG_FUNCTION_ARGS)
 	static const Oid types[4] = {INT8ARRAYOID, TEXTOID, TEXTOID, TEXTOID};
 
 	outbox_require_writable("outbox.redrive()");
+	outbox_require_schema();
 
 	outbox_require_arg(fcinfo, 0, "ids");
 	reason = outbox_text_arg(fcinfo, 1, "reason", true);

@@ -170,6 +170,7 @@ outbox_ack_one(PG_FUNCTION_ARGS)
 	int64		id;
 
 	outbox_require_writable("outbox.ack()");
+	outbox_require_schema();
 
 	outbox_require_arg(fcinfo, 0, "id");
 	outbox_require_arg(fcinfo, 1, "lease_token");
@@ -185,6 +186,7 @@ outbox_ack_many(PG_FUNCTION_ARGS)
 	int			n;
 
 	outbox_require_writable("outbox.ack()");
+	outbox_require_schema();
 
 	outbox_require_arg(fcinfo, 0, "ids");
 	outbox_require_arg(fcinfo, 1, "lease_token");
@@ -232,6 +234,7 @@ outbox_nack(PG_FUNCTION_ARGS)
 	const char *result;
 
 	outbox_require_writable("outbox.nack()");
+	outbox_require_schema();
 	error = outbox_text_arg(fcinfo, 2, "error", false);
 
 	outbox_require_arg(fcinfo, 0, "id");
@@ -282,6 +285,7 @@ outbox_dead_letter(PG_FUNCTION_ARGS)
 	OutboxTopicInfo info;
 
 	outbox_require_writable("outbox.dead_letter()");
+	outbox_require_schema();
 	reason = outbox_text_arg(fcinfo, 2, "reason", true);
 
 	outbox_require_arg(fcinfo, 0, "id");
@@ -318,6 +322,7 @@ outbox_extend_lease(PG_FUNCTION_ARGS)
 	int			count = 0;
 
 	outbox_require_writable("outbox.extend_lease()");
+	outbox_require_schema();
 
 	outbox_require_arg(fcinfo, 0, "ids");
 	outbox_require_arg(fcinfo, 1, "lease_token");

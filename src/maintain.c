@@ -49,6 +49,7 @@ Datum
 outbox_maintain(PG_FUNCTION_ARGS)
 {
 	outbox_require_writable("outbox.maintain()");
+	outbox_require_schema();
 	(void) outbox_do_maintain(false);
 	PG_RETURN_VOID();
 }

@@ -156,6 +156,7 @@ outbox_offer(PG_FUNCTION_ARGS)
 	TEXTOID, TEXTOID, JSONBOID, JSONBOID};
 
 	outbox_require_writable("outbox.offer()");
+	outbox_require_schema();
 	outbox_storage_ready();
 	name = outbox_text_arg(fcinfo, 0, "topic", true);
 	tenant = outbox_text_arg(fcinfo, 5, "tenant", false);
@@ -303,6 +304,7 @@ outbox_offer_batch(PG_FUNCTION_ARGS)
 	TEXTARRAYOID, TEXTOID, JSONBARRAYOID};
 
 	outbox_require_writable("outbox.offer_batch()");
+	outbox_require_schema();
 	outbox_storage_ready();
 	name = outbox_text_arg(fcinfo, 0, "topic", true);
 	tenant = outbox_text_arg(fcinfo, 5, "tenant", false);

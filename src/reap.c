@@ -219,6 +219,7 @@ Datum
 outbox_reap(PG_FUNCTION_ARGS)
 {
 	outbox_require_writable("outbox.reap()");
+	outbox_require_schema();
 	PG_RETURN_INT32(outbox_do_reap());
 }
 

@@ -64,6 +64,7 @@ outbox_replay(PG_FUNCTION_ARGS)
 	TEXTOID, TEXTOID};
 
 	outbox_require_writable("outbox.replay()");
+	outbox_require_schema();
 	outbox_storage_ready();
 	name = outbox_text_arg(fcinfo, 0, "topic", true);
 	tenant = outbox_text_arg(fcinfo, 4, "tenant", false);

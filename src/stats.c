@@ -37,6 +37,8 @@ outbox_shmem_topics(PG_FUNCTION_ARGS)
 	int64	   *ids;
 	int			next = 0;
 
+	outbox_require_schema();
+
 	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
 	if (!outbox_shmem_available())
 		return (Datum) 0;

@@ -276,6 +276,7 @@ outbox_isolate_tenants(PG_FUNCTION_ARGS)
 	int			rc;
 
 	outbox_require_writable("outbox.isolate_tenants()");
+	outbox_require_schema();
 	name = outbox_text_arg(fcinfo, 0, "topic", true);
 
 	outbox_refuse_if_bound("outbox.isolate_tenants()");
@@ -334,6 +335,7 @@ outbox_grant_tenant(PG_FUNCTION_ARGS)
 	int			rc;
 
 	outbox_require_writable("outbox.grant_tenant()");
+	outbox_require_schema();
 
 	tenant_access_args(fcinfo, values, "outbox.grant_tenant()");
 	SPI_connect();
@@ -358,6 +360,7 @@ outbox_revoke_tenant(PG_FUNCTION_ARGS)
 	bool		found;
 
 	outbox_require_writable("outbox.revoke_tenant()");
+	outbox_require_schema();
 
 	tenant_access_args(fcinfo, values, "outbox.revoke_tenant()");
 	SPI_connect();

@@ -393,6 +393,7 @@ outbox_create_topic(PG_FUNCTION_ARGS)
 	INTERVALOID, BOOLOID};
 
 	outbox_require_writable("outbox.create_topic()");
+	outbox_require_schema();
 	name = outbox_text_arg(fcinfo, 0, "topic", true);
 
 	for (int i = 1; i < 6; i++)
@@ -468,6 +469,7 @@ outbox_drop_topic(PG_FUNCTION_ARGS)
 	static const Oid intarg[1] = {INT4OID};
 
 	outbox_require_writable("outbox.drop_topic()");
+	outbox_require_schema();
 	name = outbox_text_arg(fcinfo, 0, "topic", true);
 
 	outbox_require_arg(fcinfo, 1, "force");

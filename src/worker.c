@@ -27,6 +27,7 @@
 #include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_database.h"
+#include "commands/dbcommands.h"
 #include "commands/extension.h"
 #include "miscadmin.h"
 #include "nodes/makefuncs.h"
@@ -435,6 +436,31 @@ extension_ready(void)
 }
 
 /*
+ * Is the extension's schema the version this library works with?  If not,
+ * say so once (until it is), with the hint: the worker has nothing to do
+ * in that database until ALTER EXTENSION outbox UPDATE.
+ */
+static bool
+schema_current(void)
+{
+	static bool warned = false;
+	char	   *version = outbox_installed_version();
+
+	if (version == NULL || strcmp(version, OUTBOX_SCHEMA_VERSION) == 0)
+	{
+		warned = false;
+		return true;
+	}
+	if (!warned)
+		ereport(LOG,
+				(errmsg("outbox worker: the extension in database \"%s\" is version %s, but the library is version %s; the worker waits for the update",
+						get_database_name(MyDatabaseId), version, OUTBOX_SCHEMA_VERSION),
+				 errhint("ALTER EXTENSION outbox UPDATE")));
+	warned = true;
+	return false;
+}
+
+/*
  * Run one unit of work in transactions of its own.  Errors are logged (a
  * repeat of the last one is not) and the work is tried again next time.
  * Returns false if the extension is not installed.
@@ -458,7 +484,9 @@ run_unit(WorkUnit unit, MemoryContext cxt)
 								   "outbox: reaping expired leases" :
 								   "outbox: maintaining partitions");
 			present = extension_ready();
-			if (present && unit == UNIT_REAP)
+			if (present && !schema_current())
+				;				/* logged; nothing to do until it is updated */
+			else if (present && unit == UNIT_REAP)
 				(void) outbox_do_reap();
 			else if (present)
 				more = outbox_do_maintain(true);

@@ -25,8 +25,20 @@ is($node->safe_psql('old', "SELECT extversion FROM pg_extension WHERE extname = 
 	'the old database has 1.0');
 
 # What 1.0 kept: a topic, two events, an ack of one and an ack of two.
+# 1.0 partitioned the log at install time, as this does.
 $node->safe_psql('old', q{
-	SELECT outbox.maintain();
+	SELECT public.create_parent(p_parent_table => 'outbox.event', p_control => 'created_at',
+		p_type => 'native', p_interval => '1 day', p_premake => 4);
+	UPDATE public.part_config SET retention = NULL, infinite_time_partitions = true
+	WHERE parent_table = 'outbox.event';
+});
+# The library refuses to work on the old schema, with a hint.
+my ($rc, $out, $err) = $node->psql('old', q{SELECT outbox.create_topic('early')},
+	extra_params => ['-v', 'VERBOSITY=verbose']);
+like($err, qr/ERROR:  55000: the outbox extension in this database is version 1\.0, but the library is version 1\.2/,
+	'a schema older than the library: 55000');
+like($err, qr/HINT:  ALTER EXTENSION outbox UPDATE/, 'with the hint to update');
+$node->safe_psql('old', q{
 	INSERT INTO outbox.topic (name, max_attempts, retention, backoff_base, backoff_max)
 	VALUES ('kept', 5, '7 days', '1 second', '60 seconds');
 	INSERT INTO outbox.topic_state (topic_id) SELECT topic_id FROM outbox.topic WHERE name = 'kept';
