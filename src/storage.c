@@ -201,8 +201,27 @@ outbox_ensure_storage(void)
 							SPI_OK_UPDATE);
 	}
 	else
+	{
+		/*
+		 * Events written while no partition covered their day (the server
+		 * or its maintenance was down for longer than the partitions made
+		 * ahead) wait in the default partition, and pg_partman cannot make
+		 * a partition for a day the default partition holds rows of: have
+		 * it move them into partitions of their days first.
+		 */
+		rc = SPI_execute("SELECT 1 FROM pg_catalog.pg_inherits i "
+						 "JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) i.inhrelid "
+						 "WHERE i.inhparent OPERATOR(pg_catalog.=) 'outbox.event'::pg_catalog.regclass "
+						 "AND c.relname OPERATOR(pg_catalog.=) 'event_default' "
+						 "AND EXISTS (SELECT 1 FROM outbox.event_default)", false, 1);
+		outbox_spi_check(rc, SPI_OK_SELECT, "storage");
+		if (SPI_processed > 0)
+			outbox_partman_call(psprintf("SELECT %s.partition_data_time(p_parent_table => 'outbox.event', "
+										 "p_batch_count => 1000000, p_analyze => false)", partman),
+								SPI_OK_SELECT);
 		outbox_partman_call(psprintf("SELECT %s.run_maintenance(p_parent_table => 'outbox.event', "
 									 "p_analyze => false)", partman), SPI_OK_SELECT);
+	}
 	index_partitions();
 	SPI_finish();
 }
@@ -267,6 +286,35 @@ outbox_storage_ready(void)
 									  partman_schema_unchecked()), false, 1);
 			outbox_spi_check(rc, SPI_OK_SELECT, "storage");
 			configured = (SPI_processed > 0);
+		}
+	}
+
+	/*
+	 * A partition (not the default one) must cover now: after a long
+	 * downtime the partitions made ahead may all lie in the past, and
+	 * events written to the default partition meanwhile would race the
+	 * maintenance that attaches their day's partition.  Read from the
+	 * catalog, without a lock on outbox.event.
+	 */
+	if (configured)
+	{
+		rc = SPI_execute("SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_inherits i "
+						 "  JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) i.inhrelid, "
+						 "  LATERAL (SELECT pg_catalog.pg_get_expr(c.relpartbound, c.oid) AS b) x "
+						 "  WHERE i.inhparent OPERATOR(pg_catalog.=) 'outbox.event'::pg_catalog.regclass "
+						 "  AND x.b OPERATOR(pg_catalog.~) '^FOR VALUES FROM \\(''[^'']+''\\) TO \\(''[^'']+''\\)$' "
+						 "  AND pg_catalog.substring(x.b, 'FROM \\(''([^'']+)''\\)')::pg_catalog.timestamptz "
+						 "      OPERATOR(pg_catalog.<=) pg_catalog.now() "
+						 "  AND pg_catalog.substring(x.b, 'TO \\(''([^'']+)''\\)')::pg_catalog.timestamptz "
+						 "      OPERATOR(pg_catalog.>) pg_catalog.now())",
+						 false, 1);
+		outbox_spi_check(rc, SPI_OK_SELECT, "storage");
+		if (SPI_processed == 1)
+		{
+			bool		isnull;
+
+			configured = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
+													SPI_tuptable->tupdesc, 1, &isnull));
 		}
 	}
 	SPI_finish();

@@ -121,6 +121,8 @@ print "\\set ON_ERROR_STOP off\n\\set ON_ERROR_ROLLBACK on\n\\set VERBOSITY verb
 print "SET client_min_messages = warning;\n";
 print "\\set cid 1\n\\set ctok 00000000-0000-0000-0000-000000000000\n";
 print "CREATE TABLE IF NOT EXISTS victim (x int);\n";
+# the client's own record of the acks that returned true and committed
+print "CREATE TABLE IF NOT EXISTS fuzz_acked (id bigint NOT NULL);\n";
 print "SELECT outbox.create_topic('f1', max_attempts => 2, backoff_base => '1 millisecond', backoff_max => '10 milliseconds');\n";
 print "SELECT outbox.create_topic('f2', max_attempts => 1, retention => '1 hour');\n";
 print "SELECT outbox.create_topic('f3');\n";
@@ -153,6 +155,12 @@ while ($made < $calls)
 		  . pick(1, 5, 50) . ", lease => $lease) LIMIT 1 \\gset\n";
 		$made++;
 	}
+	elsif ($r < 0.10)
+	{
+		# a real ack of the last claimed event, recorded when it returns true
+		print "INSERT INTO fuzz_acked SELECT :cid WHERE outbox.ack(:cid, :'ctok');\n";
+		$made++;
+	}
 	elsif ($r < 0.12)
 	{
 		print "SELECT count(*) FROM outbox.claim(" . pick(@topic) . ", " . pick(@int) . ", "
@@ -183,7 +191,7 @@ while ($made < $calls)
 	elsif ($r < 0.19)
 	{
 		if ($in_xact) { print pick('COMMIT;', 'ROLLBACK;', 'ROLLBACK;') . "\n"; $in_xact = 0; }
-		else { print "BEGIN;\n"; $in_xact = 1; }
+		else { print pick('BEGIN;', 'BEGIN;', 'BEGIN;', 'BEGIN READ ONLY;') . "\n"; $in_xact = 1; }
 	}
 	elsif ($r < 0.20 && $in_xact)
 	{

@@ -32,9 +32,25 @@ pgc_psql "$c" -d postgres -X -q -f "$dir/script.sql" > "$dir/out.txt" 2> "$dir/e
 echo "fuzz: $(tail -n 1 "$dir/out.txt") in $(( $(date +%s) - start )) s"
 
 fail=0
-if grep -E -q 'terminated by signal|PANIC|TRAP:' "$c/server.log"; then
+# The session must have reached its end and made every call.
+if ! grep -q "^fuzz: $CALLS calls\$" "$dir/out.txt"; then
+	echo "fuzz: the session did not reach its end (last line: $(tail -n 1 "$dir/out.txt"))"
+	fail=1
+fi
+if grep -E -q 'FATAL|PANIC|server closed the connection' "$dir/err.txt"; then
+	echo "fuzz: the session was cut off:"
+	grep -E 'FATAL|PANIC|server closed the connection' "$dir/err.txt" | head -n 10
+	fail=1
+fi
+if pgc_crash_lines "$c" >"$dir/crash.txt"; then
 	echo "fuzz: the server crashed:"
-	grep -E -B2 -A5 'terminated by signal|PANIC|TRAP:' "$c/server.log" | head -n 40
+	head -n 40 "$dir/crash.txt"
+	fail=1
+fi
+# internal errors in the server log, the background worker's included
+if grep -E -q 'ERROR:  XX|outbox worker: .* failed' "$c/server.log"; then
+	echo "fuzz: internal errors or worker failures in the server log:"
+	grep -E 'ERROR:  XX|outbox worker: .* failed' "$c/server.log" | head -n 20
 	fail=1
 fi
 if ! pgc_psql "$c" -d postgres -Atc "SELECT 1" >/dev/null; then
@@ -93,14 +109,26 @@ END
 $$;
 SELECT 'redelivered-settled', count(*) FROM drained d JOIN settled s USING (id);
 SELECT 'drained-twice', count(*) FROM (SELECT id FROM drained GROUP BY id HAVING count(*) > 1) x;
+-- the client's record: no event has two acks that returned true
+SELECT 'acked-twice', count(*) FROM (SELECT id FROM fuzz_acked GROUP BY id HAVING count(*) > 1) x;
+SELECT 'acked-redelivered', count(*) FROM drained d JOIN fuzz_acked a USING (id);
+SELECT 'acks-recorded', count(*) FROM fuzz_acked;
 SQL
 cat "$dir/books.txt" | sed 's/^/  /'
 # events = settled + available + leased + delayed + dead, for every topic
 # (the worker reaps every 50 ms, so a lease may have moved between the
 # columns: counted once either way)
 if awk '$1 == "books" && $3 != $4 + $5 + $6 + $7 + $8 { bad = 1; print "fuzz: the books do not balance for topic " $2 ": " $0 } END { exit bad }' "$dir/books.txt"; then :; else fail=1; fi
-if grep -E -q '^(redelivered-settled|drained-twice) [1-9]' "$dir/books.txt"; then
-	echo "fuzz: an acknowledged event was handed out again, or one twice"
+if grep -E -q '^(redelivered-settled|drained-twice|acked-twice|acked-redelivered) [1-9]' "$dir/books.txt"; then
+	echo "fuzz: an acknowledged event was handed out again or acked twice, or one was handed out twice"
+	fail=1
+fi
+if ! grep -E -q '^acks-recorded [1-9]' "$dir/books.txt"; then
+	echo "fuzz: no real ack succeeded: the ack checks checked nothing"
+	fail=1
+fi
+if ! grep -q ' 25006$' "$dir/states.txt"; then
+	echo "fuzz: no call was refused in a read-only transaction"
 	fail=1
 fi
 if [ "$fail" = 0 ]; then
