@@ -53,6 +53,8 @@
 #define OUTBOX_MAX_ATTEMPTS		1000000
 #define OUTBOX_TOPIC_NAME_MAX	63
 #define OUTBOX_TENANT_MAX		63
+#define OUTBOX_MAX_ERROR_BYTES	4096	/* of an error or reason kept */
+#define OUTBOX_MAX_ERROR_HISTORY	20	/* entries kept per event */
 
 /* How many topics one transaction may offer to */
 #define OUTBOX_XACT_TOPICS		32

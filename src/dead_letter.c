@@ -12,10 +12,37 @@
 #include "catalog/pg_type.h"
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "mb/pg_wchar.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 
 PG_FUNCTION_INFO_V1(outbox_redrive);
+
+/*
+ * Error texts and reasons are kept to OUTBOX_MAX_ERROR_BYTES (cut at a
+ * character boundary, marked), and an event's error history to its newest
+ * OUTBOX_MAX_ERROR_HISTORY entries: a consumer's 256 MB error message must
+ * not make every later reap of the event drag the value around, nor grow
+ * the history until jsonb's size limit fails the reap of everything else.
+ */
+static Datum
+error_text(const char *text)
+{
+	size_t		len = strlen(text);
+	int			keep;
+
+	if (len <= OUTBOX_MAX_ERROR_BYTES)
+		return CStringGetTextDatum(text);
+	keep = pg_mbcliplen(text, (int) Min(len, (size_t) OUTBOX_MAX_ERROR_BYTES * 2),
+						OUTBOX_MAX_ERROR_BYTES);
+	return CStringGetTextDatum(psprintf("%.*s... (%zu bytes, cut)", keep, text, len));
+}
+
+/* The newest entries of a history, in SQL (%s: the history expression) */
+#define NEWEST_ERRORS(h) \
+	"(SELECT pg_catalog.jsonb_agg(k.x ORDER BY k.n) FROM " \
+	" (SELECT t.x, t.n FROM pg_catalog.jsonb_array_elements(" h ") WITH ORDINALITY AS t(x, n) " \
+	"  ORDER BY t.n DESC LIMIT " CppAsString2(OUTBOX_MAX_ERROR_HISTORY) ") k)"
 
 /*
  * Move an event to outbox.dead_letter, with its error history (and one
@@ -33,9 +60,9 @@ outbox_send_to_dead_letter(int64 event_id, int32 topic_id, int attempts,
 	values[0] = Int64GetDatum(event_id);
 	values[1] = Int32GetDatum(topic_id);
 	values[2] = Int32GetDatum(attempts);
-	values[3] = CStringGetTextDatum(reason);
+	values[3] = error_text(reason);
 	if (error)
-		values[4] = CStringGetTextDatum(error);
+		values[4] = error_text(error);
 	else
 		nulls[4] = 'n';
 	rc = outbox_exec(PLAN_DEAD_INSERT,
@@ -44,10 +71,10 @@ outbox_send_to_dead_letter(int64 event_id, int32 topic_id, int attempts,
 					 "  created_at, attempts, reason, error_history) "
 					 "SELECT e.id, e.topic_id, e.key, e.type, e.tenant, e.payload, e.headers, "
 					 "  e.created_at, $3, $4, "
-					 "  coalesce((SELECT r.errors FROM r), '[]'::jsonb) || "
+					 "  coalesce(" NEWEST_ERRORS("coalesce((SELECT r.errors FROM r), '[]'::jsonb) OPERATOR(pg_catalog.||) "
 					 "  CASE WHEN $5::text IS NULL THEN '[]'::jsonb ELSE "
 					 "  pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object("
-					 "    'attempt', $3, 'error', $5::text, 'at', pg_catalog.clock_timestamp())) END "
+					 "    'attempt', $3, 'error', $5::text, 'at', pg_catalog.clock_timestamp())) END") ", '[]'::jsonb) "
 					 "FROM outbox.event e WHERE e.topic_id = $2 AND e.id = $1 "
 					 "ON CONFLICT (id) DO NOTHING",
 					 5, types, values, nulls, false, 0);
@@ -72,7 +99,7 @@ outbox_schedule_retry(int64 event_id, int32 topic_id, int attempts,
 	values[2] = TimestampTzGetDatum(available_at);
 	values[3] = Int32GetDatum(attempts);
 	if (error)
-		values[4] = CStringGetTextDatum(error);
+		values[4] = error_text(error);
 	else
 		nulls[4] = 'n';
 	rc = outbox_exec(PLAN_RETRY_UPSERT,
@@ -80,7 +107,8 @@ outbox_schedule_retry(int64 event_id, int32 topic_id, int attempts,
 					 "VALUES ($1, $2, $3, $4, pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object("
 					 "  'attempt', $4, 'error', $5::text, 'at', pg_catalog.clock_timestamp()))) "
 					 "ON CONFLICT (event_id) DO UPDATE SET available_at = EXCLUDED.available_at, "
-					 "  attempts = EXCLUDED.attempts, errors = r.errors || EXCLUDED.errors",
+					 "  attempts = EXCLUDED.attempts, "
+					 "  errors = " NEWEST_ERRORS("r.errors OPERATOR(pg_catalog.||) EXCLUDED.errors"),
 					 5, types, values, nulls, false, 0);
 	outbox_spi_check(rc, SPI_OK_INSERT, "retry");
 }

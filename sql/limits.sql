@@ -1,0 +1,36 @@
+-- What one consumer can make the server keep: an error text or reason is
+-- cut at 4096 bytes (on a character boundary, marked), and an event's error
+-- history keeps its newest 20 entries, so that a huge error cannot slow or
+-- fail the reaping of everyone else's leases.
+SET client_min_messages = warning;
+SELECT outbox.create_topic('lim', max_attempts => 1000, backoff_base => '1 millisecond', backoff_max => '1 millisecond');
+SELECT outbox.offer('lim', '{"n": 1}') > 0 AS offered;
+
+-- a 16 MB error, in a multibyte alphabet
+SELECT outbox.nack(id, lease_token, repeat('é', 8 * 1024 * 1024), retry_after => '0') FROM outbox.claim('lim');
+SELECT octet_length(errors->0->>'error') BETWEEN 4096 AND 4200 AS error_cut,
+	   errors->0->>'error' LIKE '%... (16777216 bytes, cut)' AS marked,
+	   left(errors->0->>'error', 3) = 'ééé' AS characters_whole
+FROM outbox.retry r JOIN outbox.topic t USING (topic_id) WHERE t.name = 'lim';
+
+-- 30 failed attempts: the newest 20 are kept
+CREATE PROCEDURE lim_fail() LANGUAGE plpgsql AS $$
+BEGIN
+	FOR i IN 2 .. 30 LOOP
+		PERFORM outbox.nack(id, lease_token, 'attempt ' || i, retry_after => '0') FROM outbox.claim('lim');
+		COMMIT;
+	END LOOP;
+END
+$$;
+CALL lim_fail();
+DROP PROCEDURE lim_fail();
+SELECT jsonb_array_length(errors) AS kept,
+	   errors->0->>'error' AS oldest_kept, errors->-1->>'error' AS newest,
+	   attempts
+FROM outbox.retry r JOIN outbox.topic t USING (topic_id) WHERE t.name = 'lim';
+
+-- a dead letter keeps the same bounded history, and a cut reason
+SELECT outbox.dead_letter(id, lease_token, repeat('r', 100000)) FROM outbox.claim('lim');
+SELECT jsonb_array_length(error_history) AS kept, octet_length(reason) < 4200 AS reason_cut
+FROM outbox.dead_letters WHERE topic = 'lim';
+SELECT outbox.drop_topic('lim', force => true);
