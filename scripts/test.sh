@@ -120,8 +120,10 @@ suite_tap() {
 		echo "tap: no tests in t/*.pl"
 		return 1
 	fi
-	# OUTBOX_TAP_TESTS="t/001_worker.pl ..." runs only those scripts.
-	installcheck tap REGRESS= ISOLATION= ${OUTBOX_TAP_TESTS:+PROVE_TESTS="$OUTBOX_TAP_TESTS"}
+	# OUTBOX_TAP_TESTS="t/001_worker.pl ..." runs only those scripts;
+	# OUTBOX_PROVE_FLAGS=--verbose shows every line they print.
+	installcheck tap REGRESS= ISOLATION= ${OUTBOX_TAP_TESTS:+PROVE_TESTS="$OUTBOX_TAP_TESTS"} \
+		${OUTBOX_PROVE_FLAGS:+PROVE_FLAGS="$OUTBOX_PROVE_FLAGS"}
 }
 
 suite_pgtap() {

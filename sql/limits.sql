@@ -34,3 +34,9 @@ SELECT outbox.dead_letter(id, lease_token, repeat('r', 100000)) FROM outbox.clai
 SELECT jsonb_array_length(error_history) AS kept, octet_length(reason) < 4200 AS reason_cut
 FROM outbox.dead_letters WHERE topic = 'lim';
 SELECT outbox.drop_topic('lim', force => true);
+
+-- ack and extend_lease take at most 10000 ids (one lease's most): a longer
+-- array is refused before anything looks at the shared lease table
+SELECT try($$SELECT outbox.ack(ARRAY(SELECT 1::bigint FROM generate_series(1, 20000000)), gen_random_uuid())$$) AS ack_20m;
+SELECT try($$SELECT outbox.extend_lease(ARRAY(SELECT g::bigint FROM generate_series(1, 10001) g), gen_random_uuid())$$) AS extend_10001;
+SELECT try($$SELECT outbox.ack(ARRAY(SELECT g::bigint FROM generate_series(1, 10000) g), gen_random_uuid())$$) AS ack_10000;

@@ -33,6 +33,26 @@ typedef struct Settled
 	int32		attempt;
 } Settled;
 
+/*
+ * The ids of one lease: a lease holds at most OUTBOX_MAX_BATCH events, so a
+ * longer array cannot name only its events.  Refused before anything looks
+ * at shared memory: the caller's input never sizes work done under the
+ * shared state lock beyond that bound.
+ */
+static int64 *
+lease_ids(FunctionCallInfo fcinfo, int *n)
+{
+	ArrayType  *arr = PG_GETARG_ARRAYTYPE_P(0);
+	int			count = ArrayGetNItems(ARR_NDIM(arr), ARR_DIMS(arr));
+
+	if (count > OUTBOX_MAX_BATCH)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("\"ids\" may hold at most %d elements", OUTBOX_MAX_BATCH),
+				 errdetail("It holds %d; one lease holds at most %d events.", count, OUTBOX_MAX_BATCH)));
+	return outbox_int8_array(arr, "ids", n);
+}
+
 /* Is e the current lease of token, and free to settle? */
 static inline bool
 lease_is(OutboxEntry *e, pg_uuid_t *token)
@@ -190,7 +210,7 @@ outbox_ack_many(PG_FUNCTION_ARGS)
 
 	outbox_require_arg(fcinfo, 0, "ids");
 	outbox_require_arg(fcinfo, 1, "lease_token");
-	ids = outbox_int8_array(PG_GETARG_ARRAYTYPE_P(0), "ids", &n);
+	ids = lease_ids(fcinfo, &n);
 	PG_RETURN_INT32(ack_ids(ids, n, PG_GETARG_UUID_P(1)));
 }
 
@@ -327,7 +347,7 @@ outbox_extend_lease(PG_FUNCTION_ARGS)
 	outbox_require_arg(fcinfo, 0, "ids");
 	outbox_require_arg(fcinfo, 1, "lease_token");
 	outbox_require_arg(fcinfo, 2, "lease");
-	ids = outbox_int8_array(PG_GETARG_ARRAYTYPE_P(0), "ids", &n);
+	ids = lease_ids(fcinfo, &n);
 	token = PG_GETARG_UUID_P(1);
 	lease_usec = outbox_interval_usec(PG_GETARG_INTERVAL_P(2), "lease", 0,
 									  OUTBOX_MAX_LEASE_USEC, false);

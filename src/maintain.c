@@ -121,13 +121,25 @@ outbox_do_maintain(bool one_partition)
 
 		/*
 		 * Dropping a partition locks its parent exclusively.  Take that lock
-		 * first, then look again: nothing can be added meanwhile.
+		 * first, then look again: nothing can be added meanwhile.  Never
+		 * wait for it: a queued exclusive lock would stop every offer and
+		 * claim behind it for as long as some reader (a claim in an open
+		 * transaction) holds the log, and waiting while holding locks on
+		 * partitions could deadlock with DDL.  Retirement comes back at the
+		 * next maintenance.
 		 */
 		if (!parent_locked)
 		{
-			LockRelationOid(RangeVarGetRelid(makeRangeVar("outbox", "event", -1),
-											 NoLock, false),
-							AccessExclusiveLock);
+			if (!ConditionalLockRelationOid(RangeVarGetRelid(makeRangeVar("outbox", "event", -1),
+															 NoLock, false),
+											AccessExclusiveLock))
+			{
+				ereport(NOTICE,
+						(errmsg("outbox maintenance retires no partition now: outbox.event is in use"),
+						 errdetail("Retiring a partition needs an exclusive lock on the log for a moment; it is tried again at the next maintenance.")));
+				more = false;
+				break;
+			}
 			parent_locked = true;
 		}
 		if (partition_has_pending(qualified))
