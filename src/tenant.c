@@ -22,6 +22,8 @@
  */
 #include "outbox.h"
 
+#include "access/htup_details.h"
+#include "catalog/pg_authid.h"
 #include "catalog/pg_type.h"
 #include "fmgr.h"
 #include "miscadmin.h"
@@ -30,6 +32,7 @@
 #include "utils/inval.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
+#include "utils/syscache.h"
 
 PG_FUNCTION_INFO_V1(outbox_tenant_visible);
 PG_FUNCTION_INFO_V1(outbox_isolate_tenants);
@@ -40,8 +43,9 @@ char	   *outbox_tenant_setting = NULL;
 
 /*
  * The tenants the session is bound to, for the session user and current
- * role last looked up.  Emptied by any relcache invalidation;
- * outbox.tenant_access has a trigger that sends one.
+ * role last looked up.  Emptied by any relcache invalidation
+ * (outbox.tenant_access has a trigger that sends one) and by any change of
+ * role memberships: a GRANT of a bound role binds its new member at once.
  */
 static bool bindings_valid = false;
 static Oid	bindings_session = InvalidOid;
@@ -54,10 +58,19 @@ bindings_invalidate(Datum arg, Oid relid)
 	bindings_valid = false;
 }
 
+/* Role memberships changed (GRANT or REVOKE of a role, a role dropped). */
+static void
+memberships_invalidate(Datum arg, int cacheid, uint32 hashvalue)
+{
+	bindings_valid = false;
+}
+
 void
 outbox_tenant_init(void)
 {
 	CacheRegisterRelcacheCallback(bindings_invalidate, (Datum) 0);
+	CacheRegisterSyscacheCallback(AUTHMEMROLEMEM, memberships_invalidate, (Datum) 0);
+	CacheRegisterSyscacheCallback(AUTHOID, memberships_invalidate, (Datum) 0);
 }
 
 /*
@@ -324,6 +337,45 @@ tenant_access_args(FunctionCallInfo fcinfo, Datum *values, const char *function)
 }
 
 /*
+ * A role that may be bound: one that exists, is not a superuser (a bound
+ * superuser could manage no topic and revoke no binding any more, and
+ * bindings do not restrain superusers anyway), and is not one of the
+ * extension's own roles (binding outbox_admin would bind every admin).
+ */
+static void
+check_bindable(Oid role)
+{
+	HeapTuple	tup = SearchSysCache1(AUTHOID, ObjectIdGetDatum(role));
+	Form_pg_authid form;
+
+	if (!HeapTupleIsValid(tup))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("role with OID %u does not exist", role)));
+	form = (Form_pg_authid) GETSTRUCT(tup);
+	if (form->rolsuper)
+	{
+		ReleaseSysCache(tup);
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("a superuser cannot be bound to a tenant"),
+				 errdetail("Role \"%s\" is a superuser.", NameStr(form->rolname))));
+	}
+	if (strcmp(NameStr(form->rolname), "outbox_producer") == 0 ||
+		strcmp(NameStr(form->rolname), "outbox_consumer") == 0 ||
+		strcmp(NameStr(form->rolname), "outbox_admin") == 0)
+	{
+		ReleaseSysCache(tup);
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("role \"%s\" belongs to the extension and cannot be bound to a tenant",
+						NameStr(form->rolname)),
+				 errhint("Bind the application's own roles, or a group role made for the tenant.")));
+	}
+	ReleaseSysCache(tup);
+}
+
+/*
  * grant_tenant(role, tenant): bind role to tenant.  A role bound to any
  * tenant acts for its tenants only, from its next transaction on.
  */
@@ -338,6 +390,7 @@ outbox_grant_tenant(PG_FUNCTION_ARGS)
 	outbox_require_schema();
 
 	tenant_access_args(fcinfo, values, "outbox.grant_tenant()");
+	check_bindable(DatumGetObjectId(values[0]));
 	SPI_connect();
 	rc = SPI_execute_with_args("INSERT INTO outbox.tenant_access (role, tenant) VALUES ($1, $2) "
 							   "ON CONFLICT DO NOTHING",

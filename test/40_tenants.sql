@@ -3,7 +3,7 @@
 -- dead-letter, redrive, replay nor read tenant B's events.
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS outbox CASCADE;
-SELECT plan(68);
+SELECT plan(75);
 
 -- as_login(login, role, sql [, tenant]): the first column of sql's first
 -- row (text), run with login as the session user (none: this session's),
@@ -196,6 +196,27 @@ SELECT is(pg_temp.val_as('tap_adm_a', $$SELECT count(*) FROM outbox.dead_letters
 	'a cheap function in the caller''s WHERE clause ...');
 SELECT is((SELECT count(*)::int FROM leaked WHERE tenant = 'b'), 0,
 	'... never sees another tenant''s dead letters');
+
+-- ---- who may be bound
+SELECT throws_ok($$SELECT outbox.grant_tenant('postgres', 'x')$$, '22023', NULL,
+	'a superuser cannot be bound (no one could manage topics or revoke bindings afterwards)');
+SELECT throws_ok($$SELECT outbox.grant_tenant('outbox_admin', 'x')$$, '22023', NULL,
+	'the extension''s own roles cannot be bound');
+SELECT throws_ok($$SELECT outbox.grant_tenant('-', 'x')$$, '42704', NULL,
+	'a role that does not exist (OID 0) is refused');
+SELECT is((SELECT count(*)::int FROM outbox.tenant_access WHERE tenant = 'x'), 0, 'nothing was bound');
+
+-- ---- a membership granted later binds at once
+CREATE ROLE tap_late;
+GRANT outbox_producer TO tap_late;
+SELECT is(pg_temp.val_as('tap_late', $$SELECT outbox.offer('tn', '{"who": "late"}', tenant => 'b') > 0$$), 'true',
+	'an unbound role offers for any tenant (and the session remembers it is unbound)');
+GRANT tap_grp TO tap_late;
+SELECT is(pg_temp.val_as('tap_late', $$SELECT outbox.offer('tn', '{"who": "late"}', tenant => 'b') > 0$$), 'ERR 42501',
+	'once made a member of a role bound to g, the same session may not offer for b');
+REVOKE tap_grp FROM tap_late;
+SELECT is(pg_temp.val_as('tap_late', $$SELECT outbox.offer('tn', '{"who": "late"}', tenant => 'b') > 0$$), 'true',
+	'and when the membership is revoked, it is unbound again');
 
 -- ---- stats and drop: the parts are one topic
 SELECT is((SELECT count(*)::int FROM outbox.stats WHERE topic = 'tn'), 1, 'one stats row for the per-tenant topic');
