@@ -52,3 +52,10 @@ BEGIN
 	END LOOP;
 END
 $$;
+
+/*
+ * The shared-memory view behind stats names every topic's leased ids and
+ * counts, whatever the tenant: only admins call it directly.  stats itself
+ * reads it through _stats(), which runs as the extension's owner.
+ */
+REVOKE EXECUTE ON FUNCTION outbox._shmem_topics() FROM outbox_producer, outbox_consumer;

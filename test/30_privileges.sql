@@ -3,7 +3,7 @@
 -- creates, no caller text in dynamic SQL.
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS outbox CASCADE;
-SELECT plan(47);
+SELECT plan(50);
 
 -- as_role(role, sql [, search_path]): run sql as role (with that
 -- search_path); 'ok' or the SQLSTATE it raised.
@@ -134,6 +134,17 @@ CREATE TABLE victim (x int);
 SELECT throws_ok($$SELECT outbox.offer('x"; DROP TABLE victim; --', '{}')$$, '42704', NULL, 'a hostile topic name is just an unknown topic');
 SELECT throws_ok($$SELECT * FROM outbox.claim('x''; DROP TABLE victim; --')$$, '42704', NULL, 'for claim too');
 SELECT has_table('public', 'victim', 'and the table is still there');
+
+-- the shared-memory view behind stats shows every tenant's leased ids:
+-- admins only; producers and consumers read stats, which goes through
+-- _stats() as the extension's owner
+SELECT ok(NOT has_function_privilege('outbox_producer', 'outbox._shmem_topics()', 'EXECUTE'),
+	'producers cannot call _shmem_topics()');
+SELECT ok(NOT has_function_privilege('outbox_consumer', 'outbox._shmem_topics()', 'EXECUTE'),
+	'consumers cannot call _shmem_topics()');
+SELECT ok(has_function_privilege('outbox_consumer', 'outbox._stats()', 'EXECUTE')
+	  AND has_table_privilege('outbox_consumer', 'outbox.stats', 'SELECT'),
+	'but they read stats');
 
 SELECT * FROM finish();
 ROLLBACK;
