@@ -17,7 +17,7 @@ REGRESS = setup topics offer log_insert claim_ack nack_dead redrive dedupe error
 REGRESS_OPTS = --temp-instance=./tmp_check --temp-config=./test/outbox-test.conf
 # Isolation specs, on their own private instance.
 ISOLATION = inflight claim_race dedupe_race ack_reap stale_token tenant_part \
-	redrive_claim drop_offer nack_expiry settle_claim
+	redrive_claim drop_offer nack_expiry settle_claim maintain_twice
 ISOLATION_OPTS = --temp-instance=./tmp_check_iso --temp-config=./test/outbox-test.conf
 
 # Perl TAP tests (t/): the background worker and crash recovery.
