@@ -85,11 +85,15 @@ for (1 .. 100)
 is_deeply(\@got, [ $held, @skip ],
 	'after the restart exactly the unsettled events are delivered, oldest first');
 
-# The other topic's events were untouched and come out in order.
+# The other topic's events were untouched and come out in order: each row
+# of the claim, in the order the claim returned them, has a higher id than
+# the one before.
 my $other = $node->safe_psql('postgres', q{
 	SELECT count(*), bool_and(ok) FROM (
-		SELECT id > lag(id, 1, 0::bigint) OVER (ORDER BY id) AS ok
-		FROM outbox.claim('other', 5000)) x});
+		SELECT c.id > lag(c.id, 1, 0::bigint) OVER (ORDER BY c.n) AS ok
+		FROM outbox.claim('other', 5000) WITH ORDINALITY
+			AS c(id, topic, key, type, payload, headers, tenant, attempt, lease_token,
+				 lease_expires_at, created_at, n)) x});
 is($other, '3000|t', 'the other topic delivers all 3000 of its events');
 
 # Nothing settled is pending: stats agree.
