@@ -123,7 +123,17 @@ suite_tap() {
 	# OUTBOX_TAP_TESTS="t/001_worker.pl ..." runs only those scripts;
 	# OUTBOX_PROVE_FLAGS=--verbose shows every line they print.
 	installcheck tap REGRESS= ISOLATION= ${OUTBOX_TAP_TESTS:+PROVE_TESTS="$OUTBOX_TAP_TESTS"} \
-		${OUTBOX_PROVE_FLAGS:+PROVE_FLAGS="$OUTBOX_PROVE_FLAGS"}
+		${OUTBOX_PROVE_FLAGS:+PROVE_FLAGS="$OUTBOX_PROVE_FLAGS"} || return 1
+	# PGXS turns the TAP run into an echo on a PostgreSQL built without TAP
+	# support: a run that executed no test is a failure.
+	local files tests
+	files=$(sed -n 's/^Files=\([0-9]*\), Tests=\([0-9]*\),.*/\1/p' "$WORK/installcheck-tap.out" | tail -n 1)
+	tests=$(sed -n 's/^Files=\([0-9]*\), Tests=\([0-9]*\),.*/\2/p' "$WORK/installcheck-tap.out" | tail -n 1)
+	if [ -z "$files" ] || [ "$files" = 0 ] || [ "$tests" = 0 ]; then
+		echo "tap: prove ran no test (is PostgreSQL built with TAP support?)"
+		return 1
+	fi
+	echo "tap: $files scripts, $tests tests"
 }
 
 suite_pgtap() {
