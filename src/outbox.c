@@ -54,22 +54,27 @@ _PG_init(void)
 {
 	/*
 	 * The sizes of shared structures can only be set at server start, and
-	 * only mean something when the library is preloaded.
+	 * only mean something when the library is preloaded.  A library loaded
+	 * later may not define such settings at all (PostgreSQL ends the
+	 * session with FATAL): without preloading they are left out.
 	 */
-	DefineCustomIntVariable("outbox.max_leases",
-							"Leased and ready-to-redeliver events the server can track at once.",
-							"Each entry takes about 100 bytes of shared memory.",
-							&outbox_max_leases,
-							65536, 1024, 16 * 1024 * 1024,
-							PGC_POSTMASTER, 0,
-							NULL, NULL, NULL);
-	DefineCustomIntVariable("outbox.max_topics",
-							"Topics, over all databases, that can be consumed at once.",
-							NULL,
-							&outbox_max_topics,
-							256, 1, 65536,
-							PGC_POSTMASTER, 0,
-							NULL, NULL, NULL);
+	if (process_shared_preload_libraries_in_progress)
+	{
+		DefineCustomIntVariable("outbox.max_leases",
+								"Leased and ready-to-redeliver events the server can track at once.",
+								"Each entry takes about 100 bytes of shared memory.",
+								&outbox_max_leases,
+								65536, 1024, 16 * 1024 * 1024,
+								PGC_POSTMASTER, 0,
+								NULL, NULL, NULL);
+		DefineCustomIntVariable("outbox.max_topics",
+								"Topics, over all databases, that can be consumed at once.",
+								NULL,
+								&outbox_max_topics,
+								256, 1, 65536,
+								PGC_POSTMASTER, 0,
+								NULL, NULL, NULL);
+	}
 
 	DefineCustomBoolVariable("outbox.release_on_disconnect",
 							 "Hands this session's leases back as soon as it disconnects.",
