@@ -372,9 +372,23 @@ outbox_entry_enter(int64 event_id, bool *found)
 {
 	OutboxEntryKey key;
 
+	OutboxEntry *e;
+
 	key.dbid = MyDatabaseId;
 	key.pad = 0;
 	key.event_id = event_id;
+	e = (OutboxEntry *) hash_search(outbox_entries, &key, HASH_FIND, found);
+	if (e != NULL)
+		return e;
+
+	/*
+	 * The cap is exact: a shared hash made with HASH_ENTER_NULL grows into
+	 * the server's spare shared memory once its own is used, and that
+	 * memory is what every database's lock table falls back on.
+	 */
+	*found = false;
+	if (hash_get_num_entries(outbox_entries) >= outbox_max_leases)
+		return NULL;
 	return (OutboxEntry *) hash_search(outbox_entries, &key, HASH_ENTER_NULL,
 									   found);
 }
