@@ -386,7 +386,7 @@ extern bool outbox_column_attnums(TupleDesc desc, const char *const *names,
 								  int n, AttrNumber *attnums);
 
 /* schema.c */
-extern char *outbox_installed_version(void);
+extern bool outbox_schema_current(char **installed);
 extern void outbox_require_schema(void);
 
 /* storage.c */

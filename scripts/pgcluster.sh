@@ -21,6 +21,8 @@
 #                                     the server user may use, removed at
 #                                     exit; its path goes into VAR
 #   pgc_log_tail DIR [lines]          print the end of the server log
+#   pgc_crash_lines DIR               print the log lines that tell of a
+#                                     crash; true if there are any
 #
 # As root, initdb and postgres run as the OS user "postgres" (they refuse
 # root); as any other user they run as that user.

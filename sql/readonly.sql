@@ -8,17 +8,9 @@ SELECT outbox.offer('ro', '{"n": 2}') > 0 AS offered;
 CREATE TEMP TABLE ro_held AS SELECT id, lease_token FROM outbox.claim('ro');
 SELECT id AS held_id, lease_token AS held_token FROM ro_held \gset
 
-CREATE FUNCTION ro_try(stmt text) RETURNS text LANGUAGE plpgsql AS $$
-BEGIN
-	EXECUTE stmt;
-	RETURN 'ran';
-EXCEPTION WHEN OTHERS THEN
-	RETURN SQLSTATE || ' ' || SQLERRM;
-END
-$$;
-
 BEGIN READ ONLY;
-SELECT n, ro_try(s) AS result FROM unnest(ARRAY[
+-- try() (setup.sql) reports 'ok' or the SQLSTATE and message
+SELECT n, try(s) AS result FROM unnest(ARRAY[
 	$$SELECT outbox.offer('ro', '{"n": 3}')$$,
 	$$SELECT outbox.offer_batch('ro', ARRAY['{}'::jsonb])$$,
 	$$SELECT outbox.claim('ro')$$,
@@ -50,4 +42,3 @@ COMMIT;
 SELECT available, leased, delayed, dead FROM outbox.stats WHERE topic = 'ro';
 SELECT outbox.ack(:held_id, :'held_token') AS acked_after;
 SELECT outbox.drop_topic('ro', force => true);
-DROP FUNCTION ro_try(text);

@@ -144,7 +144,7 @@ outbox_replay(PG_FUNCTION_ARGS)
 			outbox_xact_offer_register(topic);
 		}
 		values[0] = Int32GetDatum(ids[k]);
-			rc = outbox_exec(PLAN_REPLAY, replay_sql, 5, types, values, nulls, false, 0);
+		rc = outbox_exec(PLAN_REPLAY, replay_sql, 5, types, values, nulls, false, 0);
 		outbox_spi_check(rc, SPI_OK_INSERT_RETURNING, "replay");
 		n = SPI_processed;
 		if (topic >= 0)

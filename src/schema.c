@@ -28,7 +28,7 @@ static bool schema_matches = false;
  * The installed version of the extension in this database, palloc'd, or
  * NULL if it is not installed.
  */
-char *
+static char *
 outbox_installed_version(void)
 {
 	Relation	rel;
@@ -57,6 +57,19 @@ outbox_installed_version(void)
 }
 
 /*
+ * Is the extension in this database the version the library works with (or
+ * not installed)?  If not, *installed is set to its version.
+ */
+bool
+outbox_schema_current(char **installed)
+{
+	char	   *version = outbox_installed_version();
+
+	*installed = version;
+	return version == NULL || strcmp(version, OUTBOX_SCHEMA_VERSION) == 0;
+}
+
+/*
  * Refuse to work on a schema of another version than the library's.  The
  * install and update scripts themselves are let through.
  */
@@ -67,8 +80,7 @@ outbox_require_schema(void)
 
 	if (schema_matches || creating_extension)
 		return;
-	version = outbox_installed_version();
-	if (version != NULL && strcmp(version, OUTBOX_SCHEMA_VERSION) != 0)
+	if (!outbox_schema_current(&version))
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("the outbox extension in this database is version %s, but the library is version %s",

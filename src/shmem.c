@@ -306,8 +306,7 @@ outbox_topic_rescan(OutboxTopic *t)
 
 /*
  * An event's lease has ended for good (acked, nacked, dead, reaped), and its
- * entry is to go.  Normally it simply
- * goes.  But after a rescan the scan passes again over events handed out
+ * entry is to go.  Normally it simply goes.  But after a rescan the scan passes again over events handed out
  * before it, stepping over the settled ones it loaded with an earlier
  * snapshot: one settled after that load would look free.  So an event in
  * that stretch (above the scan position, at or below recovery_until)
@@ -371,7 +370,6 @@ OutboxEntry *
 outbox_entry_enter(int64 event_id, bool *found)
 {
 	OutboxEntryKey key;
-
 	OutboxEntry *e;
 
 	key.dbid = MyDatabaseId;

@@ -15,6 +15,7 @@
 #include "catalog/namespace.h"
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "nodes/makefuncs.h"
 #include "storage/lmgr.h"
 #include "storage/lock.h"
 #include "utils/builtins.h"
@@ -23,15 +24,19 @@
 
 PG_FUNCTION_INFO_V1(outbox_setup_storage);
 
-/* This backend has seen the log handed to pg_partman (until a relcache
- * invalidation, after which it looks again: the extension may have been
- * dropped and made again) */
+/*
+ * This backend has seen the log handed to pg_partman, with a partition for
+ * now.  It looks again after an invalidation of outbox.event (a partition
+ * attached or detached, the extension dropped) or of every relation.
+ */
 static bool storage_known_ready = false;
+static Oid	storage_event_relid = InvalidOid;
 
 static void
 storage_invalidate(Datum arg, Oid relid)
 {
-	storage_known_ready = false;
+	if (relid == InvalidOid || relid == storage_event_relid)
+		storage_known_ready = false;
 }
 
 void
@@ -40,51 +45,35 @@ outbox_storage_init(void)
 	CacheRegisterRelcacheCallback(storage_invalidate, (Datum) 0);
 }
 
-/* pg_partman's schema, quoted, without the checks of outbox_partman_schema */
-static char *
-partman_schema_unchecked(void)
-{
-	int			rc;
-
-	rc = SPI_execute("SELECT n.nspname FROM pg_catalog.pg_extension e "
-					 "JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) e.extnamespace "
-					 "WHERE e.extname OPERATOR(pg_catalog.=) 'pg_partman'", true, 1);
-	outbox_spi_check(rc, SPI_OK_SELECT, "storage");
-	if (SPI_processed == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("extension \"pg_partman\" is not installed"),
-				 errhint("outbox needs pg_partman: CREATE EXTENSION pg_partman.")));
-	return pstrdup(quote_identifier(SPI_getvalue(SPI_tuptable->vals[0],
-												 SPI_tuptable->tupdesc, 1)));
-}
-
 /*
  * pg_partman's schema, quoted.  pg_partman runs its SQL with its own schema
  * on the search_path, and outbox calls it as a superuser (the install
  * script, the background worker, the SECURITY DEFINER maintain()): a role
  * that may create objects in that schema could plant operators or
- * functions there that would run with those rights.  Refuse, naming the
- * role, rather than call it.
+ * functions there that would run with those rights.  Before a call
+ * (check_writers), refuse, naming the role, rather than call it; merely
+ * reading pg_partman's configuration needs no such check.
  */
-char *
-outbox_partman_schema(void)
+static char *
+partman_schema(bool check_writers)
 {
 	int			rc;
 	bool		isnull;
 	char	   *nspname;
-	char	   *writer;
 
-	rc = SPI_execute("SELECT n.nspname, "
-					 "  (SELECT r.rolname FROM pg_catalog.pg_roles r "
-					 "   WHERE NOT r.rolsuper "
-					 "     AND r.rolname OPERATOR(pg_catalog.<>) 'pg_database_owner' "
-					 "     AND pg_catalog.has_schema_privilege(r.oid, n.oid, 'CREATE') "
-					 "   ORDER BY r.rolname LIMIT 1) "
-					 "FROM pg_catalog.pg_extension e "
-					 "JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) e.extnamespace "
-					 "WHERE e.extname OPERATOR(pg_catalog.=) 'pg_partman'", true, 1);
-	outbox_spi_check(rc, SPI_OK_SELECT, "maintain");
+	rc = SPI_execute(psprintf("SELECT n.nspname, %s "
+							  "FROM pg_catalog.pg_extension e "
+							  "JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) e.extnamespace "
+							  "WHERE e.extname OPERATOR(pg_catalog.=) 'pg_partman'",
+							  check_writers ?
+							  "(SELECT r.rolname FROM pg_catalog.pg_roles r "
+							  " WHERE NOT r.rolsuper "
+							  "   AND r.rolname OPERATOR(pg_catalog.<>) 'pg_database_owner' "
+							  "   AND pg_catalog.has_schema_privilege(r.oid, n.oid, 'CREATE') "
+							  " ORDER BY r.rolname LIMIT 1)" :
+							  "NULL::pg_catalog.name"),
+					 true, 1);
+	outbox_spi_check(rc, SPI_OK_SELECT, "storage");
 	if (SPI_processed == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
@@ -93,17 +82,34 @@ outbox_partman_schema(void)
 	nspname = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
 	(void) SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
 	if (!isnull)
-	{
-		writer = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("pg_partman is installed in schema \"%s\", where role \"%s\" may create objects",
-						nspname, writer),
+						nspname, SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2)),
 				 errdetail("outbox calls pg_partman with superuser rights, and pg_partman resolves names in its own schema: objects other roles create there would run with those rights."),
 				 errhint("Install pg_partman in a schema of its own before outbox (CREATE SCHEMA partman; CREATE EXTENSION pg_partman SCHEMA partman), or leave CREATE on schema \"%s\" to superusers only.",
 						 nspname)));
-	}
 	return pstrdup(quote_identifier(nspname));
+}
+
+/* pg_partman's schema, quoted, checked fit to be called (see above) */
+char *
+outbox_partman_schema(void)
+{
+	return partman_schema(true);
+}
+
+/* Has pg_partman a configuration for the log?  Caller is connected to SPI. */
+static bool
+log_configured(const char *partman)
+{
+	int			rc;
+
+	rc = SPI_execute(psprintf("SELECT 1 FROM %s.part_config "
+							  "WHERE parent_table OPERATOR(pg_catalog.=) 'outbox.event'",
+							  partman), false, 1);
+	outbox_spi_check(rc, SPI_OK_SELECT, "storage");
+	return SPI_processed > 0;
 }
 
 /*
@@ -176,19 +182,13 @@ outbox_ensure_storage(void)
 	LOCKTAG		tag;
 	char	   *partman;
 	int			rc;
-	bool		configured;
 
 	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, 0, 0, OUTBOX_LOCK_STORAGE);
 	(void) LockAcquire(&tag, ExclusiveLock, false, false);
 
 	SPI_connect();
 	partman = outbox_partman_schema();
-	rc = SPI_execute(psprintf("SELECT 1 FROM %s.part_config "
-							  "WHERE parent_table OPERATOR(pg_catalog.=) 'outbox.event'",
-							  partman), false, 1);
-	outbox_spi_check(rc, SPI_OK_SELECT, "storage");
-	configured = (SPI_processed > 0);
-	if (!configured)
+	if (!log_configured(partman))
 	{
 		outbox_partman_call(psprintf("SELECT %s.create_parent(p_parent_table => 'outbox.event', "
 									 "p_control => 'created_at', p_type => 'native', "
@@ -256,38 +256,19 @@ outbox_setup_storage(PG_FUNCTION_ARGS)
  * pg_partman on its first use.  Doing it first keeps the lock order of
  * maintenance (the storage lock, then outbox.event), so that a first offer
  * and the worker's first maintenance wait for each other instead of
- * deadlocking.  Costs one look at pg_partman's configuration per backend.
+ * deadlocking.  Costs two catalog looks per backend, and again after each
+ * invalidation of outbox.event.
  */
 void
 outbox_storage_ready(void)
 {
 	int			rc;
-	bool		configured;
+	bool		ready;
 
 	if (storage_known_ready)
 		return;
 	SPI_connect();
-	rc = SPI_execute("SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_extension e "
-					 "  JOIN pg_catalog.pg_class c ON c.relnamespace OPERATOR(pg_catalog.=) e.extnamespace "
-					 "  WHERE e.extname OPERATOR(pg_catalog.=) 'pg_partman' "
-					 "  AND c.relname OPERATOR(pg_catalog.=) 'part_config') ",
-					 false, 1);
-	outbox_spi_check(rc, SPI_OK_SELECT, "storage");
-	configured = false;
-	if (SPI_processed == 1)
-	{
-		bool		isnull;
-
-		if (DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
-									   1, &isnull)))
-		{
-			rc = SPI_execute(psprintf("SELECT 1 FROM %s.part_config "
-									  "WHERE parent_table OPERATOR(pg_catalog.=) 'outbox.event'",
-									  partman_schema_unchecked()), false, 1);
-			outbox_spi_check(rc, SPI_OK_SELECT, "storage");
-			configured = (SPI_processed > 0);
-		}
-	}
+	ready = log_configured(partman_schema(false));
 
 	/*
 	 * A partition (not the default one) must cover now: after a long
@@ -296,7 +277,7 @@ outbox_storage_ready(void)
 	 * maintenance that attaches their day's partition.  Read from the
 	 * catalog, without a lock on outbox.event.
 	 */
-	if (configured)
+	if (ready)
 	{
 		rc = SPI_execute("SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_inherits i "
 						 "  JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) i.inhrelid, "
@@ -313,12 +294,14 @@ outbox_storage_ready(void)
 		{
 			bool		isnull;
 
-			configured = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
-													SPI_tuptable->tupdesc, 1, &isnull));
+			ready = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
+												   SPI_tuptable->tupdesc, 1, &isnull));
 		}
 	}
 	SPI_finish();
-	if (!configured)
+	if (!ready)
 		outbox_ensure_storage();
+	storage_event_relid = RangeVarGetRelid(makeRangeVar("outbox", "event", -1),
+										   NoLock, false);
 	storage_known_ready = true;
 }

@@ -346,33 +346,30 @@ static void
 check_bindable(Oid role)
 {
 	HeapTuple	tup = SearchSysCache1(AUTHOID, ObjectIdGetDatum(role));
-	Form_pg_authid form;
+	NameData	name;
+	bool		super;
 
 	if (!HeapTupleIsValid(tup))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("role with OID %u does not exist", role)));
-	form = (Form_pg_authid) GETSTRUCT(tup);
-	if (form->rolsuper)
-	{
-		ReleaseSysCache(tup);
+	name = ((Form_pg_authid) GETSTRUCT(tup))->rolname;
+	super = ((Form_pg_authid) GETSTRUCT(tup))->rolsuper;
+	ReleaseSysCache(tup);
+
+	if (super)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("a superuser cannot be bound to a tenant"),
-				 errdetail("Role \"%s\" is a superuser.", NameStr(form->rolname))));
-	}
-	if (strcmp(NameStr(form->rolname), "outbox_producer") == 0 ||
-		strcmp(NameStr(form->rolname), "outbox_consumer") == 0 ||
-		strcmp(NameStr(form->rolname), "outbox_admin") == 0)
-	{
-		ReleaseSysCache(tup);
+				 errdetail("Role \"%s\" is a superuser.", NameStr(name))));
+	if (strcmp(NameStr(name), "outbox_producer") == 0 ||
+		strcmp(NameStr(name), "outbox_consumer") == 0 ||
+		strcmp(NameStr(name), "outbox_admin") == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("role \"%s\" belongs to the extension and cannot be bound to a tenant",
-						NameStr(form->rolname)),
+						NameStr(name)),
 				 errhint("Bind the application's own roles, or a group role made for the tenant.")));
-	}
-	ReleaseSysCache(tup);
 }
 
 /*

@@ -444,9 +444,9 @@ static bool
 schema_current(void)
 {
 	static bool warned = false;
-	char	   *version = outbox_installed_version();
+	char	   *version;
 
-	if (version == NULL || strcmp(version, OUTBOX_SCHEMA_VERSION) == 0)
+	if (outbox_schema_current(&version))
 	{
 		warned = false;
 		return true;
@@ -484,12 +484,14 @@ run_unit(WorkUnit unit, MemoryContext cxt)
 								   "outbox: reaping expired leases" :
 								   "outbox: maintaining partitions");
 			present = extension_ready();
-			if (present && !schema_current())
-				;				/* logged; nothing to do until it is updated */
-			else if (present && unit == UNIT_REAP)
-				(void) outbox_do_reap();
-			else if (present)
-				more = outbox_do_maintain(true);
+			/* an old schema: logged, and nothing to do until it is updated */
+			if (present && schema_current())
+			{
+				if (unit == UNIT_REAP)
+					(void) outbox_do_reap();
+				else
+					more = outbox_do_maintain(true);
+			}
 			PopActiveSnapshot();
 			CommitTransactionCommand();
 			pgstat_report_activity(STATE_IDLE, NULL);

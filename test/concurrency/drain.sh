@@ -25,12 +25,7 @@ DB=outbox_drain
 CONSUMER_TIMEOUT=${CONSUMER_TIMEOUT:-600}
 
 parent=${OUTBOX_TEST_WORK:-}
-if [ -z "$parent" ]; then
-	parent=$(mktemp -d /tmp/outbox-drain.XXXXXX)
-	chmod 755 "$parent"
-	if [ "$(id -u)" = 0 ]; then chown "$PGC_OSUSER": "$parent"; fi
-	pgc_on_exit "rm -rf -- '$parent'"
-fi
+[ -n "$parent" ] || pgc_scratch parent drain
 C="$parent/drain-cluster"
 [ -e "$C" ] && pgc_destroy "$C"
 OUT="$parent/drain-consumers"

@@ -29,12 +29,7 @@ DB=outbox_nack
 TIMEOUT=${NACK_TIMEOUT:-300}
 
 parent=${OUTBOX_TEST_WORK:-}
-if [ -z "$parent" ]; then
-	parent=$(mktemp -d /tmp/outbox-nack.XXXXXX)
-	chmod 755 "$parent"
-	if [ "$(id -u)" = 0 ]; then chown "$PGC_OSUSER": "$parent"; fi
-	pgc_on_exit "rm -rf -- '$parent'"
-fi
+[ -n "$parent" ] || pgc_scratch parent nack
 C="$parent/nack-cluster"
 [ -e "$C" ] && pgc_destroy "$C"
 OUT="$parent/nack-clients"
@@ -132,30 +127,31 @@ END
 $$;
 SQL
 
+# client NAME SQL: one client in the background, its output in $OUT/NAME.log
 pids=()
-names=()
-for ((k = 1; k <= CONSUMERS; k++)); do
+logs=()
+client() {
 	timeout "$TIMEOUT" "$PGC_BINDIR/psql" -X -q -v ON_ERROR_STOP=1 \
 		-h "$(pgc_host "$C")" -p "$(pgc_port "$C")" -U postgres -d "$DB" \
-		-c "CALL nk_consume($k, '$TOPIC', $EVENTS, $PRODUCERS)" >"$OUT/c$k.log" 2>&1 &
+		-c "$2" >"$OUT/$1.log" 2>&1 &
 	pids+=($!)
-	names+=("consumer $k")
+	logs+=("$OUT/$1.log")
+}
+for ((k = 1; k <= CONSUMERS; k++)); do
+	client "consumer-$k" "CALL nk_consume($k, '$TOPIC', $EVENTS, $PRODUCERS)"
 done
 for ((k = 1; k <= PRODUCERS; k++)); do
-	timeout "$TIMEOUT" "$PGC_BINDIR/psql" -X -q -v ON_ERROR_STOP=1 \
-		-h "$(pgc_host "$C")" -p "$(pgc_port "$C")" -U postgres -d "$DB" \
-		-c "CALL nk_produce($k, '$TOPIC', $EVENTS, $PRODUCERS)" >"$OUT/p$k.log" 2>&1 &
-	pids+=($!)
-	names+=("producer $k")
+	client "producer-$k" "CALL nk_produce($k, '$TOPIC', $EVENTS, $PRODUCERS)"
 done
 SECONDS=0
 bad=0
 for i in "${!pids[@]}"; do
 	rc=0
 	wait "${pids[$i]}" || rc=$?
-	if [ "$rc" != 0 ] || [ -s "$OUT/$(echo "${names[$i]}" | sed 's/consumer /c/; s/producer /p/').log" ]; then
-		echo "nack: ${names[$i]} exited with status $rc:" >&2
-		cat "$OUT/$(echo "${names[$i]}" | sed 's/consumer /c/; s/producer /p/').log" >&2
+	# a client prints nothing unless something went wrong
+	if [ "$rc" != 0 ] || [ -s "${logs[$i]}" ]; then
+		echo "nack: $(basename "${logs[$i]}" .log) exited with status $rc:" >&2
+		cat "${logs[$i]}" >&2
 		bad=1
 	fi
 done
