@@ -35,6 +35,7 @@
 #include "access/tupdesc.h"
 #include "executor/spi.h"
 #include "lib/ilist.h"
+#include "port/atomics.h"
 #include "storage/condition_variable.h"
 #include "storage/lwlock.h"
 #include "utils/hsearch.h"
@@ -56,8 +57,15 @@
 #define OUTBOX_MAX_ERROR_BYTES	4096	/* of an error or reason kept */
 #define OUTBOX_MAX_ERROR_HISTORY	20	/* entries kept per event */
 
-/* How many topics one transaction may offer to */
-#define OUTBOX_XACT_TOPICS		32
+/*
+ * How many topics a transaction's offer slot names one by one; offers to
+ * further topics, or to topics without a shared slot, are announced by the
+ * slot's lower bound for any topic (OutboxOfferSlot.lo_any).
+ */
+#define OUTBOX_SLOT_TOPICS		16
+
+/* Scan positions of topics that gave their shared slot up, kept for reap */
+#define OUTBOX_PARKED			256
 
 /* field4 of the advisory lock tags the extension takes */
 #define OUTBOX_LOCK_TOPIC		0x6f62
@@ -95,7 +103,8 @@ typedef struct OutboxTopic
 	bool		initialized;	/* scan_pos loaded from the watermark */
 	int64		scan_pos;		/* every committed event <= this was seen */
 	int64		recovery_until; /* step over settled events up to here */
-	uint64		scan_epoch;		/* bumped whenever scan_pos moves down */
+	uint64		scan_epoch;		/* new whenever scan_pos moves down or the
+								 * slot changes hands; unique among slots */
 	int64		watermark;		/* last durable watermark */
 	TimestampTz next_retry_at;	/* outbox.retry has nothing due before */
 	dlist_head	leases;			/* OutboxEntry, state LEASED */
@@ -106,10 +115,35 @@ typedef struct OutboxTopic
 	int			nsettled;
 	int			nretry_leases;	/* leases whose event sits in outbox.retry */
 	int			ninflight;		/* offer slots that name this topic */
-	uint64		offered;		/* committed offers since start */
-	uint64		acked;			/* committed acks since start */
 	ConditionVariable cv;		/* claims waiting for events */
 } OutboxTopic;
+
+/*
+ * A topic's counters since server start, kept apart from its slot so that
+ * they outlive the slot (shmem.c).
+ */
+typedef struct OutboxCountersKey
+{
+	Oid			dbid;
+	int32		topic_id;
+} OutboxCountersKey;
+
+typedef struct OutboxCounters
+{
+	OutboxCountersKey key;
+	int64		incarnation;
+	uint64		offered;		/* committed offers since start */
+	uint64		acked;			/* committed acks since start */
+} OutboxCounters;
+
+/* A scan position left by a topic that gave its slot up (shmem.c) */
+typedef struct OutboxParked
+{
+	Oid			dbid;			/* InvalidOid: free */
+	int32		topic_id;
+	int64		incarnation;
+	int64		pos;			/* every event <= pos is settled */
+} OutboxParked;
 
 typedef enum OutboxEntryState
 {
@@ -152,13 +186,18 @@ typedef struct OutboxEntry
  * on the ids it may hold in that topic; passed is the highest scan position
  * a claim set while the transaction was still in flight.
  */
+#define OUTBOX_LO_PENDING	PG_INT64_MAX	/* lo_any: no id drawn yet */
+
 typedef struct OutboxOfferSlot
 {
 	TransactionId xid;
+	Oid			dbid;
 	int			ntopics;
-	int			topic[OUTBOX_XACT_TOPICS];
-	int64		lo[OUTBOX_XACT_TOPICS];
-	int64		passed[OUTBOX_XACT_TOPICS];
+	int			topic[OUTBOX_SLOT_TOPICS];
+	int64		lo[OUTBOX_SLOT_TOPICS];
+	int64		passed[OUTBOX_SLOT_TOPICS];
+	bool		any;			/* offers to topics not named above */
+	pg_atomic_uint64 lo_any;	/* their lower bound, or OUTBOX_LO_PENDING */
 } OutboxOfferSlot;
 
 /* What the launcher knows of a database (worker.c) */
@@ -186,6 +225,11 @@ typedef struct OutboxShared
 {
 	LWLock	   *lock;			/* the shared state lock */
 	int			max_topics;
+	int			clock;			/* where the search for a slot to free goes on */
+	int			nany;			/* offer slots with lo_any set */
+	uint64		epochs;			/* the last scan_epoch given to any slot */
+	int			parked_next;	/* the next entry of parked to overwrite */
+	OutboxParked parked[OUTBOX_PARKED];
 	int			nslots;
 	OutboxTopic *topics;
 	OutboxOfferSlot *slots;
@@ -201,7 +245,16 @@ extern void outbox_shmem_install_hooks(void);
 extern bool outbox_shmem_available(void);
 extern void outbox_require_shmem(const char *function);
 extern int	outbox_topic_acquire(int32 topic_id, int64 incarnation);
+extern int	outbox_topic_acquire_locked(int32 topic_id, int64 incarnation);
 extern int	outbox_topic_find(int32 topic_id);
+extern int	outbox_topic_find_locked(int32 topic_id);
+extern void outbox_topic_release_locked(int topic);
+extern OutboxCounters *outbox_counters(int32 topic_id, int64 incarnation);
+extern void outbox_counters_forget(Oid dbid, int32 topic_id);
+extern int	outbox_counters_count(void);
+extern int	outbox_counters_copy(OutboxCounters *out, int max);
+extern int	outbox_parked_collect(OutboxParked *out, int max);
+extern void outbox_parked_done(const OutboxParked *p);
 extern bool outbox_topic_matches(int topic, int32 topic_id, int64 incarnation);
 extern OutboxEntry *outbox_entry_find(int64 event_id);
 extern OutboxEntry *outbox_entry_enter(int64 event_id, bool *found);
@@ -227,14 +280,16 @@ extern void outbox_xact_init(void);
 extern void outbox_xact_reserve_ops(int n);
 extern void outbox_xact_add_op(OutboxOpKind kind, int64 event_id, int topic,
 							   TimestampTz retry_at);
-extern void outbox_xact_offer_register(int topic);
-extern void outbox_xact_offered(int topic, int64 event_id, bool delayed,
+extern void outbox_xact_offer_register(int32 topic_id, int64 incarnation);
+extern void outbox_xact_offered(int32 topic_id, int64 incarnation,
+								int64 event_id, bool delayed,
 								TimestampTz available_at);
-extern void outbox_xact_forget_topic(int topic);
+extern void outbox_xact_forget_topic(int32 topic_id, int64 incarnation);
 extern void outbox_xact_forget_database(void);
 extern void outbox_xact_announce_database(void);
-extern void outbox_xact_set_watermark(int topic, int64 watermark);
-extern void outbox_xact_retry_changed(int topic, TimestampTz when);
+extern void outbox_xact_set_watermark(int32 topic_id, int64 incarnation,
+									  int64 watermark);
+extern void outbox_xact_retry_changed(int32 topic_id, TimestampTz when);
 
 /* topic.c */
 typedef struct OutboxTopicInfo
@@ -355,6 +410,7 @@ typedef enum OutboxPlanId
 	PLAN_RETRY_UPSERT,
 	PLAN_DEAD_INSERT,
 	PLAN_WATERMARK_UPDATE,
+	PLAN_WATERMARK_PARKED,
 	PLAN_REDRIVE,
 	PLAN_ACK_ANY,
 	PLAN_ACK_ABOVE,

@@ -187,6 +187,8 @@ topic_init(ClaimState *cs)
 	LWLockAcquire(outbox_shared->lock, LW_EXCLUSIVE);
 	if (!cs->t->initialized)
 	{
+		/* a position parked when the topic last gave its slot up */
+		watermark = Max(watermark, cs->t->watermark);
 		cs->t->watermark = watermark;
 		cs->t->scan_pos = watermark;
 		cs->t->recovery_until = Max(bound, watermark);
@@ -498,6 +500,33 @@ mark_passed(int topic, Snapshot snap, int64 pos)
 }
 
 /*
+ * The highest scan position a scan with snap may take: below the ids of
+ * every offering transaction in flight in snap whose offers its slot covers
+ * by lo_any only (topics without a shared slot, or more than the slot
+ * names).  Such a transaction's first id may still be unknown: then the
+ * position stays where it was.  Caller holds the shared state lock.
+ */
+static int64
+scan_cap(Snapshot snap, int64 old_pos)
+{
+	int64		cap = PG_INT64_MAX;
+
+	for (int i = 0; i < outbox_shared->nslots; i++)
+	{
+		OutboxOfferSlot *slot = &outbox_shared->slots[i];
+		int64		lo;
+
+		if (!slot->any || slot->dbid != MyDatabaseId ||
+			!XidInMVCCSnapshot(slot->xid, snap))
+			continue;
+		pg_read_barrier();
+		lo = (int64) pg_atomic_read_u64(&slot->lo_any);
+		cap = Min(cap, lo == OUTBOX_LO_PENDING ? old_pos : lo - 1);
+	}
+	return cap;
+}
+
+/*
  * Leases made from outbox.retry rest on rows read with a snapshot taken
  * before the shared state lock was: a nack, ack, dead letter or reap of the
  * event's previous lease may have committed in between, after the snapshot
@@ -590,7 +619,8 @@ verify_retry_leases(ClaimState *cs, const pg_uuid_t *token, TimestampTz now,
 
 /*
  * One attempt to lease up to cs->batch events.  Returns how many were
- * leased; their candidates are marked.
+ * leased (their candidates are marked), or -1 if the topic's slot was given
+ * up before the attempt began.
  */
 static int
 claim_once(ClaimState *cs, pg_uuid_t *token, TimestampTz expires_at)
@@ -617,10 +647,9 @@ claim_once(ClaimState *cs, pg_uuid_t *token, TimestampTz expires_at)
 	LWLockAcquire(t->scan_lock, LW_EXCLUSIVE);
 	if (!outbox_topic_matches(cs->topic, cs->info->topic_id, cs->info->incarnation))
 	{
+		/* the slot was given to another topic meanwhile */
 		LWLockRelease(t->scan_lock);
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("topic \"%s\" was dropped", cs->info->name)));
+		return -1;
 	}
 	if (!t->initialized)
 		topic_init(cs);
@@ -730,6 +759,22 @@ claim_once(ClaimState *cs, pg_uuid_t *token, TimestampTz expires_at)
 		}
 	}
 
+	if (snap != NULL && new_pos > old_pos && outbox_shared->nany > 0)
+	{
+		int64		cap = scan_cap(snap, old_pos);
+
+		/*
+		 * The scan went past ids an offer in flight may hold: the position
+		 * stays below them, and what this scan handed out above it is
+		 * stepped over as in recovery until the position passes it.
+		 */
+		if (new_pos > cap)
+		{
+			if (new_pos > t->recovery_until)
+				t->recovery_until = new_pos;
+			new_pos = Max(old_pos, cap);
+		}
+	}
 	if (snap != NULL && new_pos > old_pos)
 	{
 		t->scan_pos = new_pos;
@@ -858,6 +903,45 @@ claim_tenant_part(OutboxTopicInfo *info, const char *tenant,
 }
 
 /*
+ * The shared slot of the topic being claimed.  When every slot is busy
+ * (each holds leases, ready events or offers in flight), look again every
+ * 100 ms until deadline.  Returns -1 if none could be had by then.
+ */
+static int
+claim_slot(ClaimState *cs, TimestampTz deadline)
+{
+	for (;;)
+	{
+		int			topic = outbox_topic_acquire(cs->info->topic_id,
+												 cs->info->incarnation);
+		TimestampTz now;
+		long		ms;
+
+		if (topic >= 0)
+		{
+			cs->topic = topic;
+			cs->t = &outbox_shared->topics[topic];
+			return topic;
+		}
+		now = GetCurrentTimestamp();
+		if (now >= deadline)
+			break;
+		ms = Min(100, (long) ((deadline - now + 999) / 1000));
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 ms, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
+	ereport(NOTICE,
+			(errmsg("no shared slot is free for topic \"%s\": nothing claimed",
+					cs->info->name),
+			 errdetail("All %d topic slots hold leased or ready events or offers in flight.",
+					   outbox_max_topics),
+			 errhint("Ack or nack leased events, or raise outbox.max_topics and restart the server.")));
+	return -1;
+}
+
+/*
  * claim(topic, batch_size, lease, wait): lease up to batch_size available
  * events, oldest first, under one fresh token.  With wait > 0 and nothing
  * available, sleep until an offer to the topic commits, a retry falls due,
@@ -875,7 +959,7 @@ outbox_claim(PG_FUNCTION_ARGS)
 	ClaimState	cs;
 	pg_uuid_t	token;
 	TimestampTz deadline;
-	TimestampTz expires_at;
+	TimestampTz expires_at = 0;
 	bool		sleeping = false;
 	char	   *tenant;
 	MemoryContext callcxt;
@@ -944,9 +1028,6 @@ outbox_claim(PG_FUNCTION_ARGS)
 	}
 	(void) RangeVarGetRelid(makeRangeVar("outbox", "acked_0", -1), AccessShareLock, false);
 	(void) RangeVarGetRelid(makeRangeVar("outbox", "acked_1", -1), AccessShareLock, false);
-	cs.topic = outbox_topic_acquire(info.topic_id, info.incarnation);
-	cs.t = &outbox_shared->topics[cs.topic];
-
 	outbox_random_uuid(&token);
 
 	for (;;)
@@ -954,10 +1035,23 @@ outbox_claim(PG_FUNCTION_ARGS)
 		TimestampTz now;
 		TimestampTz next_retry;
 		long		sleep_ms;
+		int			got;
 
-		expires_at = GetCurrentTimestamp() + lease_usec;
-		if (claim_once(&cs, &token, expires_at) > 0)
+		if (cs.t == NULL && claim_slot(&cs, deadline) < 0)
 			break;
+		expires_at = GetCurrentTimestamp() + lease_usec;
+		got = claim_once(&cs, &token, expires_at);
+		if (got > 0)
+			break;
+		if (got < 0)
+		{
+			/* the slot went to another topic: find one again */
+			if (sleeping)
+				ConditionVariableCancelSleep();
+			sleeping = false;
+			cs.t = NULL;
+			continue;
+		}
 
 		now = GetCurrentTimestamp();
 		if (now >= deadline)

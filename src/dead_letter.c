@@ -179,12 +179,7 @@ outbox_redrive(PG_FUNCTION_ARGS)
 		count += DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[i],
 											 SPI_tuptable->tupdesc, 2, &isnull));
 		if (outbox_shmem_available())
-		{
-			int			topic = outbox_topic_find(topic_id);
-
-			if (topic >= 0)
-				outbox_xact_retry_changed(topic, GetCurrentTimestamp());
-		}
+			outbox_xact_retry_changed(topic_id, GetCurrentTimestamp());
 	}
 	SPI_finish();
 	PG_RETURN_INT32(count);

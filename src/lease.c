@@ -285,7 +285,7 @@ outbox_nack(PG_FUNCTION_ARGS)
 			delay_usec = outbox_backoff_usec(&info, s.attempt);
 		at = GetCurrentTimestamp() + delay_usec;
 		outbox_schedule_retry(id, info.topic_id, s.attempt, at, error);
-		outbox_xact_retry_changed(s.topic, at);
+		outbox_xact_retry_changed(s.topic_id, at);
 		result = "retry";
 	}
 	SPI_finish();

@@ -27,14 +27,14 @@ static const char *offer_insert_sql =
 "VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
 
 /*
- * Look the topic up under its share lock and, when shared memory is there,
- * find its slot.  Returns the slot index or -1.
+ * Look the topic up under its share lock.  Returns whether the offer is to
+ * be announced in shared memory (it is there).
  *
  * *tenant is the tenant argument; it becomes the event's tenant: the
  * session's own when it acts for one (naming another is refused).  For a
  * per-tenant topic, info becomes the tenant's part.
  */
-static int
+static bool
 offer_prepare(const char *name, char **tenant, OutboxTopicInfo *info)
 {
 	char	   *mine = outbox_session_tenant();
@@ -57,9 +57,7 @@ offer_prepare(const char *name, char **tenant, OutboxTopicInfo *info)
 		(void) outbox_lookup_topic_part(info, *tenant, true, &part);
 		*info = part;
 	}
-	if (!outbox_shmem_available())
-		return -1;
-	return outbox_topic_acquire(info->topic_id, info->incarnation);
+	return outbox_shmem_available();
 }
 
 static void
@@ -147,7 +145,7 @@ outbox_offer(PG_FUNCTION_ARGS)
 	bool		delayed = false;
 	TimestampTz available_at = 0;
 	OutboxTopicInfo info;
-	int			topic;
+	bool		shared;
 	int64		id = 0;
 	Datum		values[8];
 	char		nulls[8];
@@ -180,11 +178,11 @@ outbox_offer(PG_FUNCTION_ARGS)
 	}
 
 	SPI_connect();
-	topic = offer_prepare(name, &tenant, &info);
+	shared = offer_prepare(name, &tenant, &info);
 
 	/* Announce the offer before drawing an id: see outbox.h. */
-	if (topic >= 0 && !delayed)
-		outbox_xact_offer_register(topic);
+	if (shared && !delayed)
+		outbox_xact_offer_register(info.topic_id, info.incarnation);
 
 	id = outbox_next_event_id();
 	if (dedupe_key != NULL)
@@ -250,8 +248,9 @@ outbox_offer(PG_FUNCTION_ARGS)
 		outbox_spi_check(rc, SPI_OK_INSERT, "offer");
 	}
 
-	if (topic >= 0)
-		outbox_xact_offered(topic, id, delayed, available_at);
+	if (shared)
+		outbox_xact_offered(info.topic_id, info.incarnation, id, delayed,
+							available_at);
 
 	SPI_finish();
 	PG_RETURN_INT64(id);
@@ -296,7 +295,7 @@ outbox_offer_batch(PG_FUNCTION_ARGS)
 	char	   *tenant;
 	int			n;
 	OutboxTopicInfo info;
-	int			topic;
+	bool		shared;
 	Datum		values[6];
 	char		nulls[6];
 	int			rc;
@@ -338,9 +337,9 @@ outbox_offer_batch(PG_FUNCTION_ARGS)
 		return (Datum) 0;
 
 	SPI_connect();
-	topic = offer_prepare(name, &tenant, &info);
-	if (topic >= 0)
-		outbox_xact_offer_register(topic);
+	shared = offer_prepare(name, &tenant, &info);
+	if (shared)
+		outbox_xact_offer_register(info.topic_id, info.incarnation);
 
 	memset(nulls, ' ', sizeof(nulls));
 	values[0] = Int32GetDatum(info.topic_id);
@@ -373,8 +372,9 @@ outbox_offer_batch(PG_FUNCTION_ARGS)
 		Datum		id = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc,
 									   1, &isnull);
 
-		if (topic >= 0)
-			outbox_xact_offered(topic, DatumGetInt64(id), false, 0);
+		if (shared)
+			outbox_xact_offered(info.topic_id, info.incarnation,
+								DatumGetInt64(id), false, 0);
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, &id, &isnull);
 	}
 	SPI_finish();

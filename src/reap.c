@@ -68,9 +68,11 @@ advance_watermarks(void)
 {
 	static const Oid types[2] = {INT4OID, INT8OID};
 	int			n = 0;
-	int		   *topics = palloc(sizeof(int) * outbox_shared->max_topics);
+	int64	   *incarnations = palloc(sizeof(int64) * outbox_shared->max_topics);
 	int32	   *topic_ids = palloc(sizeof(int32) * outbox_shared->max_topics);
 	int64	   *marks = palloc(sizeof(int64) * outbox_shared->max_topics);
+	OutboxParked *parked = palloc(sizeof(OutboxParked) * OUTBOX_PARKED);
+	int			nparked;
 
 	LWLockAcquire(outbox_shared->lock, LW_SHARED);
 	for (int i = 0; i < outbox_shared->max_topics; i++)
@@ -84,11 +86,12 @@ advance_watermarks(void)
 		cand = watermark_candidate(i);
 		if (cand <= t->watermark)
 			continue;
-		topics[n] = i;
+		incarnations[n] = t->incarnation;
 		topic_ids[n] = t->topic_id;
 		marks[n] = cand;
 		n++;
 	}
+	nparked = outbox_parked_collect(parked, OUTBOX_PARKED);
 	LWLockRelease(outbox_shared->lock);
 
 	for (int i = 0; i < n; i++)
@@ -103,7 +106,43 @@ advance_watermarks(void)
 						 "WHERE topic_id = $1 AND watermark < $2",
 						 2, types, values, NULL, false, 0);
 		outbox_spi_check(rc, SPI_OK_UPDATE, "reap");
-		outbox_xact_set_watermark(topics[i], marks[i]);
+		outbox_xact_set_watermark(topic_ids[i], incarnations[i], marks[i]);
+	}
+
+	/*
+	 * Positions of topics that gave their slot up: everything at or below
+	 * one was settled when it was parked, and stays so.
+	 */
+	for (int i = 0; i < nparked; i++)
+	{
+		static const Oid ptypes[3] = {INT4OID, INT8OID, INT8OID};
+		Datum		values[3];
+		int			rc;
+
+		values[0] = Int32GetDatum(parked[i].topic_id);
+		values[1] = Int64GetDatum(parked[i].pos);
+		values[2] = Int64GetDatum(parked[i].incarnation);
+		rc = outbox_exec(PLAN_WATERMARK_PARKED,
+						 "UPDATE outbox.topic_state s SET watermark = $2 "
+						 "FROM outbox.topic t "
+						 "WHERE s.topic_id OPERATOR(pg_catalog.=) $1 "
+						 "AND t.topic_id OPERATOR(pg_catalog.=) s.topic_id "
+						 "AND t.incarnation OPERATOR(pg_catalog.=) $3 "
+						 "AND s.watermark OPERATOR(pg_catalog.<) $2",
+						 3, ptypes, values, NULL, false, 0);
+		outbox_spi_check(rc, SPI_OK_UPDATE, "reap");
+	}
+	if (nparked > 0)
+	{
+		/*
+		 * Should this transaction roll back, a position is lost: the topic
+		 * then starts again from a lower watermark, which is slower, not
+		 * wrong.
+		 */
+		LWLockAcquire(outbox_shared->lock, LW_EXCLUSIVE);
+		for (int i = 0; i < nparked; i++)
+			outbox_parked_done(&parked[i]);
+		LWLockRelease(outbox_shared->lock);
 	}
 }
 

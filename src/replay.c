@@ -135,25 +135,22 @@ outbox_replay(PG_FUNCTION_ARGS)
 
 	for (int k = 0; k < nids; k++)
 	{
-		int			topic = -1;
+		bool		shared = outbox_shmem_available();
 		uint64		n;
 
-		if (outbox_shmem_available())
-		{
-			topic = outbox_topic_acquire(ids[k], incarnations[k]);
-			outbox_xact_offer_register(topic);
-		}
+		if (shared)
+			outbox_xact_offer_register(ids[k], incarnations[k]);
 		values[0] = Int32GetDatum(ids[k]);
 		rc = outbox_exec(PLAN_REPLAY, replay_sql, 5, types, values, nulls, false, 0);
 		outbox_spi_check(rc, SPI_OK_INSERT_RETURNING, "replay");
 		n = SPI_processed;
-		if (topic >= 0)
+		if (shared)
 		{
 			for (uint64 i = 0; i < n; i++)
 			{
 				bool		isnull;
 
-				outbox_xact_offered(topic,
+				outbox_xact_offered(ids[k], incarnations[k],
 									DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i],
 																SPI_tuptable->tupdesc,
 																1, &isnull)),

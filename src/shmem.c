@@ -5,6 +5,22 @@
  *	  ready events, and the per-backend offer slots.  Present only when the
  *	  library is in shared_preload_libraries.
  *
+ *	  A topic's shared slot is a cache, not a reservation.  The slot of a
+ *	  topic with nothing leased, nothing on its ready list and no offer
+ *	  naming it can be given to another topic when none is free; the topic
+ *	  gets one again on next use and rebuilds its scan position from the
+ *	  durable watermark, as after a restart.  The position it had is parked
+ *	  (OutboxShared.parked) for the worker to make durable, and used at once
+ *	  if the topic comes back first.  Slots are found through a hash keyed by
+ *	  (database, topic id).  A topic's counters since start live in a hash
+ *	  of their own, so that they outlive its slot.
+ *
+ *	  Locking: the state lock (tranche "outbox_state") protects everything
+ *	  here except a topic's scan, which its scan lock (tranche
+ *	  "outbox_scan") serialises; the scan lock is always taken before the
+ *	  state lock.  A slot is given up only while its scan lock can be taken
+ *	  at once, so a claim that holds it keeps its slot.
+ *
  *-------------------------------------------------------------------------
  */
 #include "outbox.h"
@@ -15,11 +31,23 @@
 
 OutboxShared *outbox_shared = NULL;
 HTAB	   *outbox_entries = NULL;
+static HTAB *topic_index = NULL;	/* (dbid, topic_id) -> slot */
+static HTAB *topic_counters = NULL; /* OutboxCounters */
+
+typedef struct TopicIndexEntry
+{
+	OutboxCountersKey key;
+	int			topic;
+} TopicIndexEntry;
+
+/* How many topics' counters are kept */
+#define COUNTERS_SIZE	Max(16384, 4 * outbox_max_topics)
 
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 
-#define OUTBOX_TRANCHE "outbox"
+#define STATE_TRANCHE "outbox_state"
+#define SCAN_TRANCHE "outbox_scan"
 
 static Size
 outbox_fixed_size(void)
@@ -41,8 +69,13 @@ outbox_shmem_request(void)
 	RequestAddinShmemSpace(outbox_fixed_size());
 	RequestAddinShmemSpace(hash_estimate_size(outbox_max_leases,
 											  sizeof(OutboxEntry)));
-	/* one lock for the shared state, one per topic for its scan */
-	RequestNamedLWLockTranche(OUTBOX_TRANCHE, outbox_max_topics + 1);
+	RequestAddinShmemSpace(hash_estimate_size(outbox_max_topics,
+											  sizeof(TopicIndexEntry)));
+	RequestAddinShmemSpace(hash_estimate_size(COUNTERS_SIZE,
+											  sizeof(OutboxCounters)));
+	/* one lock for the shared state, one per topic slot for its scan */
+	RequestNamedLWLockTranche(STATE_TRANCHE, 1);
+	RequestNamedLWLockTranche(SCAN_TRANCHE, outbox_max_topics);
 }
 
 static void
@@ -59,23 +92,25 @@ outbox_shmem_startup(void)
 	outbox_shared = ShmemInitStruct("outbox", outbox_fixed_size(), &found);
 	if (!found)
 	{
-		LWLockPadded *locks = GetNamedLWLockTranche(OUTBOX_TRANCHE);
+		LWLockPadded *locks = GetNamedLWLockTranche(SCAN_TRANCHE);
 		char	   *p = (char *) outbox_shared;
 
 		memset(outbox_shared, 0, outbox_fixed_size());
-		outbox_shared->lock = &locks[0].lock;
+		outbox_shared->lock = &(GetNamedLWLockTranche(STATE_TRANCHE))->lock;
 		outbox_shared->max_topics = outbox_max_topics;
 		outbox_shared->nslots = MaxBackends;
 		p += MAXALIGN(sizeof(OutboxShared));
 		outbox_shared->topics = (OutboxTopic *) p;
 		p += outbox_max_topics * sizeof(OutboxTopic);
 		outbox_shared->slots = (OutboxOfferSlot *) p;
+		for (int i = 0; i < outbox_shared->nslots; i++)
+			pg_atomic_init_u64(&outbox_shared->slots[i].lo_any, 0);
 
 		for (int i = 0; i < outbox_max_topics; i++)
 		{
 			OutboxTopic *t = &outbox_shared->topics[i];
 
-			t->scan_lock = &locks[i + 1].lock;
+			t->scan_lock = &locks[i].lock;
 			dlist_init(&t->leases);
 			dlist_init(&t->ready);
 			dlist_init(&t->settled);
@@ -88,6 +123,20 @@ outbox_shmem_startup(void)
 	info.entrysize = sizeof(OutboxEntry);
 	outbox_entries = ShmemInitHash("outbox leases",
 								   outbox_max_leases, outbox_max_leases,
+								   &info, HASH_ELEM | HASH_BLOBS);
+
+	memset(&info, 0, sizeof(info));
+	info.keysize = sizeof(OutboxCountersKey);
+	info.entrysize = sizeof(TopicIndexEntry);
+	topic_index = ShmemInitHash("outbox topic slots",
+								outbox_max_topics, outbox_max_topics,
+								&info, HASH_ELEM | HASH_BLOBS);
+
+	memset(&info, 0, sizeof(info));
+	info.keysize = sizeof(OutboxCountersKey);
+	info.entrysize = sizeof(OutboxCounters);
+	topic_counters = ShmemInitHash("outbox topic counters",
+								   COUNTERS_SIZE, COUNTERS_SIZE,
 								   &info, HASH_ELEM | HASH_BLOBS);
 
 	LWLockRelease(AddinShmemInitLock);
@@ -120,21 +169,27 @@ outbox_require_shmem(const char *function)
 				 errhint("Add outbox to shared_preload_libraries in postgresql.conf and restart the server.")));
 }
 
-/*
- * Find the shared slot of a topic of the current database.  Caller holds the
- * shared state lock.
- */
-static int
-topic_find_locked(int32 topic_id)
+static void
+index_key(OutboxCountersKey *key, Oid dbid, int32 topic_id)
 {
-	for (int i = 0; i < outbox_shared->max_topics; i++)
-	{
-		OutboxTopic *t = &outbox_shared->topics[i];
+	memset(key, 0, sizeof(*key));
+	key->dbid = dbid;
+	key->topic_id = topic_id;
+}
 
-		if (t->in_use && t->dbid == MyDatabaseId && t->topic_id == topic_id)
-			return i;
-	}
-	return -1;
+/*
+ * Find the shared slot of a topic of the current database, or -1.  Caller
+ * holds the shared state lock.
+ */
+int
+outbox_topic_find_locked(int32 topic_id)
+{
+	OutboxCountersKey key;
+	TopicIndexEntry *ie;
+
+	index_key(&key, MyDatabaseId, topic_id);
+	ie = (TopicIndexEntry *) hash_search(topic_index, &key, HASH_FIND, NULL);
+	return ie ? ie->topic : -1;
 }
 
 int
@@ -143,7 +198,7 @@ outbox_topic_find(int32 topic_id)
 	int			idx;
 
 	LWLockAcquire(outbox_shared->lock, LW_SHARED);
-	idx = topic_find_locked(topic_id);
+	idx = outbox_topic_find_locked(topic_id);
 	LWLockRelease(outbox_shared->lock);
 	return idx;
 }
@@ -164,32 +219,21 @@ outbox_topic_matches(int topic, int32 topic_id, int64 incarnation)
 static void
 topic_clear_locked(OutboxTopic *t)
 {
-	dlist_mutable_iter it;
+	dlist_head *lists[3] = {&t->leases, &t->ready, &t->settled};
 
-	dlist_foreach_modify(it, &t->leases)
+	for (int l = 0; l < 3; l++)
 	{
-		OutboxEntry *e = dlist_container(OutboxEntry, node, it.cur);
+		dlist_mutable_iter it;
 
-		dlist_delete(&e->node);
-		hash_search(outbox_entries, &e->key, HASH_REMOVE, NULL);
-	}
-	dlist_foreach_modify(it, &t->ready)
-	{
-		OutboxEntry *e = dlist_container(OutboxEntry, node, it.cur);
+		dlist_foreach_modify(it, lists[l])
+		{
+			OutboxEntry *e = dlist_container(OutboxEntry, node, it.cur);
 
-		dlist_delete(&e->node);
-		hash_search(outbox_entries, &e->key, HASH_REMOVE, NULL);
+			dlist_delete(&e->node);
+			hash_search(outbox_entries, &e->key, HASH_REMOVE, NULL);
+		}
+		dlist_init(lists[l]);
 	}
-	dlist_foreach_modify(it, &t->settled)
-	{
-		OutboxEntry *e = dlist_container(OutboxEntry, node, it.cur);
-
-		dlist_delete(&e->node);
-		hash_search(outbox_entries, &e->key, HASH_REMOVE, NULL);
-	}
-	dlist_init(&t->leases);
-	dlist_init(&t->ready);
-	dlist_init(&t->settled);
 	t->nleases = 0;
 	t->nready = 0;
 	t->nsettled = 0;
@@ -197,26 +241,163 @@ topic_clear_locked(OutboxTopic *t)
 	t->initialized = false;
 	t->scan_pos = 0;
 	t->recovery_until = 0;
-	t->scan_epoch++;
+	t->scan_epoch = ++outbox_shared->epochs;
 	t->watermark = 0;
 	t->next_retry_at = 0;
-	t->offered = 0;
-	t->acked = 0;
 }
 
 /*
- * Find or make the shared slot of a topic of the current database.  A slot
- * left by an earlier topic with the same id (the extension was dropped and
- * created again) is reset.
+ * The slot is free again.  Caller holds the shared state lock exclusively.
  */
+void
+outbox_topic_release_locked(int topic)
+{
+	OutboxTopic *t = &outbox_shared->topics[topic];
+	OutboxCountersKey key;
+
+	if (!t->in_use)
+		return;
+	index_key(&key, t->dbid, t->topic_id);
+	hash_search(topic_index, &key, HASH_REMOVE, NULL);
+	t->in_use = false;
+}
+
+/*
+ * Remember the scan position of a topic that gives its slot up: below its
+ * events on the ready list, which the scan then finds again.
+ */
+static void
+park_locked(OutboxTopic *t)
+{
+	OutboxParked *p;
+	int64		pos = t->scan_pos;
+	dlist_iter	it;
+
+	dlist_foreach(it, &t->ready)
+	{
+		OutboxEntry *e = dlist_container(OutboxEntry, node, it.cur);
+
+		pos = Min(pos, e->key.event_id - 1);
+	}
+	if (!t->initialized || pos <= t->watermark || t->incarnation == 0)
+		return;
+	p = &outbox_shared->parked[outbox_shared->parked_next];
+	outbox_shared->parked_next = (outbox_shared->parked_next + 1) % OUTBOX_PARKED;
+	p->dbid = t->dbid;
+	p->topic_id = t->topic_id;
+	p->incarnation = t->incarnation;
+	p->pos = pos;
+}
+
+/* The highest parked position of a topic, or 0. */
+static int64
+parked_pos_locked(Oid dbid, int32 topic_id, int64 incarnation)
+{
+	int64		pos = 0;
+
+	for (int i = 0; i < OUTBOX_PARKED; i++)
+	{
+		OutboxParked *p = &outbox_shared->parked[i];
+
+		if (p->dbid == dbid && p->topic_id == topic_id &&
+			p->incarnation == incarnation && p->pos > pos)
+			pos = p->pos;
+	}
+	return pos;
+}
+
+/*
+ * A slot that can be had now: a free one, or the slot of a topic with no
+ * leases and no offer naming it, which gives it up.  Topics with nothing on
+ * their ready list go first; one with events there is taken only if none
+ * is idle (its scan finds them again).  -1 if every slot is busy.  Caller
+ * holds the shared state lock exclusively.  The search goes round the
+ * slots like a clock hand, so that no one topic is always the first to
+ * lose its slot.
+ */
+static int
+take_slot_locked(void)
+{
+	int			n = outbox_shared->max_topics;
+
+	for (int k = 0; k < 2 * n; k++)
+	{
+		int			i = (outbox_shared->clock + k) % n;
+		OutboxTopic *t = &outbox_shared->topics[i];
+
+		if (!t->in_use)
+		{
+			outbox_shared->clock = (i + 1) % n;
+			return i;
+		}
+		if (t->ninflight > 0 || t->nleases > 0 || (k < n && t->nready > 0))
+			continue;
+		/* a claim holds its topic's scan lock: its slot stays */
+		if (!LWLockConditionalAcquire(t->scan_lock, LW_EXCLUSIVE))
+			continue;
+		park_locked(t);
+		topic_clear_locked(t);
+		outbox_topic_release_locked(i);
+		LWLockRelease(t->scan_lock);
+		ConditionVariableBroadcast(&t->cv);
+		outbox_shared->clock = (i + 1) % n;
+		return i;
+	}
+	return -1;
+}
+
+/*
+ * Find or make the shared slot of a topic of the current database; -1 when
+ * every slot is busy.  A slot left by an earlier topic with the same id
+ * (the extension was dropped and created again) is reset.  Caller holds
+ * the shared state lock exclusively.
+ */
+int
+outbox_topic_acquire_locked(int32 topic_id, int64 incarnation)
+{
+	int			idx = outbox_topic_find_locked(topic_id);
+	OutboxTopic *t;
+	OutboxCountersKey key;
+	TopicIndexEntry *ie;
+	bool		found;
+
+	if (idx >= 0)
+	{
+		t = &outbox_shared->topics[idx];
+		if (t->incarnation != incarnation)
+		{
+			topic_clear_locked(t);
+			t->incarnation = incarnation;
+			t->watermark = parked_pos_locked(MyDatabaseId, topic_id, incarnation);
+		}
+		return idx;
+	}
+
+	idx = take_slot_locked();
+	if (idx < 0)
+		return -1;
+	t = &outbox_shared->topics[idx];
+	topic_clear_locked(t);
+	t->dbid = MyDatabaseId;
+	t->topic_id = topic_id;
+	t->incarnation = incarnation;
+	t->ninflight = 0;
+	t->in_use = true;
+	t->watermark = parked_pos_locked(MyDatabaseId, topic_id, incarnation);
+	index_key(&key, MyDatabaseId, topic_id);
+	ie = (TopicIndexEntry *) hash_search(topic_index, &key, HASH_ENTER, &found);
+	ie->topic = idx;
+	(void) outbox_counters(topic_id, incarnation);
+	return idx;
+}
+
 int
 outbox_topic_acquire(int32 topic_id, int64 incarnation)
 {
 	int			idx;
-	int			free_idx = -1;
 
 	LWLockAcquire(outbox_shared->lock, LW_SHARED);
-	idx = topic_find_locked(topic_id);
+	idx = outbox_topic_find_locked(topic_id);
 	if (idx >= 0 && outbox_shared->topics[idx].incarnation == incarnation)
 	{
 		LWLockRelease(outbox_shared->lock);
@@ -225,50 +406,139 @@ outbox_topic_acquire(int32 topic_id, int64 incarnation)
 	LWLockRelease(outbox_shared->lock);
 
 	LWLockAcquire(outbox_shared->lock, LW_EXCLUSIVE);
-	idx = topic_find_locked(topic_id);
-	if (idx >= 0)
-	{
-		OutboxTopic *t = &outbox_shared->topics[idx];
+	idx = outbox_topic_acquire_locked(topic_id, incarnation);
+	LWLockRelease(outbox_shared->lock);
+	return idx;
+}
 
-		if (t->incarnation != incarnation)
-		{
-			topic_clear_locked(t);
-			t->incarnation = incarnation;
-		}
-		LWLockRelease(outbox_shared->lock);
-		return idx;
+/*
+ * The counters of a topic of the current database, made if need be; NULL
+ * when there is no room for them.  Caller holds the shared state lock
+ * exclusively.
+ */
+OutboxCounters *
+outbox_counters(int32 topic_id, int64 incarnation)
+{
+	OutboxCountersKey key;
+	OutboxCounters *c;
+	bool		found;
+
+	index_key(&key, MyDatabaseId, topic_id);
+	c = (OutboxCounters *) hash_search(topic_counters, &key, HASH_FIND, NULL);
+	if (c == NULL)
+	{
+		/* an exact cap, as for the leases (outbox_entry_enter) */
+		if (hash_get_num_entries(topic_counters) >= COUNTERS_SIZE)
+			return NULL;
+		c = (OutboxCounters *) hash_search(topic_counters, &key,
+										   HASH_ENTER_NULL, &found);
+		if (c == NULL)
+			return NULL;
+		c->incarnation = incarnation;
+		c->offered = 0;
+		c->acked = 0;
 	}
-
-	for (int i = 0; i < outbox_shared->max_topics; i++)
+	if (c->incarnation != incarnation)
 	{
-		if (!outbox_shared->topics[i].in_use)
+		c->incarnation = incarnation;
+		c->offered = 0;
+		c->acked = 0;
+	}
+	return c;
+}
+
+/*
+ * Forget the counters of a dropped topic, or with topic_id 0 of every topic
+ * of a database.  Caller holds the shared state lock exclusively.
+ */
+void
+outbox_counters_forget(Oid dbid, int32 topic_id)
+{
+	HASH_SEQ_STATUS seq;
+	OutboxCounters *c;
+
+	hash_seq_init(&seq, topic_counters);
+	while ((c = (OutboxCounters *) hash_seq_search(&seq)) != NULL)
+	{
+		if (c->key.dbid == dbid && (topic_id == 0 || c->key.topic_id == topic_id))
+			hash_search(topic_counters, &c->key, HASH_REMOVE, NULL);
+	}
+	for (int i = 0; i < OUTBOX_PARKED; i++)
+	{
+		OutboxParked *p = &outbox_shared->parked[i];
+
+		if (p->dbid == dbid && (topic_id == 0 || p->topic_id == topic_id))
+			p->dbid = InvalidOid;
+	}
+}
+
+/* How many topics have counters, in all databases.  Caller holds the lock. */
+int
+outbox_counters_count(void)
+{
+	return (int) hash_get_num_entries(topic_counters);
+}
+
+/*
+ * Copy up to max counters of the current database's topics.  Caller holds
+ * the shared state lock.
+ */
+int
+outbox_counters_copy(OutboxCounters *out, int max)
+{
+	HASH_SEQ_STATUS seq;
+	OutboxCounters *c;
+	int			n = 0;
+
+	hash_seq_init(&seq, topic_counters);
+	while ((c = (OutboxCounters *) hash_seq_search(&seq)) != NULL)
+	{
+		if (c->key.dbid != MyDatabaseId)
+			continue;
+		if (n >= max)
 		{
-			free_idx = i;
+			hash_seq_term(&seq);
 			break;
 		}
+		out[n++] = *c;
 	}
-	if (free_idx < 0)
-	{
-		LWLockRelease(outbox_shared->lock);
-		ereport(ERROR,
-				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
-				 errmsg("too many outbox topics in use"),
-				 errdetail("All %d shared topic slots are taken.", outbox_max_topics),
-				 errhint("Raise outbox.max_topics and restart the server.")));
-	}
-	else
-	{
-		OutboxTopic *t = &outbox_shared->topics[free_idx];
+	return n;
+}
 
-		topic_clear_locked(t);
-		t->dbid = MyDatabaseId;
-		t->topic_id = topic_id;
-		t->incarnation = incarnation;
-		t->ninflight = 0;
-		t->in_use = true;
+/*
+ * Copy up to max parked positions of the current database's topics.
+ * Caller holds the shared state lock.
+ */
+int
+outbox_parked_collect(OutboxParked *out, int max)
+{
+	int			n = 0;
+
+	for (int i = 0; i < OUTBOX_PARKED && n < max; i++)
+	{
+		OutboxParked *p = &outbox_shared->parked[i];
+
+		if (p->dbid == MyDatabaseId)
+			out[n++] = *p;
 	}
-	LWLockRelease(outbox_shared->lock);
-	return free_idx;
+	return n;
+}
+
+/*
+ * A parked position is durable now: its entry (if it still says the same)
+ * can go.  Caller holds the shared state lock exclusively.
+ */
+void
+outbox_parked_done(const OutboxParked *done)
+{
+	for (int i = 0; i < OUTBOX_PARKED; i++)
+	{
+		OutboxParked *p = &outbox_shared->parked[i];
+
+		if (p->dbid == done->dbid && p->topic_id == done->topic_id &&
+			p->incarnation == done->incarnation && p->pos <= done->pos)
+			p->dbid = InvalidOid;
+	}
 }
 
 /*
@@ -282,7 +552,7 @@ outbox_topic_forget(int topic)
 
 	topic_clear_locked(t);
 	if (t->ninflight == 0)
-		t->in_use = false;
+		outbox_topic_release_locked(topic);
 	else
 		t->incarnation = 0;		/* nothing will match it again */
 }
@@ -301,7 +571,7 @@ outbox_topic_rescan(OutboxTopic *t)
 	if (t->scan_pos > t->recovery_until)
 		t->recovery_until = t->scan_pos;
 	t->scan_pos = t->watermark;
-	t->scan_epoch++;
+	t->scan_epoch = ++outbox_shared->epochs;
 }
 
 /*

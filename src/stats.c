@@ -25,6 +25,7 @@ typedef struct TopicCopy
 	int64	   *lease_ids;
 	uint64		offered;
 	uint64		acked;
+	bool		counted;		/* has a row of counters */
 } TopicCopy;
 
 Datum
@@ -32,6 +33,9 @@ outbox_shmem_topics(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	TopicCopy  *copies;
+	OutboxCounters *counters;
+	int			ncounters;
+	int			maxcounters;
 	int			ncopies = 0;
 	int			nleases = 0;
 	int64	   *ids;
@@ -47,10 +51,13 @@ outbox_shmem_topics(PG_FUNCTION_ARGS)
 	LWLockAcquire(outbox_shared->lock, LW_SHARED);
 	for (int i = 0; i < outbox_shared->max_topics; i++)
 		nleases += outbox_shared->topics[i].nleases;
+	maxcounters = outbox_counters_count();
 	LWLockRelease(outbox_shared->lock);
 	nleases += 1024;			/* slack for leases made meanwhile */
+	maxcounters += 1024;
 	ids = palloc(sizeof(int64) * nleases);
 	copies = palloc(sizeof(TopicCopy) * outbox_shared->max_topics);
+	counters = palloc(sizeof(OutboxCounters) * maxcounters);
 
 	LWLockAcquire(outbox_shared->lock, LW_SHARED);
 	for (int i = 0; i < outbox_shared->max_topics; i++)
@@ -64,10 +71,9 @@ outbox_shmem_topics(PG_FUNCTION_ARGS)
 		c = &copies[ncopies++];
 		c->topic_id = t->topic_id;
 		c->incarnation = t->incarnation;
-		c->offered = t->offered;
-		c->acked = t->acked;
 		c->lease_ids = &ids[next];
 		c->nleases = 0;
+		c->counted = false;
 		dlist_foreach(it, &t->leases)
 		{
 			OutboxEntry *e = dlist_container(OutboxEntry, node, it.cur);
@@ -78,24 +84,65 @@ outbox_shmem_topics(PG_FUNCTION_ARGS)
 			c->nleases++;
 		}
 	}
+	ncounters = outbox_counters_copy(counters, maxcounters);
 	LWLockRelease(outbox_shared->lock);
 
-	for (int i = 0; i < ncopies; i++)
+	/* a row per topic with counters; its leases if it has a slot */
+	for (int i = 0; i < ncounters; i++)
 	{
-		TopicCopy  *c = &copies[i];
+		OutboxCounters *oc = &counters[i];
+		TopicCopy  *c = NULL;
 		Datum		values[6];
 		bool		nulls[6] = {false, false, false, false, false, false};
-		Datum	   *elems = palloc(sizeof(Datum) * Max(1, c->nleases));
+		Datum	   *elems;
+		int			nl = 0;
 
-		for (int j = 0; j < c->nleases; j++)
+		for (int j = 0; j < ncopies; j++)
+		{
+			if (copies[j].topic_id == oc->key.topic_id &&
+				copies[j].incarnation == oc->incarnation)
+			{
+				c = &copies[j];
+				break;
+			}
+		}
+		if (c != NULL)
+		{
+			nl = c->nleases;
+			c->counted = true;
+		}
+		elems = palloc(sizeof(Datum) * Max(1, nl));
+		for (int j = 0; j < nl; j++)
 			elems[j] = Int64GetDatum(c->lease_ids[j]);
+		values[0] = Int32GetDatum(oc->key.topic_id);
+		values[1] = Int64GetDatum(oc->incarnation);
+		values[2] = Int64GetDatum(nl);
+		values[3] = PointerGetDatum(construct_array(elems, nl, INT8OID, 8,
+													FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+		values[4] = Int64GetDatum((int64) oc->offered);
+		values[5] = Int64GetDatum((int64) oc->acked);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+
+	/* topics whose counters found no room: their leases all the same */
+	for (int j = 0; j < ncopies; j++)
+	{
+		TopicCopy  *c = &copies[j];
+		Datum		values[6];
+		bool		nulls[6] = {false, false, false, false, true, true};
+		Datum	   *elems;
+
+		if (c->counted)
+			continue;
+		elems = palloc(sizeof(Datum) * Max(1, c->nleases));
+		for (int k = 0; k < c->nleases; k++)
+			elems[k] = Int64GetDatum(c->lease_ids[k]);
 		values[0] = Int32GetDatum(c->topic_id);
 		values[1] = Int64GetDatum(c->incarnation);
 		values[2] = Int64GetDatum(c->nleases);
 		values[3] = PointerGetDatum(construct_array(elems, c->nleases, INT8OID, 8,
 													FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-		values[4] = Int64GetDatum((int64) c->offered);
-		values[5] = Int64GetDatum((int64) c->acked);
+		values[4] = values[5] = (Datum) 0;
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	return (Datum) 0;

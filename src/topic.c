@@ -539,12 +539,7 @@ outbox_drop_topic(PG_FUNCTION_ARGS)
 	if (outbox_shmem_available())
 	{
 		for (int i = 0; i < n; i++)
-		{
-			int			topic = outbox_topic_find(ids[i]);
-
-			if (topic >= 0)
-				outbox_xact_forget_topic(topic);
-		}
+			outbox_xact_forget_topic(ids[i], incarnations[i]);
 	}
 	PG_RETURN_VOID();
 }

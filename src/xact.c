@@ -40,9 +40,10 @@ typedef struct XactOp
 /* Per topic this transaction touched */
 typedef struct XactTopic
 {
-	int			topic;
 	int32		topic_id;
-	int64		incarnation;
+	int64		incarnation;	/* 0: whatever the topic's is */
+	bool		registered;		/* its offers are announced */
+	int			topic;			/* the slot our offer slot names, or -1 */
 	int			slot_index;		/* in our offer slot, or -1 */
 	int64	   *ids;			/* offered ids */
 	SubTransactionId *subids;	/* InvalidSubTransactionId: rolled back */
@@ -64,11 +65,19 @@ typedef struct XactState
 	XactTopic  *topics;
 	int			ntopics;
 	int			maxtopics;
+	HTAB	   *topic_hash;		/* topic_id -> index in topics, when many */
+	bool		lo_pending;		/* our slot's lo_any waits for an id */
 	bool		forget_database;	/* the extension is being dropped */
 	bool		announce_database;	/* the extension is being created */
 } XactState;
 
 static XactState xs;
+
+typedef struct XactTopicHashEntry
+{
+	int32		topic_id;
+	int			index;
+} XactTopicHashEntry;
 
 static void
 xact_activate(void)
@@ -86,16 +95,38 @@ xact_activate(void)
 }
 
 static XactTopic *
-xact_topic(int topic)
+xact_topic_known(XactTopic *xt, int64 incarnation)
 {
-	OutboxTopic *t = &outbox_shared->topics[topic];
+	if (xt->incarnation == 0)
+		xt->incarnation = incarnation;
+	return xt;
+}
+
+/*
+ * This transaction's record of a topic, made on first use.  A transaction
+ * may touch any number of topics: past a few, a hash finds them.
+ */
+static XactTopic *
+xact_topic(int32 topic_id, int64 incarnation)
+{
 	XactTopic  *xt;
+	XactTopicHashEntry *he = NULL;
+	bool		found;
 
 	xact_activate();
-	for (int i = 0; i < xs.ntopics; i++)
+	if (xs.topic_hash != NULL)
 	{
-		if (xs.topics[i].topic == topic)
-			return &xs.topics[i];
+		he = hash_search(xs.topic_hash, &topic_id, HASH_ENTER, &found);
+		if (found)
+			return xact_topic_known(&xs.topics[he->index], incarnation);
+	}
+	else
+	{
+		for (int i = 0; i < xs.ntopics; i++)
+		{
+			if (xs.topics[i].topic_id == topic_id)
+				return xact_topic_known(&xs.topics[i], incarnation);
+		}
 	}
 	if (xs.ntopics == xs.maxtopics)
 	{
@@ -103,11 +134,31 @@ xact_topic(int topic)
 		memset(&xs.topics[xs.maxtopics], 0, xs.maxtopics * sizeof(XactTopic));
 		xs.maxtopics *= 2;
 	}
-	xt = &xs.topics[xs.ntopics++];
-	xt->topic = topic;
-	xt->topic_id = t->topic_id;
-	xt->incarnation = t->incarnation;
+	xt = &xs.topics[xs.ntopics];
+	xt->topic_id = topic_id;
+	xt->incarnation = incarnation;
+	xt->topic = -1;
 	xt->slot_index = -1;
+	if (he != NULL)
+		he->index = xs.ntopics;
+	xs.ntopics++;
+
+	if (xs.topic_hash == NULL && xs.ntopics > 16)
+	{
+		HASHCTL		ctl;
+
+		ctl.keysize = sizeof(int32);
+		ctl.entrysize = sizeof(XactTopicHashEntry);
+		ctl.hcxt = TopTransactionContext;
+		xs.topic_hash = hash_create("outbox transaction topics", 64, &ctl,
+									HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+		for (int i = 0; i < xs.ntopics; i++)
+		{
+			he = hash_search(xs.topic_hash, &xs.topics[i].topic_id, HASH_ENTER,
+							 &found);
+			he->index = i;
+		}
+	}
 	return xt;
 }
 
@@ -153,50 +204,77 @@ outbox_xact_add_op(OutboxOpKind kind, int64 event_id, int topic,
 /*
  * Announce, before drawing its first id, that this transaction offers to a
  * topic.  From here on a claim whose scan passes ids this transaction may
- * hold, while it is still in flight, marks the slot.
+ * hold, while it is still in flight, marks the slot, or (for offers not
+ * named in the slot one by one) holds its scan position below them.
+ *
+ * The topic's shared slot is found or made and named in our offer slot in
+ * one critical section, so that it cannot be given up in between.  When
+ * no slot can be had, or our offer slot names as many topics as it can,
+ * the offer goes on all the same: our slot's lo_any covers it.
  */
 void
-outbox_xact_offer_register(int topic)
+outbox_xact_offer_register(int32 topic_id, int64 incarnation)
 {
-	XactTopic  *xt = xact_topic(topic);
+	XactTopic  *xt = xact_topic(topic_id, incarnation);
 	OutboxOfferSlot *slot;
-	OutboxTopic *t;
 	TransactionId xid;
-	int			k;
+	int			topic;
 
-	if (xt->slot_index >= 0)
+	if (xt->registered)
 		return;
 
 	/* Scans judge the slot by this xid, so it must exist first. */
 	xid = GetTopTransactionId();
 	slot = outbox_my_slot();
-	t = &outbox_shared->topics[topic];
 
 	LWLockAcquire(outbox_shared->lock, LW_EXCLUSIVE);
-	if (slot->ntopics >= OUTBOX_XACT_TOPICS)
-	{
-		LWLockRelease(outbox_shared->lock);
-		ereport(ERROR,
-				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-				 errmsg("a transaction can offer to at most %d outbox topics",
-						OUTBOX_XACT_TOPICS)));
-	}
 	slot->xid = xid;
-	k = slot->ntopics++;
-	slot->topic[k] = topic;
-	slot->lo[k] = t->scan_pos + 1;
-	slot->passed[k] = 0;
-	t->ninflight++;
+	slot->dbid = MyDatabaseId;
+	topic = -1;
+	if (slot->ntopics < OUTBOX_SLOT_TOPICS)
+		topic = outbox_topic_acquire_locked(topic_id, incarnation);
+	if (topic >= 0)
+	{
+		OutboxTopic *t = &outbox_shared->topics[topic];
+		int			k = slot->ntopics++;
+
+		slot->topic[k] = topic;
+		slot->lo[k] = t->scan_pos + 1;
+		slot->passed[k] = 0;
+		t->ninflight++;
+		xt->topic = topic;
+		xt->slot_index = k;
+	}
+	else if (!slot->any)
+	{
+		slot->any = true;
+		pg_atomic_write_u64(&slot->lo_any, (uint64) OUTBOX_LO_PENDING);
+		outbox_shared->nany++;
+		xs.lo_pending = true;
+	}
 	LWLockRelease(outbox_shared->lock);
 
-	xt->slot_index = k;
+	xt->registered = true;
 }
 
 void
-outbox_xact_offered(int topic, int64 event_id, bool delayed,
-					TimestampTz available_at)
+outbox_xact_offered(int32 topic_id, int64 incarnation, int64 event_id,
+					bool delayed, TimestampTz available_at)
 {
-	XactTopic  *xt = xact_topic(topic);
+	XactTopic  *xt = xact_topic(topic_id, incarnation);
+
+	/*
+	 * The first id drawn since lo_any was set is a lower bound on every id
+	 * this transaction draws from now on: the sequence only goes up.
+	 */
+	if (xs.lo_pending)
+	{
+		OutboxOfferSlot *slot = outbox_my_slot();
+
+		pg_write_barrier();
+		pg_atomic_write_u64(&slot->lo_any, (uint64) event_id);
+		xs.lo_pending = false;
+	}
 
 	if (xt->nids == xt->maxids)
 	{
@@ -225,9 +303,9 @@ outbox_xact_offered(int topic, int64 event_id, bool delayed,
 }
 
 void
-outbox_xact_forget_topic(int topic)
+outbox_xact_forget_topic(int32 topic_id, int64 incarnation)
 {
-	XactTopic  *xt = xact_topic(topic);
+	XactTopic  *xt = xact_topic(topic_id, incarnation);
 
 	xt->forget = true;
 	xt->forget_subid = GetCurrentSubTransactionId();
@@ -248,18 +326,18 @@ outbox_xact_announce_database(void)
 }
 
 void
-outbox_xact_set_watermark(int topic, int64 watermark)
+outbox_xact_set_watermark(int32 topic_id, int64 incarnation, int64 watermark)
 {
-	XactTopic  *xt = xact_topic(topic);
+	XactTopic  *xt = xact_topic(topic_id, incarnation);
 
 	if (watermark > xt->watermark)
 		xt->watermark = watermark;
 }
 
 void
-outbox_xact_retry_changed(int topic, TimestampTz when)
+outbox_xact_retry_changed(int32 topic_id, TimestampTz when)
 {
-	XactTopic  *xt = xact_topic(topic);
+	XactTopic  *xt = xact_topic(topic_id, 0);
 
 	if (xt->retry_at == 0 || when < xt->retry_at)
 		xt->retry_at = when;
@@ -330,7 +408,12 @@ settle_op(XactOp *op, bool commit)
 				t->nretry_leases--;
 			outbox_entry_settled(t, e);
 			if (op->kind == OP_ACK)
-				t->acked++;
+			{
+				OutboxCounters *c = outbox_counters(t->topic_id, t->incarnation);
+
+				if (c != NULL)
+					c->acked++;
+			}
 			else if (op->retry_at != 0)
 				lower_next_retry(t, op->retry_at);
 			break;
@@ -343,29 +426,60 @@ settle_op(XactOp *op, bool commit)
 /*
  * The offer side of commit: hand the ids a scan went past to the ready
  * list, count the offers, and wake waiting claims.  Holds the topic's scan
- * lock so that no scan is between its snapshot and its marking.
+ * lock so that no scan is between its snapshot and its marking.  Offers
+ * not named in our slot were never passed by a scan (lo_any held the scans
+ * below them): they are only counted.
  */
 static void
 settle_offers(XactTopic *xt, bool commit)
 {
-	OutboxTopic *t = &outbox_shared->topics[xt->topic];
 	OutboxOfferSlot *slot = outbox_my_slot();
+	OutboxTopic *t;
+	OutboxCounters *c;
 	bool		live;
 	uint64		count = 0;
 
 	if (commit)
+	{
+		for (int i = 0; i < xt->nids; i++)
+			if (xt->subids[i] != InvalidSubTransactionId)
+				count++;
+	}
+
+	if (xt->slot_index < 0)
+	{
+		int			topic;
+
+		if (count == 0)
+			return;
+		t = NULL;
+		LWLockAcquire(outbox_shared->lock, LW_EXCLUSIVE);
+		c = outbox_counters(xt->topic_id, xt->incarnation);
+		if (c != NULL)
+			c->offered += count;
+		topic = outbox_topic_find_locked(xt->topic_id);
+		if (topic >= 0 && outbox_topic_matches(topic, xt->topic_id, xt->incarnation))
+		{
+			t = &outbox_shared->topics[topic];
+			if (xt->retry_at != 0)
+				lower_next_retry(t, xt->retry_at);
+		}
+		LWLockRelease(outbox_shared->lock);
+		if (t != NULL)
+			ConditionVariableBroadcast(&t->cv);
+		return;
+	}
+
+	t = &outbox_shared->topics[xt->topic];
+	if (commit)
 		LWLockAcquire(t->scan_lock, LW_EXCLUSIVE);
 	LWLockAcquire(outbox_shared->lock, LW_EXCLUSIVE);
 
-	live = t->in_use && t->dbid == MyDatabaseId &&
-		t->topic_id == xt->topic_id && t->incarnation == xt->incarnation;
+	live = outbox_topic_matches(xt->topic, xt->topic_id, xt->incarnation);
 
 	if (commit && live)
 	{
-		int64		passed = 0;
-
-		if (xt->slot_index >= 0)
-			passed = slot->passed[xt->slot_index];
+		int64		passed = slot->passed[xt->slot_index];
 
 		for (int i = 0; i < xt->nids; i++)
 		{
@@ -374,7 +488,6 @@ settle_offers(XactTopic *xt, bool commit)
 
 			if (xt->subids[i] == InvalidSubTransactionId)
 				continue;
-			count++;
 			if (xt->delayed[i] || xt->ids[i] > passed || !t->initialized)
 				continue;
 			e = outbox_entry_enter(xt->ids[i], &found);
@@ -397,18 +510,17 @@ settle_offers(XactTopic *xt, bool commit)
 			dlist_push_tail(&t->ready, &e->node);
 			t->nready++;
 		}
-		t->offered += count;
+		c = outbox_counters(xt->topic_id, xt->incarnation);
+		if (c != NULL)
+			c->offered += count;
 		if (xt->retry_at != 0)
 			lower_next_retry(t, xt->retry_at);
 	}
 
-	if (xt->slot_index >= 0)
-	{
-		slot->topic[xt->slot_index] = -1;
-		t->ninflight--;
-		if (t->ninflight == 0 && t->in_use && t->incarnation == 0)
-			t->in_use = false;	/* dropped while we were offering */
-	}
+	slot->topic[xt->slot_index] = -1;
+	t->ninflight--;
+	if (t->ninflight == 0 && t->in_use && t->incarnation == 0)
+		outbox_topic_release_locked(xt->topic);	/* dropped while we offered */
 
 	LWLockRelease(outbox_shared->lock);
 	if (commit)
@@ -417,6 +529,56 @@ settle_offers(XactTopic *xt, bool commit)
 		if (live && count > 0)
 			ConditionVariableBroadcast(&t->cv);
 	}
+}
+
+/*
+ * At commit: a dropped topic's shared state goes; a new watermark or retry
+ * time reaches the topic's slot, if it has one.
+ */
+static void
+settle_topic(XactTopic *xt)
+{
+	OutboxTopic *t;
+	int			topic;
+
+	LWLockAcquire(outbox_shared->lock, LW_SHARED);
+	topic = outbox_topic_find_locked(xt->topic_id);
+	LWLockRelease(outbox_shared->lock);
+
+	if (topic < 0)
+	{
+		if (xt->forget)
+		{
+			LWLockAcquire(outbox_shared->lock, LW_EXCLUSIVE);
+			outbox_counters_forget(MyDatabaseId, xt->topic_id);
+			LWLockRelease(outbox_shared->lock);
+		}
+		return;
+	}
+
+	t = &outbox_shared->topics[topic];
+	if (xt->forget)
+		LWLockAcquire(t->scan_lock, LW_EXCLUSIVE);
+	LWLockAcquire(outbox_shared->lock, LW_EXCLUSIVE);
+	if (t->in_use && t->topic_id == xt->topic_id && t->dbid == MyDatabaseId &&
+		(xt->incarnation == 0 || t->incarnation == xt->incarnation))
+	{
+		if (xt->forget)
+			outbox_topic_forget(topic);
+		else
+		{
+			if (xt->watermark > t->watermark)
+				t->watermark = xt->watermark;
+			if (xt->retry_at != 0 && xt->nids == 0)
+				lower_next_retry(t, xt->retry_at);
+		}
+	}
+	if (xt->forget)
+		outbox_counters_forget(MyDatabaseId, xt->topic_id);
+	LWLockRelease(outbox_shared->lock);
+	if (xt->forget)
+		LWLockRelease(t->scan_lock);
+	ConditionVariableBroadcast(&t->cv);
 }
 
 static void
@@ -446,31 +608,11 @@ xact_finish(bool commit)
 			for (int i = 0; i < xs.ntopics; i++)
 			{
 				XactTopic  *xt = &xs.topics[i];
-				OutboxTopic *t = &outbox_shared->topics[xt->topic];
 
 				if (!xt->forget && xt->watermark == 0 &&
 					(xt->retry_at == 0 || xt->nids > 0))
 					continue;
-				if (xt->forget)
-					LWLockAcquire(t->scan_lock, LW_EXCLUSIVE);
-				LWLockAcquire(outbox_shared->lock, LW_EXCLUSIVE);
-				if (t->in_use && t->topic_id == xt->topic_id &&
-					t->incarnation == xt->incarnation && t->dbid == MyDatabaseId)
-				{
-					if (xt->forget)
-						outbox_topic_forget(xt->topic);
-					else
-					{
-						if (xt->watermark > t->watermark)
-							t->watermark = xt->watermark;
-						if (xt->retry_at != 0 && xt->nids == 0)
-							lower_next_retry(t, xt->retry_at);
-					}
-				}
-				LWLockRelease(outbox_shared->lock);
-				if (xt->forget)
-					LWLockRelease(t->scan_lock);
-				ConditionVariableBroadcast(&t->cv);
+				settle_topic(xt);
 			}
 		}
 
@@ -487,6 +629,9 @@ xact_finish(bool commit)
 				LWLockRelease(outbox_shared->lock);
 				LWLockRelease(t->scan_lock);
 			}
+			LWLockAcquire(outbox_shared->lock, LW_EXCLUSIVE);
+			outbox_counters_forget(MyDatabaseId, 0);
+			LWLockRelease(outbox_shared->lock);
 		}
 
 		/* Tell the launcher the database gained or lost the extension. */
@@ -499,10 +644,14 @@ xact_finish(bool commit)
 		{
 			OutboxOfferSlot *slot = outbox_my_slot();
 
-			if (slot->ntopics > 0)
+			if (slot->ntopics > 0 || slot->any)
 			{
 				LWLockAcquire(outbox_shared->lock, LW_EXCLUSIVE);
 				slot->ntopics = 0;
+				if (slot->any)
+					outbox_shared->nany--;
+				slot->any = false;
+				pg_atomic_write_u64(&slot->lo_any, 0);
 				slot->xid = InvalidTransactionId;
 				LWLockRelease(outbox_shared->lock);
 			}
