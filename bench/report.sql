@@ -97,6 +97,15 @@ SELECT 70, format('history: %s delivered behind, %s pending in another topic (vs
 	   kase, point, 'events_s', 'history', 'empty', NULL, 'int', '≥ 0.9×', 'ratio', '>=', 0.9
 FROM points WHERE kase = 'history';
 
+INSERT INTO spec
+SELECT 100, format('offer to %s topics at random (vs one topic), outbox.max_topics = 256',
+				   (SELECT to_char(max(value), 'FM999G999G990') FROM raw WHERE kase = 'topics_offer' AND metric = 'topics')),
+	   '4 clients', 'topics_offer', 'c=4', 'events_s', 'many', 'one', NULL, 'int', '≥ 0.9×', 'ratio', '>=', 0.9
+UNION ALL
+SELECT 101, format('claim 10 + ack across %s topics with a backlog each (vs one topic)',
+				   (SELECT to_char(max(value), 'FM999G999G990') FROM raw WHERE kase = 'topics_drain' AND metric = 'topics')),
+	   '4 consumers', 'topics_drain', 'c=4', 'events_s', 'many', 'one', NULL, 'int', '—', NULL, NULL, NULL;
+
 -- Only rows with figures
 DELETE FROM spec s WHERE NOT EXISTS (
 	SELECT 1 FROM raw r WHERE r.kase = s.kase AND r.point = s.kpoint AND r.sys = s.num_sys AND r.metric = s.metric);

@@ -8,7 +8,7 @@
 #                  speed (writes bench/out/RESULTS-quick.md)
 #   --runs N       runs per case (default 3; 1 with --quick)
 #   --cases LIST   comma-separated subset of: wal,offer,drain,churn,held,
-#                  history,latency (default: all)
+#                  history,latency,topics (default: all)
 #   --output FILE  where the results go (default bench/RESULTS.md)
 #   --keep         leave the benchmark server running at the end
 #
@@ -48,7 +48,7 @@ usage() { sed -n '2,28s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; }
 
 QUICK=0
 RUNS=
-CASES=wal,offer,drain,churn,held,history,latency
+CASES=wal,offer,drain,churn,held,history,latency,topics
 OUTPUT=
 KEEP=0
 while [ $# -gt 0 ]; do
@@ -65,7 +65,7 @@ while [ $# -gt 0 ]; do
 	esac
 done
 for c in ${CASES//,/ }; do
-	case "$c" in wal|offer|drain|churn|held|history|latency) ;;
+	case "$c" in wal|offer|drain|churn|held|history|latency|topics) ;;
 		*) echo "bench: unknown case '$c'" >&2; exit 2 ;;
 	esac
 done
@@ -90,6 +90,9 @@ if [ "$QUICK" = 1 ]; then
 	HIST_OTHER=10000      # history: pending events in another topic
 	LAT_EVENTS=100        # latency: events per run
 	WAL_EVENTS=1000       # WAL: events per lifecycle
+	TOPICS_OFFER=1000     # topics: topics offered to at random
+	TOPICS_DRAIN=500      # topics: topics drained at random
+	TOPICS_BACKLOG=20     # topics: pending events per topic
 	OUTPUT=${OUTPUT:-$BENCH/out/RESULTS-quick.md}
 else
 	RUNS=${RUNS:-3}
@@ -104,6 +107,9 @@ else
 	HIST_OTHER=1000000
 	LAT_EVENTS=1000
 	WAL_EVENTS=5000
+	TOPICS_OFFER=10000
+	TOPICS_DRAIN=5000
+	TOPICS_BACKLOG=100
 	OUTPUT=${OUTPUT:-$BENCH/RESULTS.md}
 fi
 CHURN_CLIENTS=4
@@ -673,6 +679,75 @@ case_latency() {
 	dropdb lat
 }
 
+# ---------------------------------------------------------------- topics
+# Many more topics than shared slots (outbox.max_topics at its default of
+# 256).  Offer: 4 clients, one event per transaction, to TOPICS_OFFER topics
+# chosen at random vs to one topic.  Drain: 4 relays claim 10 and ack, from
+# TOPICS_DRAIN topics chosen at random that each hold TOPICS_BACKLOG events
+# vs from one topic holding them all.
+topics_acked() {
+	q "$1" "SELECT coalesce(sum(s.acked), 0) FROM outbox._shmem_topics() s
+	        JOIN outbox.topic t ON t.topic_id = s.topic_id AND t.incarnation = s.incarnation
+	        WHERE t.name $2"
+}
+case_topics() {
+	log "case topics: offer to $TOPICS_OFFER topics, drain $TOPICS_DRAIN topics of $TOPICS_BACKLOG events, ${DUR}s per point, 4 clients"
+	mkdb topics outbox
+	q topics "SELECT count(outbox.create_topic('m' || i)) FROM generate_series(1, $TOPICS_OFFER) i" >/dev/null
+	q topics "ANALYZE" >/dev/null
+	local run sys many one before after per=$TOPICS_BACKLOG total=$((TOPICS_DRAIN * TOPICS_BACKLOG))
+	many=$OUT/scripts/outbox_offer_topics.sql
+	sed "s/@TOPICS@/$TOPICS_OFFER/g" "$BENCH/pgbench/outbox_offer_topics.sql" >"$many"
+	for ((run = 1; run <= RUNS; run++)); do
+		for sys in $(rotate "one many" "$run"); do
+			checkpoint
+			if [ "$sys" = one ]; then
+				pb topics "$(script outbox_offer1)" 4 -T "$DUR"
+			else
+				pb topics "$many" 4 -T "$DUR"
+			fi
+			rec topics_offer c=4 "$sys" "$run" events_s "$PB_TPS"
+			log "  topics offer c=4 $sys run $run: $PB_TPS events/s"
+		done
+	done
+	rec topics_offer c=4 many 0 topics "$TOPICS_OFFER"
+	dropdb topics
+
+	many=$OUT/scripts/outbox_drain_topics.sql
+	sed "s/@TOPICS@/$TOPICS_DRAIN/g" "$BENCH/pgbench/outbox_drain_topics.sql" >"$many"
+	for ((run = 1; run <= RUNS; run++)); do
+		mkdb topics outbox
+		q topics "SELECT count(outbox.create_topic('m' || i)) FROM generate_series(1, $TOPICS_DRAIN) i" >/dev/null
+		q topics "SELECT count(*) FROM generate_series(1, $TOPICS_DRAIN) i,
+		          LATERAL outbox.offer_batch('m' || i, array_fill('{}'::jsonb, ARRAY[$per]))" >/dev/null
+		q topics "SELECT count(*) FROM generate_series(1, $TOPICS_DRAIN) i,
+		          LATERAL outbox.offer_batch('t', array_fill(jsonb_build_object('i', i), ARRAY[$per]))" >/dev/null
+		[ "$(pending outbox topics)" = "$total" ] || die "topics: the backlog of t is not $total events"
+		q topics "VACUUM ANALYZE" >/dev/null
+		for sys in $(rotate "one many" "$run"); do
+			checkpoint
+			if [ "$sys" = one ]; then
+				before=$(topics_acked topics "= 't'")
+				bg_start topics outbox
+				pb topics "$(script outbox_drain 10)" 4 -T "$DUR"
+				bg_stop
+				after=$(topics_acked topics "= 't'")
+			else
+				before=$(topics_acked topics "LIKE 'm%'")
+				bg_start topics outbox
+				pb topics "$many" 4 -T "$DUR"
+				bg_stop
+				after=$(topics_acked topics "LIKE 'm%'")
+			fi
+			[ $((after - before)) -lt "$total" ] || log "  topics drain $sys run $run: RAN DRY"
+			rec topics_drain c=4 "$sys" "$run" events_s "$(rate $((after - before)) "$DUR")"
+			log "  topics drain c=4 $sys run $run: $(rate $((after - before)) "$DUR") events/s"
+		done
+		dropdb topics
+	done
+	rec topics_drain c=4 many 0 topics "$TOPICS_DRAIN"
+}
+
 # ---------------------------------------------------------------- run
 make_template
 want wal && case_wal
@@ -682,6 +757,7 @@ want churn && case_churn churn
 want held && case_churn held
 want history && case_history
 want latency && case_latency
+want topics && case_topics
 
 # ---------------------------------------------------------------- report
 log "report"

@@ -22,6 +22,7 @@
  */
 #include "outbox.h"
 
+#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "common/hashfn.h"
 #include "fmgr.h"
@@ -30,6 +31,7 @@
 #include "commands/trigger.h"
 #include "utils/builtins.h"
 #include "utils/inval.h"
+#include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 
@@ -58,10 +60,20 @@ typedef struct PartCacheEntry
 static HTAB *topic_cache = NULL;
 static HTAB *part_cache = NULL;
 
-/* Any relcache invalidation may concern outbox.topic: start again. */
+/* outbox.topic, as known when the caches were filled, or InvalidOid */
+static Oid	topic_relid = InvalidOid;
+
+/*
+ * A change of outbox.topic (or an invalidation of every relation) empties
+ * the caches; invalidations of other relations, which come all the time,
+ * leave them be.
+ */
 static void
 topic_cache_invalidate(Datum arg, Oid relid)
 {
+	if (OidIsValid(relid) && OidIsValid(topic_relid) && relid != topic_relid)
+		return;
+	topic_relid = InvalidOid;
 	if (topic_cache != NULL)
 	{
 		hash_destroy(topic_cache);
@@ -72,6 +84,19 @@ topic_cache_invalidate(Datum arg, Oid relid)
 		hash_destroy(part_cache);
 		part_cache = NULL;
 	}
+}
+
+/*
+ * Learn which relation outbox.topic is, before the first entry is cached:
+ * until then every invalidation empties the caches.
+ */
+static void
+remember_topic_relid(void)
+{
+	Oid			nsp = get_namespace_oid("outbox", true);
+
+	if (OidIsValid(nsp))
+		topic_relid = get_relname_relid("topic", nsp);
 }
 
 void
@@ -210,6 +235,8 @@ outbox_lookup_topic(const char *name, OutboxTopicInfo *info)
 		{
 			HASHCTL		ctl;
 
+			remember_topic_relid();
+
 			memset(&ctl, 0, sizeof(ctl));
 			ctl.keysize = OUTBOX_TOPIC_NAME_MAX + 1;
 			ctl.entrysize = sizeof(TopicCacheEntry);
@@ -315,6 +342,9 @@ outbox_lookup_topic_part(const OutboxTopicInfo *topic, const char *tenant,
 		if (part_cache == NULL)
 		{
 			HASHCTL		ctl;
+
+			if (topic_cache == NULL)
+				remember_topic_relid();
 
 			memset(&ctl, 0, sizeof(ctl));
 			ctl.keysize = sizeof(PartCacheKey);

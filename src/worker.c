@@ -495,6 +495,7 @@ run_unit(WorkUnit unit, MemoryContext cxt)
 			PopActiveSnapshot();
 			CommitTransactionCommand();
 			pgstat_report_activity(STATE_IDLE, NULL);
+			pgstat_report_stat(false);
 
 			if (last_error[unit] != NULL)
 			{
@@ -516,10 +517,17 @@ run_unit(WorkUnit unit, MemoryContext cxt)
 
 			if (last_error[unit] == NULL || strcmp(last_error[unit], edata->message) != 0)
 			{
+				/* the whole report, with a note of what happens next */
 				ereport(LOG,
-						(errmsg("outbox worker: %s failed: %s", unit_names[unit],
+						(errcode(edata->sqlerrcode),
+						 errmsg("outbox worker: %s failed (SQLSTATE %s): %s",
+								unit_names[unit], unpack_sql_state(edata->sqlerrcode),
 								edata->message),
-						 errdetail("It is tried again at the next interval; the same failure is not logged again.")));
+						 errdetail_internal("%s%sIt is tried again at the next interval; the same failure is not logged again.",
+											edata->detail ? edata->detail : "",
+											edata->detail ? "\n" : ""),
+						 edata->hint ? errhint("%s", edata->hint) : 0,
+						 edata->context ? errcontext("%s", edata->context) : 0));
 				if (last_error[unit])
 					pfree(last_error[unit]);
 				last_error[unit] = MemoryContextStrdup(TopMemoryContext, edata->message);

@@ -51,7 +51,7 @@ fi
 # worker's unit chosen as a deadlock victim by a fuzz transaction is not a
 # failure: it is rolled back whole and runs again at the next interval.
 if grep -E 'ERROR:  XX|outbox worker: .* failed' "$c/server.log" |
-	grep -v 'failed: deadlock detected$' >"$dir/worker-errors.txt"; then
+	grep -v 'failed (SQLSTATE 40P01): deadlock detected$' >"$dir/worker-errors.txt"; then
 	echo "fuzz: internal errors or worker failures in the server log:"
 	head -n 20 "$dir/worker-errors.txt"
 	fail=1
