@@ -71,6 +71,7 @@
 #define OUTBOX_LOCK_TOPIC		0x6f62
 #define OUTBOX_LOCK_MAINTAIN	0x6f63
 #define OUTBOX_LOCK_STORAGE		0x6f64
+#define OUTBOX_LOCK_SCAN		0x6f65
 
 /* GUCs (outbox.c) */
 extern int	outbox_max_leases;
@@ -88,17 +89,34 @@ extern void outbox_database_dropping(Oid dbid);
 extern void outbox_wake_worker(Oid dbid);
 
 /*
- * A topic's shared state.  scan_lock serialises the scan of the log and the
- * commit of offers to the topic; everything else is protected by the
- * shared state lock (OutboxShared.lock), always taken after scan_lock.
+ * A topic's shared state, all of it protected by the shared state lock
+ * (OutboxShared.lock).  Claims of a topic take turns by a heavyweight lock
+ * (OUTBOX_LOCK_SCAN, claim.c), which they hold while they read the log
+ * without any LWLock; "scanning" says one is between its snapshot and the
+ * moment it sets the scan position, and offers that commit meanwhile leave
+ * their ids in the handoff for it (xact.c).
  */
+#define OUTBOX_HANDOFF			128
+
+typedef struct OutboxHandoff
+{
+	TransactionId xid;			/* the offering transaction */
+	int64		id;
+} OutboxHandoff;
+
 typedef struct OutboxTopic
 {
 	bool		in_use;
 	Oid			dbid;
 	int32		topic_id;
 	int64		incarnation;
-	LWLock	   *scan_lock;
+
+	bool		scanning;		/* a claim reads the log */
+	pid_t		scanner;		/* its pid */
+	int			nhandoff;
+	bool		handoff_overflow;	/* some ids found no room: */
+	int64		handoff_min;	/* the least of them */
+	OutboxHandoff handoff[OUTBOX_HANDOFF];
 
 	bool		initialized;	/* scan_pos loaded from the watermark */
 	int64		scan_pos;		/* every committed event <= this was seen */
@@ -290,6 +308,8 @@ extern void outbox_xact_announce_database(void);
 extern void outbox_xact_set_watermark(int32 topic_id, int64 incarnation,
 									  int64 watermark);
 extern void outbox_xact_retry_changed(int32 topic_id, TimestampTz when);
+extern void outbox_xact_scan_begin(int topic);
+extern void outbox_xact_scan_end(void);
 
 /* topic.c */
 typedef struct OutboxTopicInfo

@@ -8,11 +8,14 @@
  *	  leases are made in shared memory and write nothing durable; if the
  *	  claiming transaction rolls back they are undone at once (xact.c).
  *
- *	  Only one claim of a topic scans at a time (the topic's scan lock).
- *	  The scan reads with a snapshot taken under that lock, and before it
- *	  lets go it marks the offer slots of transactions that were in flight
- *	  in that snapshot: their events it could not see will be put on the
- *	  ready list when they commit.
+ *	  Only one claim of a topic scans at a time (a heavyweight lock, taken
+ *	  and released by each attempt).  The scan reads holding no LWLock, so
+ *	  that it can be cancelled and its lock waits are seen by the deadlock
+ *	  detector, and offers that commit meanwhile do not wait for it.  When
+ *	  it sets the scan position it marks the offer slots of transactions in
+ *	  flight in its snapshot (their events it could not see go on the ready
+ *	  list when they commit), and puts on the ready list those that
+ *	  committed while it read (the topic's handoff, xact.c).
  *
  *-------------------------------------------------------------------------
  */
@@ -133,18 +136,39 @@ spi_row(HeapTuple tup, TupleDesc desc, OutboxEventRow *row)
 	row->id = DatumGetInt64(row->values[EV_ID]);
 }
 
+/* The topic's durable watermark, as snap sees it. */
+static int64
+durable_watermark(ClaimState *cs, Snapshot snap)
+{
+	static const Oid wtypes[1] = {INT4OID};
+	Datum		values[1];
+	bool		isnull;
+	int			rc;
+
+	values[0] = Int32GetDatum(cs->info->topic_id);
+	rc = SPI_execute_snapshot(outbox_plan(PLAN_WATERMARK,
+										  "SELECT watermark FROM outbox.topic_state WHERE topic_id = $1",
+										  1, wtypes),
+							  values, NULL, snap, InvalidSnapshot, true, false, 1);
+	outbox_spi_check(rc, SPI_OK_SELECT, "claim");
+	if (SPI_processed != 1)
+		return 0;
+	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+									   SPI_tuptable->tupdesc, 1, &isnull));
+}
+
 /*
  * Load the topic's scan position from its durable watermark, the first
  * time the topic is claimed since the server started.  Above the watermark
  * the log may hold events already settled (acknowledged, waiting in
  * outbox.retry, or dead): the scan skips them with the recovery plan, up to
  * the highest id any of those rows names.  Above that nothing is settled,
- * and the plain scan is right.  Caller holds the topic's scan lock.
+ * and the plain scan is right.  Caller holds the topic's scan lock (the
+ * heavyweight one) and has marked the topic scanning, so the slot stays.
  */
 static void
 topic_init(ClaimState *cs)
 {
-	static const Oid wtypes[1] = {INT4OID};
 	static const Oid btypes[2] = {INT4OID, INT8OID};
 	Datum		values[2];
 	int64		watermark = 0;
@@ -153,16 +177,8 @@ topic_init(ClaimState *cs)
 	int			rc;
 	Snapshot	snap = GetLatestSnapshot();
 
+	watermark = durable_watermark(cs, snap);
 	values[0] = Int32GetDatum(cs->info->topic_id);
-	rc = SPI_execute_snapshot(outbox_plan(PLAN_WATERMARK,
-										  "SELECT watermark FROM outbox.topic_state WHERE topic_id = $1",
-										  1, wtypes),
-							  values, NULL, snap, InvalidSnapshot, true, false, 1);
-	outbox_spi_check(rc, SPI_OK_SELECT, "claim");
-	if (SPI_processed == 1)
-		watermark = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
-												SPI_tuptable->tupdesc, 1, &isnull));
-
 	values[1] = Int64GetDatum(watermark);
 	rc = SPI_execute_snapshot(outbox_plan(PLAN_MAX_ID,
 										  "SELECT GREATEST("
@@ -455,6 +471,17 @@ scan_log(ClaimState *cs, Snapshot snap, int64 pos, int64 recovery_until,
 	OutboxEventRow row;
 
 	if (recovering)
+	{
+		/*
+		 * Everything at or below the durable watermark is settled, and the
+		 * acknowledgements there may be gone already (reap trims them in
+		 * the transaction that moves the watermark): never scan below it.
+		 * A topic that took a slot again may have read an older one.
+		 */
+		pos = Max(pos, durable_watermark(cs, snap));
+		recovering = pos < recovery_until;
+	}
+	if (recovering)
 		settled_ids(cs, snap, pos, recovery_until, epoch, &skip);
 	else if (settled_caches != NIL)
 		settled_forget(cs->info->topic_id);
@@ -618,9 +645,68 @@ verify_retry_leases(ClaimState *cs, const pg_uuid_t *token, TimestampTz now,
 }
 
 /*
+ * The heavyweight lock by which claims of a topic take turns: held while a
+ * claim reads the log, it can be waited for interruptibly, is seen by the
+ * deadlock detector and shows in pg_locks (advisory, objsubid 0x6f65).
+ */
+static void
+scan_lock_tag(ClaimState *cs, LOCKTAG *tag)
+{
+	SET_LOCKTAG_ADVISORY(*tag, MyDatabaseId, (uint32) cs->info->topic_id,
+						 (uint32) cs->info->incarnation, OUTBOX_LOCK_SCAN);
+}
+
+/*
+ * Offers that committed while the scan read the log, with a snapshot that
+ * does not see them, and whose ids the scan went past: on the ready list.
+ * Caller holds the shared state lock exclusively.
+ */
+static void
+take_handoff(ClaimState *cs, Snapshot snap, int64 pos)
+{
+	OutboxTopic *t = cs->t;
+
+	for (int i = 0; i < t->nhandoff; i++)
+	{
+		OutboxHandoff *h = &t->handoff[i];
+		OutboxEntry *e;
+		bool		found;
+
+		if (h->id > pos || !XidInMVCCSnapshot(h->xid, snap))
+			continue;
+		e = outbox_entry_enter(h->id, &found);
+		if (e == NULL)
+		{
+			outbox_topic_rescan(t);
+			return;
+		}
+		if (found)
+			continue;
+		e->topic = cs->topic;
+		e->state = ENTRY_READY;
+		e->source = SRC_MAIN;
+		e->finishing = false;
+		e->attempt = 0;
+		memset(&e->token, 0, sizeof(e->token));
+		e->expires_at = 0;
+		e->claimed_at = 0;
+		dlist_push_tail(&t->ready, &e->node);
+		t->nready++;
+	}
+}
+
+/*
  * One attempt to lease up to cs->batch events.  Returns how many were
  * leased (their candidates are marked), or -1 if the topic's slot was given
  * up before the attempt began.
+ *
+ * It goes in three steps.  Under the shared state lock it says that it is
+ * scanning.  Without any LWLock, so that it can be cancelled and waits
+ * for locks like any statement, it reads the ready list's events, the due
+ * retries and the log (with a snapshot taken after it said so).  Under the
+ * shared state lock again it makes the leases and sets the scan position:
+ * offers in flight in its snapshot are marked as passed, and those that
+ * committed meanwhile have left their ids in the topic's handoff.
  */
 static int
 claim_once(ClaimState *cs, pg_uuid_t *token, TimestampTz expires_at)
@@ -641,17 +727,34 @@ claim_once(ClaimState *cs, pg_uuid_t *token, TimestampTz expires_at)
 	Snapshot	snap = NULL;
 	int			nleased = 0;
 	bool		full = false;
+	bool		initialized;
+	LOCKTAG		tag;
 
 	cs->ncand = 0;
 
-	LWLockAcquire(t->scan_lock, LW_EXCLUSIVE);
+	scan_lock_tag(cs, &tag);
+	(void) LockAcquire(&tag, ExclusiveLock, false, false);
+
+	/* 1. the slot is still the topic's, and it is being scanned */
+	outbox_xact_scan_begin(cs->topic);
+	LWLockAcquire(outbox_shared->lock, LW_EXCLUSIVE);
 	if (!outbox_topic_matches(cs->topic, cs->info->topic_id, cs->info->incarnation))
 	{
 		/* the slot was given to another topic meanwhile */
-		LWLockRelease(t->scan_lock);
+		LWLockRelease(outbox_shared->lock);
+		outbox_xact_scan_end();
+		LockRelease(&tag, ExclusiveLock, false);
 		return -1;
 	}
-	if (!t->initialized)
+	t->scanning = true;
+	t->scanner = MyProcPid;
+	t->nhandoff = 0;
+	t->handoff_overflow = false;
+	initialized = t->initialized;
+	LWLockRelease(outbox_shared->lock);
+
+	/* 2. read, holding no LWLock */
+	if (!initialized)
 		topic_init(cs);
 
 	take_ready(cs, &junk, &njunk);
@@ -686,6 +789,7 @@ claim_once(ClaimState *cs, pg_uuid_t *token, TimestampTz expires_at)
 
 	outbox_xact_reserve_ops(cs->ncand);
 
+	/* 3. lease, and set the scan position */
 	LWLockAcquire(outbox_shared->lock, LW_EXCLUSIVE);
 	for (int i = 0; i < cs->ncand; i++)
 	{
@@ -759,36 +863,48 @@ claim_once(ClaimState *cs, pg_uuid_t *token, TimestampTz expires_at)
 		}
 	}
 
-	if (snap != NULL && new_pos > old_pos && outbox_shared->nany > 0)
+	if (snap != NULL && new_pos > old_pos)
 	{
-		int64		cap = scan_cap(snap, old_pos);
+		int64		scanned = new_pos;
 
 		/*
-		 * The scan went past ids an offer in flight may hold: the position
-		 * stays below them, and what this scan handed out above it is
-		 * stepped over as in recovery until the position passes it.
+		 * The position stays below ids of offers in flight that no slot
+		 * names one by one, below ids the handoff had no room for, and
+		 * where it is if the topic was told to scan again meanwhile; what
+		 * this scan handed out above it is stepped over as in recovery
+		 * until the position passes it.
 		 */
-		if (new_pos > cap)
-		{
-			if (new_pos > t->recovery_until)
-				t->recovery_until = new_pos;
-			new_pos = Max(old_pos, cap);
-		}
+		if (outbox_shared->nany > 0)
+			new_pos = Min(new_pos, Max(old_pos, scan_cap(snap, old_pos)));
+		if (t->handoff_overflow)
+			new_pos = Min(new_pos, Max(old_pos, t->handoff_min - 1));
+		if (t->scan_epoch != epoch)
+			new_pos = old_pos;
+		if (scanned > new_pos && scanned > t->recovery_until)
+			t->recovery_until = scanned;
 	}
 	if (snap != NULL && new_pos > old_pos)
 	{
-		t->scan_pos = new_pos;
-		outbox_topic_passed(t, new_pos);
-		if (t->ninflight > 0)
-			mark_passed(cs->topic, snap, new_pos);
+		take_handoff(cs, snap, new_pos);
+		if (t->scan_epoch == epoch)
+		{
+			t->scan_pos = new_pos;
+			outbox_topic_passed(t, new_pos);
+			if (t->ninflight > 0)
+				mark_passed(cs->topic, snap, new_pos);
+		}
 	}
 	if (retry_exhausted && !full && t->next_retry_at == seen_next_retry)
 		t->next_retry_at = new_next_retry;
+	t->scanning = false;
+	t->nhandoff = 0;
+	t->handoff_overflow = false;
+	outbox_xact_scan_end();
 	LWLockRelease(outbox_shared->lock);
 
 	if (snap != NULL)
 		UnregisterSnapshot(snap);
-	LWLockRelease(t->scan_lock);
+	LockRelease(&tag, ExclusiveLock, false);
 
 	nleased = verify_retry_leases(cs, token, now, nleased);
 
@@ -1012,22 +1128,13 @@ outbox_claim(PG_FUNCTION_ARGS)
 		return (Datum) 0;
 	}
 
-	/*
-	 * Take now every lock the scan needs, so that none is waited for while
-	 * the scan lock (an LWLock, which holds off interrupts) is held: the
-	 * log, its partitions and their indexes (whoever locks the log
-	 * exclusively, as maintain does to drop a partition, then never waits
-	 * for a scanner holding the scan lock), and the two generations of
-	 * acknowledgements, which reap() truncates.
-	 */
+	/* the log's partitions, opened for the whole call */
 	{
 		MemoryContext old = MemoryContextSwitchTo(callcxt);
 
 		cs.ls = outbox_logscan_open();
 		MemoryContextSwitchTo(old);
 	}
-	(void) RangeVarGetRelid(makeRangeVar("outbox", "acked_0", -1), AccessShareLock, false);
-	(void) RangeVarGetRelid(makeRangeVar("outbox", "acked_1", -1), AccessShareLock, false);
 	outbox_random_uuid(&token);
 
 	for (;;)

@@ -15,11 +15,11 @@
  *	  (database, topic id).  A topic's counters since start live in a hash
  *	  of their own, so that they outlive its slot.
  *
- *	  Locking: the state lock (tranche "outbox_state") protects everything
- *	  here except a topic's scan, which its scan lock (tranche
- *	  "outbox_scan") serialises; the scan lock is always taken before the
- *	  state lock.  A slot is given up only while its scan lock can be taken
- *	  at once, so a claim that holds it keeps its slot.
+ *	  Locking: one LWLock, the state lock (tranche "outbox_state"),
+ *	  protects everything here, and is held only for short sections that
+ *	  run no SQL and wait for nothing.  Claims of one topic take turns by a
+ *	  heavyweight lock (claim.c); a topic whose claim is reading the log
+ *	  ("scanning") keeps its slot.
  *
  *-------------------------------------------------------------------------
  */
@@ -47,7 +47,6 @@ static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 
 #define STATE_TRANCHE "outbox_state"
-#define SCAN_TRANCHE "outbox_scan"
 
 static Size
 outbox_fixed_size(void)
@@ -73,9 +72,7 @@ outbox_shmem_request(void)
 											  sizeof(TopicIndexEntry)));
 	RequestAddinShmemSpace(hash_estimate_size(COUNTERS_SIZE,
 											  sizeof(OutboxCounters)));
-	/* one lock for the shared state, one per topic slot for its scan */
 	RequestNamedLWLockTranche(STATE_TRANCHE, 1);
-	RequestNamedLWLockTranche(SCAN_TRANCHE, outbox_max_topics);
 }
 
 static void
@@ -92,7 +89,6 @@ outbox_shmem_startup(void)
 	outbox_shared = ShmemInitStruct("outbox", outbox_fixed_size(), &found);
 	if (!found)
 	{
-		LWLockPadded *locks = GetNamedLWLockTranche(SCAN_TRANCHE);
 		char	   *p = (char *) outbox_shared;
 
 		memset(outbox_shared, 0, outbox_fixed_size());
@@ -110,7 +106,6 @@ outbox_shmem_startup(void)
 		{
 			OutboxTopic *t = &outbox_shared->topics[i];
 
-			t->scan_lock = &locks[i].lock;
 			dlist_init(&t->leases);
 			dlist_init(&t->ready);
 			dlist_init(&t->settled);
@@ -234,6 +229,9 @@ topic_clear_locked(OutboxTopic *t)
 		}
 		dlist_init(lists[l]);
 	}
+	t->scanning = false;
+	t->nhandoff = 0;
+	t->handoff_overflow = false;
 	t->nleases = 0;
 	t->nready = 0;
 	t->nsettled = 0;
@@ -330,15 +328,12 @@ take_slot_locked(void)
 			outbox_shared->clock = (i + 1) % n;
 			return i;
 		}
-		if (t->ninflight > 0 || t->nleases > 0 || (k < n && t->nready > 0))
-			continue;
-		/* a claim holds its topic's scan lock: its slot stays */
-		if (!LWLockConditionalAcquire(t->scan_lock, LW_EXCLUSIVE))
+		if (t->ninflight > 0 || t->nleases > 0 || t->scanning ||
+			(k < n && t->nready > 0))
 			continue;
 		park_locked(t);
 		topic_clear_locked(t);
 		outbox_topic_release_locked(i);
-		LWLockRelease(t->scan_lock);
 		ConditionVariableBroadcast(&t->cv);
 		outbox_shared->clock = (i + 1) % n;
 		return i;
@@ -542,8 +537,9 @@ outbox_parked_done(const OutboxParked *done)
 }
 
 /*
- * Release a dropped topic's slot.  Caller holds the topic's scan lock and
- * the shared state lock exclusively.
+ * Release a dropped topic's slot.  No claim of it is running (they hold the
+ * topic's lock, which the drop holds exclusively).  Caller holds the shared
+ * state lock exclusively.
  */
 void
 outbox_topic_forget(int topic)

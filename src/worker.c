@@ -145,6 +145,8 @@ outbox_database_dropping(Oid dbid)
 		d->dropping_since = GetCurrentTimestamp();
 		pid = d->worker_pid;
 	}
+	/* its topics' counters would only take room from others' */
+	outbox_counters_forget(dbid, 0);
 	LWLockRelease(outbox_shared->lock);
 	if (pid != 0)
 		(void) kill(pid, SIGTERM);

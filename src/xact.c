@@ -66,6 +66,8 @@ typedef struct XactState
 	int			ntopics;
 	int			maxtopics;
 	HTAB	   *topic_hash;		/* topic_id -> index in topics, when many */
+	int			scan_topic;		/* a claim of ours reads this topic's log, */
+	SubTransactionId scan_subid;	/* in this subtransaction */
 	bool		lo_pending;		/* our slot's lo_any waits for an id */
 	bool		forget_database;	/* the extension is being dropped */
 	bool		announce_database;	/* the extension is being created */
@@ -91,6 +93,7 @@ xact_activate(void)
 	xs.maxtopics = 8;
 	xs.topics = MemoryContextAllocZero(TopTransactionContext,
 									   xs.maxtopics * sizeof(XactTopic));
+	xs.scan_topic = -1;
 	xs.active = true;
 }
 
@@ -311,6 +314,41 @@ outbox_xact_forget_topic(int32 topic_id, int64 incarnation)
 	xt->forget_subid = GetCurrentSubTransactionId();
 }
 
+/*
+ * A claim of ours has set the topic's "scanning" (claim.c).  Should the
+ * claim fail before it clears it, the abort of its (sub)transaction does.
+ */
+void
+outbox_xact_scan_begin(int topic)
+{
+	xact_activate();
+	xs.scan_topic = topic;
+	xs.scan_subid = GetCurrentSubTransactionId();
+}
+
+void
+outbox_xact_scan_end(void)
+{
+	xs.scan_topic = -1;
+}
+
+/* Clear a "scanning" of ours left by a claim that failed. */
+static void
+scan_abandoned(void)
+{
+	OutboxTopic *t = &outbox_shared->topics[xs.scan_topic];
+
+	LWLockAcquire(outbox_shared->lock, LW_EXCLUSIVE);
+	if (t->scanning && t->scanner == MyProcPid)
+	{
+		t->scanning = false;
+		t->nhandoff = 0;
+		t->handoff_overflow = false;
+	}
+	LWLockRelease(outbox_shared->lock);
+	xs.scan_topic = -1;
+}
+
 void
 outbox_xact_forget_database(void)
 {
@@ -424,11 +462,35 @@ settle_op(XactOp *op, bool commit)
 }
 
 /*
+ * Leave a committed id for the claim that is reading the topic's log; when
+ * the handoff is full, only the least such id is kept, and the claim stops
+ * its scan position below it.  Caller holds the shared state lock
+ * exclusively.
+ */
+static void
+handoff(OutboxTopic *t, TransactionId xid, int64 id)
+{
+	if (t->nhandoff < OUTBOX_HANDOFF)
+	{
+		t->handoff[t->nhandoff].xid = xid;
+		t->handoff[t->nhandoff].id = id;
+		t->nhandoff++;
+		return;
+	}
+	if (!t->handoff_overflow || id < t->handoff_min)
+		t->handoff_min = id;
+	t->handoff_overflow = true;
+}
+
+/*
  * The offer side of commit: hand the ids a scan went past to the ready
- * list, count the offers, and wake waiting claims.  Holds the topic's scan
- * lock so that no scan is between its snapshot and its marking.  Offers
- * not named in our slot were never passed by a scan (lo_any held the scans
- * below them): they are only counted.
+ * list, count the offers, and wake waiting claims.  A claim that is
+ * reading the log now, with a snapshot that may not see our commit, marks
+ * nothing before it sets the scan position: the ids above what earlier
+ * scans passed are left in the topic's handoff for it, and it puts those
+ * it went past on the ready list itself.  Offers not named in our slot
+ * were never passed by a scan (lo_any held the scans below them): they are
+ * only counted.
  */
 static void
 settle_offers(XactTopic *xt, bool commit)
@@ -471,8 +533,6 @@ settle_offers(XactTopic *xt, bool commit)
 	}
 
 	t = &outbox_shared->topics[xt->topic];
-	if (commit)
-		LWLockAcquire(t->scan_lock, LW_EXCLUSIVE);
 	LWLockAcquire(outbox_shared->lock, LW_EXCLUSIVE);
 
 	live = outbox_topic_matches(xt->topic, xt->topic_id, xt->incarnation);
@@ -488,8 +548,14 @@ settle_offers(XactTopic *xt, bool commit)
 
 			if (xt->subids[i] == InvalidSubTransactionId)
 				continue;
-			if (xt->delayed[i] || xt->ids[i] > passed || !t->initialized)
+			if (xt->delayed[i])
 				continue;
+			if (!t->initialized || xt->ids[i] > passed)
+			{
+				if (t->scanning)
+					handoff(t, slot->xid, xt->ids[i]);
+				continue;
+			}
 			e = outbox_entry_enter(xt->ids[i], &found);
 			if (e == NULL)
 			{
@@ -523,12 +589,8 @@ settle_offers(XactTopic *xt, bool commit)
 		outbox_topic_release_locked(xt->topic);	/* dropped while we offered */
 
 	LWLockRelease(outbox_shared->lock);
-	if (commit)
-	{
-		LWLockRelease(t->scan_lock);
-		if (live && count > 0)
-			ConditionVariableBroadcast(&t->cv);
-	}
+	if (commit && live && count > 0)
+		ConditionVariableBroadcast(&t->cv);
 }
 
 /*
@@ -557,8 +619,6 @@ settle_topic(XactTopic *xt)
 	}
 
 	t = &outbox_shared->topics[topic];
-	if (xt->forget)
-		LWLockAcquire(t->scan_lock, LW_EXCLUSIVE);
 	LWLockAcquire(outbox_shared->lock, LW_EXCLUSIVE);
 	if (t->in_use && t->topic_id == xt->topic_id && t->dbid == MyDatabaseId &&
 		(xt->incarnation == 0 || t->incarnation == xt->incarnation))
@@ -576,14 +636,14 @@ settle_topic(XactTopic *xt)
 	if (xt->forget)
 		outbox_counters_forget(MyDatabaseId, xt->topic_id);
 	LWLockRelease(outbox_shared->lock);
-	if (xt->forget)
-		LWLockRelease(t->scan_lock);
 	ConditionVariableBroadcast(&t->cv);
 }
 
 static void
 xact_finish(bool commit)
 {
+	if (outbox_shared != NULL && xs.scan_topic >= 0)
+		scan_abandoned();
 	if (outbox_shared != NULL)
 	{
 		/* Offers first: a claim of the same transaction is settled after. */
@@ -622,12 +682,10 @@ xact_finish(bool commit)
 			{
 				OutboxTopic *t = &outbox_shared->topics[i];
 
-				LWLockAcquire(t->scan_lock, LW_EXCLUSIVE);
 				LWLockAcquire(outbox_shared->lock, LW_EXCLUSIVE);
 				if (t->in_use && t->dbid == MyDatabaseId)
 					outbox_topic_forget(i);
 				LWLockRelease(outbox_shared->lock);
-				LWLockRelease(t->scan_lock);
 			}
 			LWLockAcquire(outbox_shared->lock, LW_EXCLUSIVE);
 			outbox_counters_forget(MyDatabaseId, 0);
@@ -695,6 +753,8 @@ outbox_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 
 	if (event == SUBXACT_EVENT_COMMIT_SUB)
 	{
+		if (xs.scan_topic >= 0 && xs.scan_subid == mySubid)
+			xs.scan_subid = parentSubid;
 		for (int i = 0; i < xs.nops; i++)
 			if (xs.ops[i].subid == mySubid)
 				xs.ops[i].subid = parentSubid;
@@ -712,6 +772,10 @@ outbox_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 	else if (event == SUBXACT_EVENT_ABORT_SUB)
 	{
 		bool		locked = false;
+
+		if (outbox_shared != NULL && xs.scan_topic >= 0 &&
+			xs.scan_subid == mySubid)
+			scan_abandoned();
 
 		for (int i = 0; i < xs.nops; i++)
 		{

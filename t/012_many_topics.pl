@@ -30,7 +30,8 @@ $node->safe_psql('postgres', q{
 	INSERT INTO phase VALUES (1);
 	CREATE TABLE offered (id bigint PRIMARY KEY, topic text, tenant text,
 						  phase int DEFAULT 0);
-	CREATE TABLE acklog (id bigint, phase int);
+	CREATE TABLE acklog (id bigint, phase int, attempt int,
+						 at timestamptz DEFAULT clock_timestamp());
 	CREATE FUNCTION produce(p int, k int) RETURNS void LANGUAGE sql AS $$
 		INSERT INTO offered
 		SELECT outbox.offer(topic => tp, payload => '{}', tenant => tn), tp, tn,
@@ -42,11 +43,13 @@ $node->safe_psql('postgres', q{
 	LANGUAGE plpgsql AS $$
 	DECLARE
 		ids bigint[];
+		atts int[];
 		tok uuid;
 		got int;
 	BEGIN
 		PERFORM set_config('outbox.tenant', coalesce(p_tenant, ''), true);
-		SELECT array_agg(id), min(lease_token::text)::uuid INTO ids, tok
+		SELECT array_agg(id ORDER BY id), array_agg(attempt ORDER BY id),
+			   min(lease_token::text)::uuid INTO ids, atts, tok
 		FROM outbox.claim(p_topic, 10, '1 minute', '0');
 		IF ids IS NULL THEN
 			RETURN 0;
@@ -55,7 +58,8 @@ $node->safe_psql('postgres', q{
 		IF got <> cardinality(ids) THEN
 			RAISE EXCEPTION 'ack counted % of % ids', got, cardinality(ids);
 		END IF;
-		INSERT INTO acklog SELECT unnest(ids), (SELECT p.n FROM phase p);
+		INSERT INTO acklog (id, phase, attempt)
+		SELECT u.id, (SELECT p.n FROM phase p), u.a FROM unnest(ids, atts) AS u(id, a);
 		RETURN got;
 	END $$;
 	CREATE FUNCTION consume_random(p int, k int) RETURNS int LANGUAGE sql AS $$
@@ -136,7 +140,8 @@ is($node->safe_psql('postgres', q{
 is($node->safe_psql('postgres', q{
 	SELECT count(*) FROM (SELECT id FROM acklog GROUP BY id HAVING count(*) > 1) d
 }), '0', 'no event was acked twice') or diag($node->safe_psql('postgres', q{
-	SELECT o.id, o.topic, o.tenant, o.phase, array_agg(a.phase)
+	SELECT o.id, o.topic, o.tenant, o.phase, array_agg(a.phase ORDER BY a.at),
+		   array_agg(a.attempt ORDER BY a.at), array_agg(a.at ORDER BY a.at)
 	FROM acklog a JOIN offered o USING (id)
 	GROUP BY 1, 2, 3, 4 HAVING count(*) > 1 ORDER BY 1
 }));
