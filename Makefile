@@ -13,7 +13,7 @@ PG_CPPFLAGS = -Iinclude -Wall -Wextra -Wno-unused-parameter \
 
 # Regression tests run on a private instance that preloads the library.
 REGRESS = setup topics offer log_insert claim_ack nack_dead redrive dedupe errors \
-	maintain stats replay readonly limits many_topics reinstall
+	maintain stats replay readonly limits many_topics reap_bad_row reinstall
 REGRESS_OPTS = --temp-instance=./tmp_check --temp-config=./test/outbox-test.conf
 # Isolation specs, on their own private instance.
 ISOLATION = inflight claim_race dedupe_race ack_reap stale_token tenant_part \

@@ -308,6 +308,7 @@ extern void outbox_xact_announce_database(void);
 extern void outbox_xact_set_watermark(int32 topic_id, int64 incarnation,
 									  int64 watermark);
 extern void outbox_xact_retry_changed(int32 topic_id, TimestampTz when);
+extern void outbox_xact_keep_lease(int64 event_id);
 extern void outbox_xact_scan_begin(int topic);
 extern void outbox_xact_scan_end(void);
 

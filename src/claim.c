@@ -662,7 +662,7 @@ scan_lock_tag(ClaimState *cs, LOCKTAG *tag)
  * Caller holds the shared state lock exclusively.
  */
 static void
-take_handoff(ClaimState *cs, Snapshot snap, int64 pos)
+take_handoff(ClaimState *cs, Snapshot snap, int64 pos, int64 scanned)
 {
 	OutboxTopic *t = cs->t;
 
@@ -677,7 +677,10 @@ take_handoff(ClaimState *cs, Snapshot snap, int64 pos)
 		e = outbox_entry_enter(h->id, &found);
 		if (e == NULL)
 		{
+			/* scan again; what this claim leased up to scanned stays covered */
 			outbox_topic_rescan(t);
+			if (scanned > t->recovery_until)
+				t->recovery_until = scanned;
 			return;
 		}
 		if (found)
@@ -728,6 +731,7 @@ claim_once(ClaimState *cs, pg_uuid_t *token, TimestampTz expires_at)
 	int			nleased = 0;
 	bool		full = false;
 	bool		initialized;
+	int64		scanned;
 	LOCKTAG		tag;
 
 	cs->ncand = 0;
@@ -863,9 +867,9 @@ claim_once(ClaimState *cs, pg_uuid_t *token, TimestampTz expires_at)
 		}
 	}
 
+	scanned = new_pos;
 	if (snap != NULL && new_pos > old_pos)
 	{
-		int64		scanned = new_pos;
 
 		/*
 		 * The position stays below ids of offers in flight that no slot
@@ -885,7 +889,7 @@ claim_once(ClaimState *cs, pg_uuid_t *token, TimestampTz expires_at)
 	}
 	if (snap != NULL && new_pos > old_pos)
 	{
-		take_handoff(cs, snap, new_pos);
+		take_handoff(cs, snap, new_pos, scanned);
 		if (t->scan_epoch == epoch)
 		{
 			t->scan_pos = new_pos;
@@ -1128,13 +1132,20 @@ outbox_claim(PG_FUNCTION_ARGS)
 		return (Datum) 0;
 	}
 
-	/* the log's partitions, opened for the whole call */
+	/*
+	 * The log's partitions, opened for the whole call, and the two
+	 * generations of acknowledgements: reap empties one with TRUNCATE, which
+	 * a snapshot taken before it commits would see as empty, so no snapshot
+	 * of ours may be taken before the lock that keeps it away.
+	 */
 	{
 		MemoryContext old = MemoryContextSwitchTo(callcxt);
 
 		cs.ls = outbox_logscan_open();
 		MemoryContextSwitchTo(old);
 	}
+	(void) RangeVarGetRelid(makeRangeVar("outbox", "acked_0", -1), AccessShareLock, false);
+	(void) RangeVarGetRelid(makeRangeVar("outbox", "acked_1", -1), AccessShareLock, false);
 	outbox_random_uuid(&token);
 
 	for (;;)

@@ -10,12 +10,14 @@
  */
 #include "outbox.h"
 
+#include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "nodes/makefuncs.h"
 #include "storage/lmgr.h"
+#include "utils/resowner.h"
 
 PG_FUNCTION_INFO_V1(outbox_reap);
 
@@ -251,6 +253,79 @@ trim_acks(void)
 }
 
 /*
+ * Hand back (or dead-letter) the expired leases expired[from..to) in a
+ * subtransaction.  If it fails, it is rolled back and false returned; with
+ * alone, the lease stays as it is (the next reap tries it again) and the
+ * failure is reported if report says so, so that one bad row cannot stop
+ * the reap of all others.  A cancellation is not caught.
+ */
+static bool
+hand_back(Expired *expired, int from, int to, TimestampTz now, bool alone,
+		  bool report)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	volatile bool ok = true;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		OutboxTopicInfo info;
+		int32		info_topic_id = 0;
+		bool		info_valid = false;
+
+		for (int i = from; i < to; i++)
+		{
+			Expired    *x = &expired[i];
+
+			CHECK_FOR_INTERRUPTS();
+			if (!info_valid || info_topic_id != x->topic_id)
+			{
+				info_valid = outbox_lookup_topic_by_id(x->topic_id, &info);
+				info_topic_id = x->topic_id;
+			}
+			if (!info_valid)
+				continue;		/* the topic is being dropped */
+			if (x->attempt >= info.max_attempts)
+				outbox_send_to_dead_letter(x->id, x->topic_id, x->attempt,
+										   "max attempts reached", "lease expired");
+			else
+				outbox_schedule_retry(x->id, x->topic_id, x->attempt, now,
+									  "lease expired");
+		}
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED)
+			PG_RE_THROW();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+		ok = false;
+		if (alone && report)
+			ereport(WARNING,
+					(errcode(edata->sqlerrcode),
+					 errmsg("outbox: the expired lease of event " INT64_FORMAT " could not be handed back: %s",
+							expired[from].id, edata->message),
+					 errdetail("The lease stays; the next reap tries it again.")));
+		if (alone)
+			outbox_xact_keep_lease(expired[from].id);
+		FreeErrorData(edata);
+	}
+	PG_END_TRY();
+	return ok;
+}
+
+/*
  * reap() returns integer: how many expired leases were handed back or
  * dead-lettered.  A lease whose ack (or nack) is in progress is left to it.
  */
@@ -273,9 +348,6 @@ outbox_do_reap(void)
 	ReapState	state;
 	Expired    *expired;
 	int			nexpired;
-	OutboxTopicInfo info;
-	int32		info_topic_id = 0;
-	bool		info_valid = false;
 
 	if (!outbox_shmem_available())
 	{
@@ -306,24 +378,19 @@ outbox_do_reap(void)
 	nexpired = state.n;
 
 	SPI_connect();
-	for (int i = 0; i < nexpired; i++)
+	if (nexpired > 0 && !hand_back(expired, 0, nexpired, now, false, false))
 	{
-		Expired    *x = &expired[i];
+		/* one of them fails: each on its own, so that it fails alone */
+		int			done = 0;
 
-		CHECK_FOR_INTERRUPTS();
-		if (!info_valid || info_topic_id != x->topic_id)
-		{
-			info_valid = outbox_lookup_topic_by_id(x->topic_id, &info);
-			info_topic_id = x->topic_id;
-		}
-		if (!info_valid)
-			continue;			/* the topic is being dropped */
-		if (x->attempt >= info.max_attempts)
-			outbox_send_to_dead_letter(x->id, x->topic_id, x->attempt,
-									   "max attempts reached", "lease expired");
-		else
-			outbox_schedule_retry(x->id, x->topic_id, x->attempt, now,
-								  "lease expired");
+		for (int i = 0; i < nexpired; i++)
+			done += hand_back(expired, i, i + 1, now, true, i - done < 5) ? 1 : 0;
+		if (nexpired - done > 5)
+			ereport(WARNING,
+					(errmsg("outbox: %d expired leases could not be handed back",
+							nexpired - done),
+					 errdetail("The first five failures are reported above; the leases stay and the next reap tries them again.")));
+		nexpired = done;
 	}
 	advance_watermarks();
 	trim_acks();

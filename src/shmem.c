@@ -407,6 +407,34 @@ outbox_topic_acquire(int32 topic_id, int64 incarnation)
 }
 
 /*
+ * The counters hash is full: give up an entry that counts nothing (a topic
+ * named once by a transaction that rolled back, say) and whose topic holds
+ * no slot.  Returns whether there is room now.
+ */
+static bool
+counters_make_room(void)
+{
+	HASH_SEQ_STATUS seq;
+	OutboxCounters *c;
+
+	hash_seq_init(&seq, topic_counters);
+	while ((c = (OutboxCounters *) hash_seq_search(&seq)) != NULL)
+	{
+		TopicIndexEntry *ie;
+
+		if (c->offered != 0 || c->acked != 0)
+			continue;
+		ie = (TopicIndexEntry *) hash_search(topic_index, &c->key, HASH_FIND, NULL);
+		if (ie != NULL)
+			continue;
+		hash_seq_term(&seq);
+		hash_search(topic_counters, &c->key, HASH_REMOVE, NULL);
+		return true;
+	}
+	return false;
+}
+
+/*
  * The counters of a topic of the current database, made if need be; NULL
  * when there is no room for them.  Caller holds the shared state lock
  * exclusively.
@@ -423,7 +451,8 @@ outbox_counters(int32 topic_id, int64 incarnation)
 	if (c == NULL)
 	{
 		/* an exact cap, as for the leases (outbox_entry_enter) */
-		if (hash_get_num_entries(topic_counters) >= COUNTERS_SIZE)
+		if (hash_get_num_entries(topic_counters) >= COUNTERS_SIZE &&
+			!counters_make_room())
 			return NULL;
 		c = (OutboxCounters *) hash_search(topic_counters, &key,
 										   HASH_ENTER_NULL, &found);
@@ -562,12 +591,28 @@ outbox_topic_forget(int topic)
 void
 outbox_topic_rescan(OutboxTopic *t)
 {
+	int			topic = (int) (t - outbox_shared->topics);
+
 	if (!t->initialized)
 		return;
 	if (t->scan_pos > t->recovery_until)
 		t->recovery_until = t->scan_pos;
 	t->scan_pos = t->watermark;
 	t->scan_epoch = ++outbox_shared->epochs;
+
+	/*
+	 * Offers in flight must not put on the ready list, at commit, ids the
+	 * scan passed before: it passes them again, and may hand them out
+	 * before their commit callback runs.
+	 */
+	for (int i = 0; i < outbox_shared->nslots; i++)
+	{
+		OutboxOfferSlot *slot = &outbox_shared->slots[i];
+
+		for (int k = 0; k < slot->ntopics; k++)
+			if (slot->topic[k] == topic && slot->passed[k] > t->scan_pos)
+				slot->passed[k] = t->scan_pos;
+	}
 }
 
 /*

@@ -75,6 +75,8 @@ typedef struct XactState
 
 static XactState xs;
 
+static void settle_op(XactOp *op, bool commit);
+
 typedef struct XactTopicHashEntry
 {
 	int32		topic_id;
@@ -315,6 +317,23 @@ outbox_xact_forget_topic(int32 topic_id, int64 incarnation)
 }
 
 /*
+ * The reap of an expired lease failed: the lease stays as it was, whatever
+ * this transaction does (reap.c).
+ */
+void
+outbox_xact_keep_lease(int64 event_id)
+{
+	LWLockAcquire(outbox_shared->lock, LW_EXCLUSIVE);
+	for (int i = 0; i < xs.nops; i++)
+	{
+		if (xs.ops[i].event_id == event_id && xs.ops[i].kind == OP_FINISH &&
+			!xs.ops[i].done)
+			settle_op(&xs.ops[i], false);
+	}
+	LWLockRelease(outbox_shared->lock);
+}
+
+/*
  * A claim of ours has set the topic's "scanning" (claim.c).  Should the
  * claim fail before it clears it, the abort of its (sub)transaction does.
  */
@@ -525,6 +544,18 @@ settle_offers(XactTopic *xt, bool commit)
 			t = &outbox_shared->topics[topic];
 			if (xt->retry_at != 0)
 				lower_next_retry(t, xt->retry_at);
+
+			/*
+			 * A claim reading the topic now checks lo_any only when it sets
+			 * its position, and by then we are gone: our ids are left for
+			 * it like those of an offer its slot names.
+			 */
+			if (t->scanning)
+			{
+				for (int i = 0; i < xt->nids; i++)
+					if (xt->subids[i] != InvalidSubTransactionId && !xt->delayed[i])
+						handoff(t, slot->xid, xt->ids[i]);
+			}
 		}
 		LWLockRelease(outbox_shared->lock);
 		if (t != NULL)
