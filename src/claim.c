@@ -176,8 +176,18 @@ topic_init(ClaimState *cs)
 	bool		isnull;
 	int			rc;
 	Snapshot	snap = GetLatestSnapshot();
+	int64		parked;
 
-	watermark = durable_watermark(cs, snap);
+	/*
+	 * Start from the durable watermark or the position parked when the
+	 * topic last gave its slot up, whichever is higher: everything at or
+	 * below either is settled.  Only settled ids above it call for the
+	 * recovering scan.
+	 */
+	LWLockAcquire(outbox_shared->lock, LW_SHARED);
+	parked = cs->t->watermark;
+	LWLockRelease(outbox_shared->lock);
+	watermark = Max(durable_watermark(cs, snap), parked);
 	values[0] = Int32GetDatum(cs->info->topic_id);
 	values[1] = Int64GetDatum(watermark);
 	rc = SPI_execute_snapshot(outbox_plan(PLAN_MAX_ID,
@@ -203,7 +213,6 @@ topic_init(ClaimState *cs)
 	LWLockAcquire(outbox_shared->lock, LW_EXCLUSIVE);
 	if (!cs->t->initialized)
 	{
-		/* a position parked when the topic last gave its slot up */
 		watermark = Max(watermark, cs->t->watermark);
 		cs->t->watermark = watermark;
 		cs->t->scan_pos = watermark;
