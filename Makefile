@@ -33,7 +33,7 @@ PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
 # Every source includes the shared header: rebuild them all when it changes.
-$(OBJS): include/outbox.h
+$(OBJS): include/outbox.h include/compat.h
 
 .PHONY: test demo
 # Every test suite, on a fresh machine too (installs what is missing).

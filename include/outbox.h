@@ -31,6 +31,8 @@
 
 #include "postgres.h"
 
+#include "compat.h"
+
 #include "access/transam.h"
 #include "access/tupdesc.h"
 #include "executor/spi.h"

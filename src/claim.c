@@ -854,7 +854,7 @@ claim_once(ClaimState *cs, pg_uuid_t *token, TimestampTz expires_at)
 		e->token = *token;
 		e->expires_at = expires_at;
 		e->claimed_at = now;
-		e->owner = MyProc->pgprocno;
+		e->owner = OutboxProcNumber(MyProc);
 		e->release_on_exit = outbox_release_on_disconnect;
 		dlist_push_tail(&t->leases, &e->node);
 		t->nleases++;
@@ -973,7 +973,7 @@ emit_rows(ClaimState *cs, ReturnSetInfo *rsinfo, pg_uuid_t *token,
 static bool
 expire_own_lease(OutboxEntry *e, int topic, void *arg)
 {
-	if (e->owner == MyProc->pgprocno && e->release_on_exit)
+	if (e->owner == OutboxProcNumber(MyProc) && e->release_on_exit)
 	{
 		e->expires_at = 0;
 		*(bool *) arg = true;

@@ -191,7 +191,7 @@ outbox_logscan_begin(OutboxLogScan *ls, Snapshot snap, int32 topic_id,
 	{
 		LogScanPart *p = &ls->parts[i];
 
-		p->scan = index_beginscan(p->heap, p->index, snap, 2, 0);
+		p->scan = outbox_index_beginscan(p->heap, p->index, snap, 2, 0);
 		index_rescan(p->scan, keys, 2, NULL, 0);
 		part_advance(ls, p);
 	}

@@ -715,8 +715,8 @@ outbox_entry_remove(OutboxEntry *entry)
 OutboxOfferSlot *
 outbox_my_slot(void)
 {
-	Assert(MyBackendId >= 1 && MyBackendId <= outbox_shared->nslots);
-	return &outbox_shared->slots[MyBackendId - 1];
+	Assert(OutboxMyBackendIndex() >= 0 && OutboxMyBackendIndex() < outbox_shared->nslots);
+	return &outbox_shared->slots[OutboxMyBackendIndex()];
 }
 
 /*
