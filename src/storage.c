@@ -113,6 +113,28 @@ log_configured(const char *partman)
 }
 
 /*
+ * The partitioning type create_parent() takes for PostgreSQL's own range
+ * partitioning: 'native' up to pg_partman 4, 'range' from 5 on (which
+ * refuses 'native'), read from the installed version.  Caller is connected
+ * to SPI.
+ */
+static const char *
+partman_range_type(void)
+{
+	int			rc;
+	char	   *major = NULL;
+
+	rc = SPI_execute("SELECT pg_catalog.split_part(e.extversion, '.', 1) "
+					 "FROM pg_catalog.pg_extension e "
+					 "WHERE e.extname OPERATOR(pg_catalog.=) 'pg_partman'",
+					 true, 1);
+	outbox_spi_check(rc, SPI_OK_SELECT, "storage");
+	if (SPI_processed == 1)
+		major = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	return (major != NULL && atoi(major) >= 5) ? "range" : "native";
+}
+
+/*
  * Run a pg_partman call.  pg_partman sets search_path for the session while
  * it works and sets back what it found; inside CREATE EXTENSION that would
  * leave the script's search_path behind in the caller's session.  Every
@@ -191,11 +213,14 @@ outbox_ensure_storage(void)
 	if (!log_configured(partman))
 	{
 		outbox_partman_call(psprintf("SELECT %s.create_parent(p_parent_table => 'outbox.event', "
-									 "p_control => 'created_at', p_type => 'native', "
-									 "p_interval => '1 day', p_premake => 4)", partman),
+									 "p_control => 'created_at', p_type => '%s', "
+									 "p_interval => '1 day', p_premake => 4)",
+									 partman, partman_range_type()),
 							SPI_OK_SELECT);
+		/* ignore_default_data: 4.x's default, which 5.x changed */
 		outbox_partman_call(psprintf("UPDATE %s.part_config SET retention = NULL, "
-									 "infinite_time_partitions = true "
+									 "infinite_time_partitions = true, "
+									 "ignore_default_data = false "
 									 "WHERE parent_table OPERATOR(pg_catalog.=) 'outbox.event'",
 									 partman),
 							SPI_OK_UPDATE);
