@@ -37,8 +37,10 @@ $(OBJS): include/outbox.h include/compat.h
 
 .PHONY: test demo
 # Every test suite, on a fresh machine too (installs what is missing).
+# PG=17 or PG=18 runs them against that PostgreSQL in a Debian chroot
+# (scripts/pgchroot.sh); SUITES="regress tap" runs only those.
 test:
-	bash scripts/test.sh
+	bash scripts/test.sh $(if $(PG),--pg=$(PG)) $(SUITES)
 
 # A local demo cluster with a producer and a consumer.
 demo:

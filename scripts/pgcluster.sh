@@ -7,7 +7,7 @@
 #                                     server user)
 #   pgc_start DIR [--port N] [--conf FILE]... [name=value]...
 #                                     start on the first free port from N
-#                                     (default 54400) with a unix socket in
+#                                     ($PGC_PORT, default 54400) with a unix socket in
 #                                     DIR/sock, shared_preload_libraries =
 #                                     'outbox', plus FILEs and settings; waits
 #                                     until it accepts connections
@@ -99,7 +99,7 @@ pgc_start() {
 	case "$dir" in /*) ;; *) dir=$(pwd)/$dir ;; esac
 	[ -e "$dir/data/PG_VERSION" ] || { pgc_die "pgc_start: no cluster in $dir (pgc_init first)"; return 1; }
 	_pgc_known "$dir" || PGC_CLUSTERS+=("$dir")
-	local port=54400 settings=() confs=()
+	local port=${PGC_PORT:-54400} settings=() confs=()
 	while [ $# -gt 0 ]; do
 		case "$1" in
 			--port) port=$2; shift 2 ;;

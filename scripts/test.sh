@@ -5,6 +5,9 @@
 #
 #   scripts/test.sh              all suites
 #   scripts/test.sh pgtap ...    only the named suites
+#   scripts/test.sh --pg=17 ...  the same against PostgreSQL 17 (or 18), in a
+#                                Debian chroot (scripts/test-chroot.sh);
+#                                --pg=15 is the machine's own, as without it
 #
 # Suites:
 #   regress      pg_regress (sql/, expected/) through `make installcheck`
@@ -22,6 +25,15 @@ set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT" || exit 1
+
+pg_major=
+case "${1:-}" in
+	--pg=*) pg_major=${1#--pg=}; shift ;;
+	--pg) pg_major=${2:-}; shift; [ $# -gt 0 ] && shift ;;
+esac
+if [ -n "$pg_major" ] && [ "$pg_major" != 15 ] && [ -z "${OUTBOX_IN_CHROOT:-}" ]; then
+	exec bash "$ROOT/scripts/test-chroot.sh" "$pg_major" "$@"
+fi
 
 # The extension is installed machine-wide: two runs at once would test each
 # other's build, so runs take turns.  flock -o keeps the lock out of the
