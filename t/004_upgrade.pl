@@ -25,10 +25,13 @@ is($node->safe_psql('old', "SELECT extversion FROM pg_extension WHERE extname = 
 	'the old database has 1.0');
 
 # What 1.0 kept: a topic, two events, an ack of one and an ack of two.
-# 1.0 partitioned the log at install time, as this does.
+# 1.0 partitioned the log at install time, as this does (pg_partman 5
+# calls 4's 'native' partitioning 'range').
 $node->safe_psql('old', q{
 	SELECT public.create_parent(p_parent_table => 'outbox.event', p_control => 'created_at',
-		p_type => 'native', p_interval => '1 day', p_premake => 4);
+		p_type => CASE WHEN split_part(e.extversion, '.', 1)::int >= 5 THEN 'range' ELSE 'native' END,
+		p_interval => '1 day', p_premake => 4)
+	FROM pg_extension e WHERE e.extname = 'pg_partman';
 	UPDATE public.part_config SET retention = NULL, infinite_time_partitions = true
 	WHERE parent_table = 'outbox.event';
 });

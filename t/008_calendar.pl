@@ -107,14 +107,17 @@ for my $when ('2027-03-14 23:59:50', '2027-04-30 23:59:50', '2027-12-31 23:59:50
 	$node->safe_psql('postgres', 'SELECT outbox.maintain()');
 	is($node->safe_psql('postgres', q{SELECT count(*) FROM outbox.event_default}),
 		'0', 'after maintain(), no event in the default partition');
+	# Partitions are named by the day, in pg_partman's format for it
+	# (YYYY_MM_DD up to pg_partman 4, YYYYMMDD from 5 on).
 	is($node->safe_psql('postgres', q{
-		SELECT count(*) FROM outbox.event e
-		WHERE tableoid::regclass::text <> 'outbox.event_p' || to_char(e.created_at AT TIME ZONE 'UTC', 'YYYY_MM_DD')}),
+		SELECT count(*) FROM outbox.event e, public.part_config p
+		WHERE p.parent_table = 'outbox.event'
+		  AND e.tableoid::regclass::text <> 'outbox.event_p' || to_char(e.created_at AT TIME ZONE 'UTC', p.datetime_string)}),
 		'0', 'every event is in the partition of its day');
 	is($node->safe_psql('postgres', q{
-		SELECT count(*) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
-		WHERE i.inhparent = 'outbox.event'::regclass
-		  AND c.relname > 'event_p' || to_char(now() AT TIME ZONE 'UTC', 'YYYY_MM_DD')
+		SELECT count(*) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid, public.part_config p
+		WHERE i.inhparent = 'outbox.event'::regclass AND p.parent_table = 'outbox.event'
+		  AND c.relname > 'event_p' || to_char(now() AT TIME ZONE 'UTC', p.datetime_string)
 		  AND c.relname <> 'event_default'}),
 		'4', 'maintain() keeps four days of partitions ahead of the new day');
 	is($node->safe_psql('postgres', q{SELECT available + leased + delayed FROM outbox.stats WHERE topic = 'cal'}),
