@@ -40,7 +40,7 @@ $(OBJS): include/outbox.h include/compat.h
 # PG=17 or PG=18 runs them against that PostgreSQL in a Debian chroot
 # (scripts/pgchroot.sh); SUITES="regress tap" runs only those.
 test:
-	bash scripts/test.sh $(if $(PG),--pg=$(PG)) $(SUITES)
+	bash scripts/test.sh$(if $(PG), --pg=$(PG))$(if $(SUITES), $(SUITES))
 
 # A local demo cluster with a producer and a consumer.
 demo:

@@ -29,7 +29,16 @@ WORK=$(mktemp -d /tmp/outbox-sanitize.XXXXXX)
 chmod 755 "$WORK"
 TREE="$WORK/tree"
 mkdir "$TREE"
-(cd "$ROOT" && git ls-files -z | xargs -0 cp --parents -t "$TREE")
+if git -C "$ROOT" rev-parse --git-dir >/dev/null 2>&1; then
+	(cd "$ROOT" && git ls-files -z | xargs -0 cp --parents -t "$TREE")
+else
+	# A copy without git (make test PG=17 runs one in a chroot): all but
+	# build outputs.
+	tar -C "$ROOT" -cf - --exclude='*.o' --exclude='*.so' --exclude='*.bc' \
+		--exclude=./tmp_check --exclude=./tmp_check_iso --exclude=./output_iso \
+		--exclude=./results --exclude=./log --exclude=./regression.diffs \
+		--exclude=./regression.out . | tar -C "$TREE" -xf -
+fi
 [ "$(id -u)" = 0 ] && chown -R "$PGC_OSUSER": "$WORK"
 restore() {
 	echo "sanitize: installing the normal build again"
