@@ -142,8 +142,9 @@ check_suite() {
 	cand=$(in_chroot "$dir" apt-cache policy "postgresql-$V" | sed -n 's/^ *Candidate: *//p')
 	if [ -z "$cand" ] || [ "$cand" = "(none)" ]; then
 		local have
-		have=$(in_chroot "$dir" apt-cache pkgnames postgresql- | grep -E '^postgresql-[0-9]+$' | sort -V | tr '\n' ' ' || true)
-		die "Debian $SUITE no longer has PostgreSQL $V (it has: ${have:-none}); set OUTBOX_CHROOT_SUITE to a suite that does"
+		have=$(in_chroot "$dir" apt-cache pkgnames postgresql- | grep -E '^postgresql-[0-9]+$' | sort -V | paste -sd ' ' - || true)
+		remove_tree "$dir"
+		die "Debian $SUITE does not carry PostgreSQL $V (any more): it has ${have:-no postgresql-N}; set OUTBOX_CHROOT_SUITE to a suite that has postgresql-$V, or change the suite in scripts/pgchroot.sh"
 	fi
 	echo "pgchroot: $SUITE has postgresql-$V $cand"
 }
