@@ -51,8 +51,9 @@ trap restore EXIT
 FLAGS="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer -O1 -g"
 make -s -C "$TREE" PG_CONFIG="$PG_CONFIG" with_llvm=no PG_CFLAGS="$FLAGS" \
 	SHLIB_LINK="-fsanitize=address,undefined" || exit 1
+libs=$(ldd "$TREE/outbox.so")
 for rt in libasan libubsan; do
-	if ! ldd "$TREE/outbox.so" | grep -q "$rt"; then
+	if [[ "$libs" != *"$rt"* ]]; then
 		echo "sanitize: the build is not instrumented ($rt missing)"
 		exit 1
 	fi
