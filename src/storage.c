@@ -208,6 +208,14 @@ outbox_ensure_storage(void)
 	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, 0, 0, OUTBOX_LOCK_STORAGE);
 	(void) LockAcquire(&tag, ExclusiveLock, false, false);
 
+	/*
+	 * The log before any of its partitions (the default one is read below,
+	 * and by pg_partman): DDL on the log locks the parent first, so taking
+	 * a partition first could deadlock with it.
+	 */
+	LockRelationOid(RangeVarGetRelid(makeRangeVar("outbox", "event", -1), NoLock, false),
+					AccessShareLock);
+
 	SPI_connect();
 	partman = outbox_partman_schema();
 	if (!log_configured(partman))
