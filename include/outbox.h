@@ -279,6 +279,7 @@ extern bool outbox_topic_matches(int topic, int32 topic_id, int64 incarnation);
 extern OutboxEntry *outbox_entry_find(int64 event_id);
 extern OutboxEntry *outbox_entry_enter(int64 event_id, bool *found);
 extern void outbox_entry_remove(OutboxEntry *entry);
+extern bool outbox_entry_ready(int topic, int64 event_id);
 extern void outbox_topic_forget(int topic);
 extern void outbox_topic_rescan(OutboxTopic *t);
 extern void outbox_entry_settled(OutboxTopic *t, OutboxEntry *e);

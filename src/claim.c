@@ -678,13 +678,10 @@ take_handoff(ClaimState *cs, Snapshot snap, int64 pos, int64 scanned)
 	for (int i = 0; i < t->nhandoff; i++)
 	{
 		OutboxHandoff *h = &t->handoff[i];
-		OutboxEntry *e;
-		bool		found;
 
 		if (h->id > pos || !XidInMVCCSnapshot(h->xid, snap))
 			continue;
-		e = outbox_entry_enter(h->id, &found);
-		if (e == NULL)
+		if (!outbox_entry_ready(cs->topic, h->id))
 		{
 			/* scan again; what this claim leased up to scanned stays covered */
 			outbox_topic_rescan(t);
@@ -692,18 +689,6 @@ take_handoff(ClaimState *cs, Snapshot snap, int64 pos, int64 scanned)
 				t->recovery_until = scanned;
 			return;
 		}
-		if (found)
-			continue;
-		e->topic = cs->topic;
-		e->state = ENTRY_READY;
-		e->source = SRC_MAIN;
-		e->finishing = false;
-		e->attempt = 0;
-		memset(&e->token, 0, sizeof(e->token));
-		e->expires_at = 0;
-		e->claimed_at = 0;
-		dlist_push_tail(&t->ready, &e->node);
-		t->nready++;
 	}
 }
 

@@ -702,6 +702,36 @@ outbox_entry_enter(int64 event_id, bool *found)
 									   found);
 }
 
+/*
+ * Put an event the topic's scan went past on its ready list, unless it has
+ * an entry already.  Returns false when the hash is full.  Caller holds the
+ * shared state lock exclusively.
+ */
+bool
+outbox_entry_ready(int topic, int64 event_id)
+{
+	OutboxTopic *t = &outbox_shared->topics[topic];
+	OutboxEntry *e;
+	bool		found;
+
+	e = outbox_entry_enter(event_id, &found);
+	if (e == NULL)
+		return false;
+	if (found)
+		return true;
+	e->topic = topic;
+	e->state = ENTRY_READY;
+	e->source = SRC_MAIN;
+	e->finishing = false;
+	e->attempt = 0;
+	memset(&e->token, 0, sizeof(e->token));
+	e->expires_at = 0;
+	e->claimed_at = 0;
+	dlist_push_tail(&t->ready, &e->node);
+	t->nready++;
+	return true;
+}
+
 /* Unlink an entry from its topic list and the hash; counts are the caller's. */
 void
 outbox_entry_remove(OutboxEntry *entry)

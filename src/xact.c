@@ -574,9 +574,6 @@ settle_offers(XactTopic *xt, bool commit)
 
 		for (int i = 0; i < xt->nids; i++)
 		{
-			OutboxEntry *e;
-			bool		found;
-
 			if (xt->subids[i] == InvalidSubTransactionId)
 				continue;
 			if (xt->delayed[i])
@@ -587,25 +584,11 @@ settle_offers(XactTopic *xt, bool commit)
 					handoff(t, slot->xid, xt->ids[i]);
 				continue;
 			}
-			e = outbox_entry_enter(xt->ids[i], &found);
-			if (e == NULL)
+			if (!outbox_entry_ready(xt->topic, xt->ids[i]))
 			{
 				/* no room: scan again from the watermark instead */
 				outbox_topic_rescan(t);
-				continue;
 			}
-			if (found)
-				continue;
-			e->topic = xt->topic;
-			e->state = ENTRY_READY;
-			e->source = SRC_MAIN;
-			e->finishing = false;
-			e->attempt = 0;
-			memset(&e->token, 0, sizeof(e->token));
-			e->expires_at = 0;
-			e->claimed_at = 0;
-			dlist_push_tail(&t->ready, &e->node);
-			t->nready++;
 		}
 		c = outbox_counters(xt->topic_id, xt->incarnation);
 		if (c != NULL)
