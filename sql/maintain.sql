@@ -39,15 +39,28 @@ SELECT outbox.reap() >= 0;
 SELECT outbox.maintain();
 SELECT relname FROM pg_class WHERE relname LIKE 'event_p2020%' ORDER BY 1;
 
--- partitions ahead: four days of them; one dropped is made again.  In one
--- transaction, so that maintain() and the count see the same now() even
--- when the run crosses midnight.
+-- partitions ahead: the next four days are covered whatever the time of
+-- day and the caller's time zone (pg_partman counts the days ahead from
+-- now, not from the start of today, so there may be a fifth); days are UTC
+-- days.  One dropped is made again.  In one transaction, so that maintain()
+-- and the checks see the same now().
 BEGIN;
+SET LOCAL timezone = 'Pacific/Kiritimati';
 SELECT outbox.maintain();
-SELECT count(*) AS ahead FROM show_partitions('outbox.event') p,
+SET LOCAL timezone = 'America/Los_Angeles';
+SELECT outbox.maintain();
+CREATE TEMP TABLE part_days AS
+SELECT i.child_start_time AS lo, i.child_end_time AS hi
+FROM show_partitions('outbox.event') p,
 	LATERAL show_partition_info(p.partition_schemaname || '.' || p.partition_tablename,
-		p_parent_table => 'outbox.event') i
-WHERE i.child_start_time > now();
+		p_parent_table => 'outbox.event') i;
+SELECT d AS days_ahead, EXISTS (SELECT 1 FROM part_days WHERE now() + d * interval '1 day' >= lo
+								AND now() + d * interval '1 day' < hi) AS covered
+FROM generate_series(0, 4) d ORDER BY d;
+SELECT count(*) FILTER (WHERE lo > now()) BETWEEN 4 AND 5 AS four_or_five_ahead,
+	bool_and(lo AT TIME ZONE 'UTC' = date_trunc('day', lo AT TIME ZONE 'UTC')) AS utc_days,
+	bool_and(hi - lo = interval '1 day') AS one_day_each
+FROM part_days;
 COMMIT;
 SELECT p.partition_tablename AS newest FROM show_partitions('outbox.event', 'DESC') p LIMIT 1 \gset
 DROP TABLE outbox.:newest;

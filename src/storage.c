@@ -149,6 +149,13 @@ outbox_partman_call(const char *sql, int expected)
 	/* its notices (a template table kept from an earlier install) are noise */
 	(void) set_config_option("client_min_messages", "warning", PGC_USERSET,
 							 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+
+	/*
+	 * pg_partman cuts days in the caller's time zone, and counts the days
+	 * made ahead in another: days are UTC days whoever calls.
+	 */
+	(void) set_config_option("TimeZone", "UTC", PGC_USERSET,
+							 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
 	rc = SPI_execute(sql, false, 0);
 	outbox_spi_check(rc, expected, "pg_partman");
 	AtEOXact_GUC(false, save_nestlevel);
