@@ -12,7 +12,7 @@ PG_CPPFLAGS = -Iinclude -Wall -Wextra -Wno-unused-parameter \
 	-Wno-missing-field-initializers -Wno-sign-compare
 
 # Regression tests run on a private instance that preloads the library.
-REGRESS = setup topics offer log_insert claim_ack nack_dead redrive dedupe errors \
+REGRESS = setup topics alter_topic metrics offer log_insert claim_ack nack_dead redrive dedupe errors \
 	maintain stats replay readonly limits many_topics reap_bad_row reinstall
 REGRESS_OPTS = --temp-instance=./tmp_check --temp-config=./test/outbox-test.conf
 # Isolation specs, on their own private instance.

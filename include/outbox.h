@@ -32,6 +32,7 @@
 #include "postgres.h"
 
 #include "compat.h"
+#include "metrics.h"
 
 #include "access/transam.h"
 #include "access/tupdesc.h"
@@ -46,7 +47,7 @@
 #include "utils/uuid.h"
 
 /* The version of the SQL objects this library works with (schema.c) */
-#define OUTBOX_SCHEMA_VERSION	"1.2"
+#define OUTBOX_SCHEMA_VERSION	"1.3"
 
 /* Limits on arguments */
 #define OUTBOX_MAX_BATCH		10000
@@ -152,8 +153,18 @@ typedef struct OutboxCounters
 {
 	OutboxCountersKey key;
 	int64		incarnation;
-	uint64		offered;		/* committed offers since start */
-	uint64		acked;			/* committed acks since start */
+	/* since start or the last reset_metrics(): */
+	uint64		offered;		/* committed offers */
+	uint64		claimed;		/* committed leases */
+	uint64		acked;			/* committed acks */
+	uint64		nacked;
+	uint64		expired;		/* leases reaped after they expired */
+	uint64		dead_lettered;
+	uint64		redriven;
+	/* offered and acked before the last reset: stats counts from start */
+	uint64		offered_before;
+	uint64		acked_before;
+	int32		latency;		/* its OutboxLatency, or -1 */
 } OutboxCounters;
 
 /* A scan position left by a topic that gave its slot up (shmem.c) */
@@ -196,6 +207,7 @@ typedef struct OutboxEntry
 	pg_uuid_t	token;
 	TimestampTz expires_at;
 	TimestampTz claimed_at;
+	TimestampTz created_at;		/* the event's, for the latency metrics */
 	int			owner;			/* pgprocno of the claiming backend */
 	bool		release_on_exit;	/* owner set outbox.release_on_disconnect */
 	dlist_node	node;			/* in the topic's leases or ready list */
@@ -256,6 +268,9 @@ typedef struct OutboxShared
 	pid_t		launcher_pid;
 	struct Latch *launcher_latch;
 	OutboxDb	dbs[OUTBOX_MAX_DATABASES];
+	OutboxLatency *latencies;	/* outbox.metrics_topics of them */
+	int			nlatencies;
+	int32		latency_free;	/* first free one, or -1 */
 } OutboxShared;
 
 /* shmem.c */
@@ -273,6 +288,10 @@ extern OutboxCounters *outbox_counters(int32 topic_id, int64 incarnation);
 extern void outbox_counters_forget(Oid dbid, int32 topic_id);
 extern int	outbox_counters_count(void);
 extern int	outbox_counters_copy(OutboxCounters *out, int max);
+extern int	outbox_counters_copy_latency(OutboxCounters *out, int max,
+										 OutboxLatency *lat, int maxlat);
+extern OutboxLatency *outbox_counters_latency(OutboxCounters *c);
+extern void outbox_counters_reset(void);
 extern int	outbox_parked_collect(OutboxParked *out, int max);
 extern void outbox_parked_done(const OutboxParked *p);
 extern bool outbox_topic_matches(int topic, int32 topic_id, int64 incarnation);
@@ -314,6 +333,8 @@ extern void outbox_xact_retry_changed(int32 topic_id, TimestampTz when);
 extern void outbox_xact_keep_lease(int64 event_id);
 extern void outbox_xact_scan_begin(int topic);
 extern void outbox_xact_scan_end(void);
+extern void outbox_xact_count(int32 topic_id, int64 incarnation,
+							  OutboxCount what, int n);
 
 /* topic.c */
 typedef struct OutboxTopicInfo

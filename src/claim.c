@@ -839,6 +839,8 @@ claim_once(ClaimState *cs, pg_uuid_t *token, TimestampTz expires_at)
 		e->token = *token;
 		e->expires_at = expires_at;
 		e->claimed_at = now;
+		e->created_at = c->row.nulls[EV_CREATED_AT] ? 0 :
+			DatumGetTimestampTz(c->row.values[EV_CREATED_AT]);
 		e->owner = OutboxProcNumber(MyProc);
 		e->release_on_exit = outbox_release_on_disconnect;
 		dlist_push_tail(&t->leases, &e->node);

@@ -166,7 +166,9 @@ outbox_redrive(PG_FUNCTION_ARGS)
 					 "  ON CONFLICT (event_id) DO NOTHING), "
 					 "l AS (INSERT INTO outbox.redrive_log (event_id, topic_id, reason, redriven_by) "
 					 "  SELECT d.id, d.topic_id, $2, $3 FROM d) "
-					 "SELECT d.topic_id, count(*)::integer FROM d GROUP BY d.topic_id",
+					 "SELECT d.topic_id, count(*)::integer, "
+					 "  (SELECT t.incarnation FROM outbox.topic t WHERE t.topic_id = d.topic_id) "
+					 "FROM d GROUP BY d.topic_id",
 					 4, types, values, nulls, false, 0);
 	outbox_spi_check(rc, SPI_OK_SELECT, "redrive");
 
@@ -176,10 +178,18 @@ outbox_redrive(PG_FUNCTION_ARGS)
 		int32		topic_id = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[i],
 														   SPI_tuptable->tupdesc, 1, &isnull));
 
-		count += DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[i],
-											 SPI_tuptable->tupdesc, 2, &isnull));
+		int32		n = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[i],
+													SPI_tuptable->tupdesc, 2, &isnull));
+		int64		incarnation = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i],
+															  SPI_tuptable->tupdesc, 3, &isnull));
+
+		count += n;
 		if (outbox_shmem_available())
+		{
 			outbox_xact_retry_changed(topic_id, GetCurrentTimestamp());
+			if (!isnull)
+				outbox_xact_count(topic_id, incarnation, COUNT_REDRIVEN, n);
+		}
 	}
 	SPI_finish();
 	PG_RETURN_INT32(count);

@@ -275,6 +275,7 @@ outbox_nack(PG_FUNCTION_ARGS)
 	{
 		outbox_send_to_dead_letter(id, info.topic_id, s.attempt,
 								   "max attempts reached", error);
+		outbox_xact_count(info.topic_id, info.incarnation, COUNT_DEAD_LETTERED, 1);
 		result = "dead";
 	}
 	else
@@ -288,6 +289,7 @@ outbox_nack(PG_FUNCTION_ARGS)
 		outbox_xact_retry_changed(s.topic_id, at);
 		result = "retry";
 	}
+	outbox_xact_count(info.topic_id, info.incarnation, COUNT_NACKED, 1);
 	SPI_finish();
 	PG_RETURN_TEXT_P(cstring_to_text(result));
 }
@@ -323,6 +325,7 @@ outbox_dead_letter(PG_FUNCTION_ARGS)
 		PG_RETURN_BOOL(false);
 	}
 	outbox_send_to_dead_letter(id, info.topic_id, s.attempt, reason, NULL);
+	outbox_xact_count(info.topic_id, info.incarnation, COUNT_DEAD_LETTERED, 1);
 	SPI_finish();
 	PG_RETURN_BOOL(true);
 }

@@ -67,6 +67,13 @@ _PG_init(void)
 								65536, 1024, 16 * 1024 * 1024,
 								PGC_POSTMASTER, 0,
 								NULL, NULL, NULL);
+		DefineCustomIntVariable("outbox.metrics_topics",
+								"Topics, over all databases, whose latency histograms are kept.",
+								"Each takes about 1.5 kB of shared memory.  Topics beyond it have counters but no latencies in outbox.metrics.",
+								&outbox_metrics_topics,
+								1024, 0, 65536,
+								PGC_POSTMASTER, 0,
+								NULL, NULL, NULL);
 		DefineCustomIntVariable("outbox.max_topics",
 								"Topics, over all databases, that can be consumed at once.",
 								NULL,

@@ -288,11 +288,15 @@ hand_back(Expired *expired, int from, int to, TimestampTz now, bool alone,
 			if (!info_valid)
 				continue;		/* the topic is being dropped */
 			if (x->attempt >= info.max_attempts)
+			{
 				outbox_send_to_dead_letter(x->id, x->topic_id, x->attempt,
 										   "max attempts reached", "lease expired");
+				outbox_xact_count(x->topic_id, info.incarnation, COUNT_DEAD_LETTERED, 1);
+			}
 			else
 				outbox_schedule_retry(x->id, x->topic_id, x->attempt, now,
 									  "lease expired");
+			outbox_xact_count(x->topic_id, info.incarnation, COUNT_EXPIRED, 1);
 		}
 		ReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(cxt);

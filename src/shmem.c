@@ -13,7 +13,9 @@
  *	  (OutboxShared.parked) for the worker to make durable, and used at once
  *	  if the topic comes back first.  Slots are found through a hash keyed by
  *	  (database, topic id).  A topic's counters since start live in a hash
- *	  of their own, so that they outlive its slot.
+ *	  of their own, so that they outlive its slot; the latency histograms
+ *	  of up to outbox.metrics_topics topics (metrics.h) in a pool that
+ *	  counters take from on first use and give back when they go.
  *
  *	  Locking: one LWLock, the state lock (tranche "outbox_state"),
  *	  protects everything here, and is held only for short sections that
@@ -56,6 +58,7 @@ outbox_fixed_size(void)
 	size = MAXALIGN(sizeof(OutboxShared));
 	size = add_size(size, mul_size(outbox_max_topics, sizeof(OutboxTopic)));
 	size = add_size(size, mul_size(MaxBackends, sizeof(OutboxOfferSlot)));
+	size = add_size(size, mul_size(outbox_metrics_topics, sizeof(OutboxLatency)));
 	return size;
 }
 
@@ -101,6 +104,12 @@ outbox_shmem_startup(void)
 		outbox_shared->slots = (OutboxOfferSlot *) p;
 		for (int i = 0; i < outbox_shared->nslots; i++)
 			pg_atomic_init_u64(&outbox_shared->slots[i].lo_any, 0);
+		p += MaxBackends * sizeof(OutboxOfferSlot);
+		outbox_shared->latencies = (OutboxLatency *) p;
+		outbox_shared->nlatencies = outbox_metrics_topics;
+		for (int i = 0; i < outbox_metrics_topics; i++)
+			outbox_shared->latencies[i].next_free = i + 1 < outbox_metrics_topics ? i + 1 : -1;
+		outbox_shared->latency_free = outbox_metrics_topics > 0 ? 0 : -1;
 
 		for (int i = 0; i < outbox_max_topics; i++)
 		{
@@ -411,6 +420,8 @@ outbox_topic_acquire(int32 topic_id, int64 incarnation)
  * named once by a transaction that rolled back, say) and whose topic holds
  * no slot.  Returns whether there is room now.
  */
+static void counters_drop(OutboxCounters *c);
+
 static bool
 counters_make_room(void)
 {
@@ -422,16 +433,45 @@ counters_make_room(void)
 	{
 		TopicIndexEntry *ie;
 
-		if (c->offered != 0 || c->acked != 0)
+		if (c->offered != 0 || c->acked != 0 || c->claimed != 0 ||
+			c->offered_before != 0 || c->acked_before != 0)
 			continue;
 		ie = (TopicIndexEntry *) hash_search(topic_index, &c->key, HASH_FIND, NULL);
 		if (ie != NULL)
 			continue;
 		hash_seq_term(&seq);
-		hash_search(topic_counters, &c->key, HASH_REMOVE, NULL);
+		counters_drop(c);
 		return true;
 	}
 	return false;
+}
+
+/* Zero a topic's counters and give its latency histograms back */
+static void
+counters_clear(OutboxCounters *c)
+{
+	c->offered = 0;
+	c->claimed = 0;
+	c->acked = 0;
+	c->nacked = 0;
+	c->expired = 0;
+	c->dead_lettered = 0;
+	c->redriven = 0;
+	c->offered_before = 0;
+	c->acked_before = 0;
+	if (c->latency >= 0)
+	{
+		outbox_shared->latencies[c->latency].next_free = outbox_shared->latency_free;
+		outbox_shared->latency_free = c->latency;
+		c->latency = -1;
+	}
+}
+
+static void
+counters_drop(OutboxCounters *c)
+{
+	counters_clear(c);
+	hash_search(topic_counters, &c->key, HASH_REMOVE, NULL);
 }
 
 /*
@@ -459,16 +499,100 @@ outbox_counters(int32 topic_id, int64 incarnation)
 		if (c == NULL)
 			return NULL;
 		c->incarnation = incarnation;
-		c->offered = 0;
-		c->acked = 0;
+		c->latency = -1;
+		counters_clear(c);
 	}
 	if (c->incarnation != incarnation)
 	{
 		c->incarnation = incarnation;
-		c->offered = 0;
-		c->acked = 0;
+		counters_clear(c);
 	}
 	return c;
+}
+
+/*
+ * The latency histograms of a topic's counters, taken from the pool on
+ * first use; NULL when all outbox.metrics_topics are in use.  Caller holds
+ * the shared state lock exclusively.
+ */
+OutboxLatency *
+outbox_counters_latency(OutboxCounters *c)
+{
+	OutboxLatency *l;
+
+	if (c->latency >= 0)
+		return &outbox_shared->latencies[c->latency];
+	if (outbox_shared->latency_free < 0)
+		return NULL;
+	c->latency = outbox_shared->latency_free;
+	l = &outbox_shared->latencies[c->latency];
+	outbox_shared->latency_free = l->next_free;
+	memset(l, 0, sizeof(OutboxLatency));
+	l->next_free = -1;
+	return l;
+}
+
+/*
+ * reset_metrics(): the current database's counters start again from zero,
+ * but for the offered and acked counts of outbox.stats, which count from
+ * server start.  Caller holds the shared state lock exclusively.
+ */
+void
+outbox_counters_reset(void)
+{
+	HASH_SEQ_STATUS seq;
+	OutboxCounters *c;
+
+	hash_seq_init(&seq, topic_counters);
+	while ((c = (OutboxCounters *) hash_seq_search(&seq)) != NULL)
+	{
+		uint64		offered;
+		uint64		acked;
+
+		if (c->key.dbid != MyDatabaseId)
+			continue;
+		offered = c->offered + c->offered_before;
+		acked = c->acked + c->acked_before;
+		counters_clear(c);
+		c->offered_before = offered;
+		c->acked_before = acked;
+	}
+}
+
+/*
+ * Copy up to max counters of the current database's topics.  With lat,
+ * their latency histograms too, up to maxlat of them: a copy's latency
+ * field then indexes lat (or is -1).  Caller holds the shared state lock.
+ */
+int
+outbox_counters_copy_latency(OutboxCounters *out, int max,
+							 OutboxLatency *lat, int maxlat)
+{
+	HASH_SEQ_STATUS seq;
+	OutboxCounters *c;
+	int			n = 0;
+	int			nlat = 0;
+
+	hash_seq_init(&seq, topic_counters);
+	while ((c = (OutboxCounters *) hash_seq_search(&seq)) != NULL)
+	{
+		if (c->key.dbid != MyDatabaseId)
+			continue;
+		if (n >= max)
+		{
+			hash_seq_term(&seq);
+			break;
+		}
+		out[n] = *c;
+		out[n].latency = -1;
+		if (lat != NULL && c->latency >= 0 && nlat < maxlat)
+		{
+			lat[nlat] = outbox_shared->latencies[c->latency];
+			out[n].latency = nlat++;
+		}
+		n++;
+	}
+	return n;
 }
 
 /*
@@ -485,7 +609,7 @@ outbox_counters_forget(Oid dbid, int32 topic_id)
 	while ((c = (OutboxCounters *) hash_seq_search(&seq)) != NULL)
 	{
 		if (c->key.dbid == dbid && (topic_id == 0 || c->key.topic_id == topic_id))
-			hash_search(topic_counters, &c->key, HASH_REMOVE, NULL);
+			counters_drop(c);
 	}
 	for (int i = 0; i < OUTBOX_PARKED; i++)
 	{
@@ -510,23 +634,7 @@ outbox_counters_count(void)
 int
 outbox_counters_copy(OutboxCounters *out, int max)
 {
-	HASH_SEQ_STATUS seq;
-	OutboxCounters *c;
-	int			n = 0;
-
-	hash_seq_init(&seq, topic_counters);
-	while ((c = (OutboxCounters *) hash_seq_search(&seq)) != NULL)
-	{
-		if (c->key.dbid != MyDatabaseId)
-			continue;
-		if (n >= max)
-		{
-			hash_seq_term(&seq);
-			break;
-		}
-		out[n++] = *c;
-	}
-	return n;
+	return outbox_counters_copy_latency(out, max, NULL, 0);
 }
 
 /*
@@ -727,6 +835,7 @@ outbox_entry_ready(int topic, int64 event_id)
 	memset(&e->token, 0, sizeof(e->token));
 	e->expires_at = 0;
 	e->claimed_at = 0;
+	e->created_at = 0;
 	dlist_push_tail(&t->ready, &e->node);
 	t->nready++;
 	return true;

@@ -119,8 +119,8 @@ outbox_shmem_topics(PG_FUNCTION_ARGS)
 		values[2] = Int64GetDatum(nl);
 		values[3] = PointerGetDatum(construct_array(elems, nl, INT8OID, 8,
 													FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-		values[4] = Int64GetDatum((int64) oc->offered);
-		values[5] = Int64GetDatum((int64) oc->acked);
+		values[4] = Int64GetDatum((int64) (oc->offered + oc->offered_before));
+		values[5] = Int64GetDatum((int64) (oc->acked + oc->acked_before));
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 

@@ -1,17 +1,17 @@
 /*-------------------------------------------------------------------------
  *
  * topic.c
- *	  Topics: create_topic, drop_topic, name checks, and the lookups and
- *	  lock every other function starts with.  A per-tenant topic has a part
+ *	  Topics: create_topic, alter_topic, drop_topic, name checks, and the
+ *	  lookups and lock every other function starts with.  A per-tenant topic has a part
  *	  per tenant: a row of outbox.topic of its own (same name, parent_id
  *	  and tenant set) with its own log position, leases and watermark.
  *	  Parts are made by the first offer for their tenant and go with their
  *	  topic.
  *
  *	  Offers and claims hold a topic's lock in share mode until their
- *	  transaction ends; create_topic and drop_topic hold it exclusively.  So
- *	  an event can never be stored for a topic that a concurrent
- *	  drop_topic removed.
+ *	  transaction ends; create_topic, alter_topic and drop_topic hold it
+ *	  exclusively.  So an event can never be stored for a topic that a
+ *	  concurrent drop_topic removed.
  *
  *	  Each backend caches topics by name.  Any change to outbox.topic
  *	  invalidates the table's relcache entry (a statement trigger), which
@@ -37,6 +37,8 @@
 
 PG_FUNCTION_INFO_V1(outbox_create_topic);
 PG_FUNCTION_INFO_V1(outbox_drop_topic);
+PG_FUNCTION_INFO_V1(outbox_alter_topic);
+PG_FUNCTION_INFO_V1(outbox_topic_fixed);
 PG_FUNCTION_INFO_V1(outbox_topic_changed);
 
 typedef struct TopicCacheEntry
@@ -408,6 +410,45 @@ outbox_lock_topic(const char *name, LOCKMODE mode)
 }
 
 /*
+ * The checks create_topic and alter_topic make of a topic's settings.  A
+ * NULL argument (alter_topic: keep the setting) is not checked here.  For
+ * the backoff pair, a NULL side is compared with the setting it keeps.
+ */
+static void
+check_settings(FunctionCallInfo fcinfo, int first, int64 kept_base,
+			   int64 kept_max)
+{
+	int64		base = kept_base;
+	int64		max = kept_max;
+
+	if (!PG_ARGISNULL(first))
+	{
+		int32		max_attempts = PG_GETARG_INT32(first);
+
+		if (max_attempts < 1 || max_attempts > OUTBOX_MAX_ATTEMPTS)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("\"max_attempts\" must be between 1 and %d", OUTBOX_MAX_ATTEMPTS),
+					 errdetail("The value given was %d.", max_attempts)));
+	}
+	if (!PG_ARGISNULL(first + 1))
+		(void) outbox_interval_usec(PG_GETARG_INTERVAL_P(first + 1), "retention",
+									0, INT64CONST(100) * 366 * USECS_PER_DAY, false);
+	if (!PG_ARGISNULL(first + 2))
+		base = outbox_interval_usec(PG_GETARG_INTERVAL_P(first + 2), "backoff_base",
+									0, OUTBOX_MAX_RETRY_USEC, false);
+	if (!PG_ARGISNULL(first + 3))
+		max = outbox_interval_usec(PG_GETARG_INTERVAL_P(first + 3), "backoff_max",
+								   0, OUTBOX_MAX_RETRY_USEC, false);
+	if (max < base)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("\"backoff_max\" must not be less than \"backoff_base\""),
+				 errdetail("backoff_base would be " INT64_FORMAT " ms and backoff_max " INT64_FORMAT " ms.",
+						   base / 1000, max / 1000)));
+}
+
+/*
  * create_topic(topic, max_attempts, retention, backoff_base, backoff_max,
  * ordered): a new topic, refused if one of that name exists.
  */
@@ -415,7 +456,6 @@ Datum
 outbox_create_topic(PG_FUNCTION_ARGS)
 {
 	char	   *name;
-	int32		max_attempts;
 	bool		ordered;
 	Datum		values[6];
 	int			rc;
@@ -432,26 +472,7 @@ outbox_create_topic(PG_FUNCTION_ARGS)
 						   i == 3 ? "backoff_base" :
 						   i == 4 ? "backoff_max" : "ordered");
 	outbox_check_topic_name(name);
-
-	max_attempts = PG_GETARG_INT32(1);
-	if (max_attempts < 1 || max_attempts > OUTBOX_MAX_ATTEMPTS)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("\"max_attempts\" must be between 1 and %d", OUTBOX_MAX_ATTEMPTS),
-				 errdetail("The value given was %d.", max_attempts)));
-	(void) outbox_interval_usec(PG_GETARG_INTERVAL_P(2), "retention",
-								0, INT64CONST(100) * 366 * USECS_PER_DAY, false);
-	{
-		int64		base = outbox_interval_usec(PG_GETARG_INTERVAL_P(3), "backoff_base",
-												0, OUTBOX_MAX_RETRY_USEC, false);
-		int64		max = outbox_interval_usec(PG_GETARG_INTERVAL_P(4), "backoff_max",
-											   0, OUTBOX_MAX_RETRY_USEC, false);
-
-		if (max < base)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("\"backoff_max\" must not be less than \"backoff_base\"")));
-	}
+	check_settings(fcinfo, 1, 0, 0);
 	outbox_refuse_if_bound("outbox.create_topic()");
 	ordered = PG_GETARG_BOOL(5);
 	if (ordered)
@@ -478,6 +499,79 @@ outbox_create_topic(PG_FUNCTION_ARGS)
 				 errmsg("topic \"%s\" already exists", name)));
 	SPI_finish();
 	PG_RETURN_VOID();
+}
+
+/*
+ * alter_topic(topic, max_attempts, retention, backoff_base, backoff_max):
+ * change a topic's settings; a NULL argument keeps that setting.  The
+ * topic's tenant parts carry the same settings and change with it.  The
+ * change reaches other backends' topic caches when it commits (the
+ * statement trigger on outbox.topic), so the next claim, nack, reap and
+ * maintain use it.  ordered is fixed at creation.
+ */
+Datum
+outbox_alter_topic(PG_FUNCTION_ARGS)
+{
+	char	   *name;
+	OutboxTopicInfo info;
+	Datum		values[5];
+	char		nulls[5];
+	int			rc;
+	static const Oid argtypes[5] = {INT4OID, INT4OID, INTERVALOID, INTERVALOID,
+	INTERVALOID};
+
+	outbox_require_writable("outbox.alter_topic()");
+	outbox_require_schema();
+	name = outbox_text_arg(fcinfo, 0, "topic", true);
+	outbox_check_topic_name(name);
+	outbox_refuse_if_bound("outbox.alter_topic()");
+
+	/* a drop or another alter of the topic waits for this one */
+	outbox_lock_topic(name, AccessExclusiveLock);
+
+	SPI_connect();
+	outbox_lookup_topic(name, &info);
+	check_settings(fcinfo, 1, info.backoff_base_usec, info.backoff_max_usec);
+
+	values[0] = Int32GetDatum(info.topic_id);
+	nulls[0] = ' ';
+	for (int i = 1; i < 5; i++)
+	{
+		values[i] = PG_ARGISNULL(i) ? (Datum) 0 : PG_GETARG_DATUM(i);
+		nulls[i] = PG_ARGISNULL(i) ? 'n' : ' ';
+	}
+	rc = SPI_execute_with_args("UPDATE outbox.topic SET "
+							   "max_attempts = coalesce($2, max_attempts), "
+							   "retention = coalesce($3, retention), "
+							   "backoff_base = coalesce($4, backoff_base), "
+							   "backoff_max = coalesce($5, backoff_max) "
+							   "WHERE topic_id = $1 OR parent_id = $1",
+							   5, (Oid *) argtypes, values, nulls, false, 0);
+	outbox_spi_check(rc, SPI_OK_UPDATE, "alter_topic");
+	SPI_finish();
+	PG_RETURN_VOID();
+}
+
+/*
+ * _topic_fixed(): row trigger on outbox.topic, refusing a change of what is
+ * fixed when a topic is made (ordered).
+ */
+Datum
+outbox_topic_fixed(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+
+	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event) ||
+		!TRIGGER_FIRED_FOR_ROW(trigdata->tg_event))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("outbox._topic_fixed() may only be called as a row trigger on update")));
+	ereport(ERROR,
+			(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+			 errmsg("the \"ordered\" setting of a topic cannot be changed"),
+			 errdetail("A topic is ordered or not from its creation on."),
+			 errhint("Create a new topic with the setting wanted.")));
+	return PointerGetDatum(NULL);
 }
 
 /*

@@ -56,6 +56,16 @@ typedef struct XactTopic
 	TimestampTz retry_at;		/* earliest new outbox.retry time, or 0 */
 } XactTopic;
 
+/* A count this transaction makes at commit (metrics) */
+typedef struct XactCount
+{
+	int32		topic_id;
+	int64		incarnation;
+	uint8		what;			/* OutboxCount */
+	int32		n;
+	SubTransactionId subid;		/* InvalidSubTransactionId: rolled back */
+} XactCount;
+
 typedef struct XactState
 {
 	bool		active;
@@ -71,11 +81,17 @@ typedef struct XactState
 	bool		lo_pending;		/* our slot's lo_any waits for an id */
 	bool		forget_database;	/* the extension is being dropped */
 	bool		announce_database;	/* the extension is being created */
+	XactCount  *counts;
+	int			ncounts;
+	int			maxcounts;
+	TimestampTz now;			/* when the commit settles (latencies) */
 } XactState;
 
 static XactState xs;
 
 static void settle_op(XactOp *op, bool commit);
+static void record_latency(OutboxCounters *c, bool delivery,
+						   TimestampTz created_at);
 
 typedef struct XactTopicHashEntry
 {
@@ -429,7 +445,19 @@ settle_op(XactOp *op, bool commit)
 	switch ((OutboxOpKind) op->kind)
 	{
 		case OP_CLAIMED:
-			if (commit || e->finishing)
+			if (commit)
+			{
+				OutboxCounters *c = outbox_counters(t->topic_id, t->incarnation);
+
+				if (c != NULL)
+				{
+					c->claimed++;
+					if (e->attempt == 1 && e->created_at != 0)
+						record_latency(c, false, e->created_at);
+				}
+				return;
+			}
+			if (e->finishing)
 				return;
 			/* the claim rolled back: the event is available at once */
 			t->nleases--;
@@ -469,7 +497,11 @@ settle_op(XactOp *op, bool commit)
 				OutboxCounters *c = outbox_counters(t->topic_id, t->incarnation);
 
 				if (c != NULL)
+				{
 					c->acked++;
+					if (e->created_at != 0)
+						record_latency(c, true, e->created_at);
+				}
 			}
 			else if (op->retry_at != 0)
 				lower_next_retry(t, op->retry_at);
@@ -477,6 +509,87 @@ settle_op(XactOp *op, bool commit)
 
 		case OP_EXTENDED:
 			break;
+	}
+}
+
+/*
+ * Put the time from an event's creation to now in one of its topic's
+ * latency histograms: delivery (to its ack) or wait (to its first lease).
+ * Caller holds the shared state lock exclusively.
+ */
+static void
+record_latency(OutboxCounters *c, bool delivery, TimestampTz created_at)
+{
+	OutboxLatency *l = outbox_counters_latency(c);
+
+	if (l == NULL)
+		return;
+	if (xs.now == 0)
+		xs.now = GetCurrentTimestamp();
+	outbox_histogram_add(delivery ? &l->delivery : &l->wait,
+						 Max(0, xs.now - created_at));
+}
+
+/*
+ * Count, at commit, n of what for a topic (metrics): a nack, an expired
+ * lease, a dead letter or a redrive.
+ */
+void
+outbox_xact_count(int32 topic_id, int64 incarnation, OutboxCount what, int n)
+{
+	XactCount  *xc;
+
+	if (outbox_shared == NULL || n <= 0)
+		return;
+	xact_activate();
+	if (xs.ncounts >= xs.maxcounts)
+	{
+		int			newmax = Max(16, xs.maxcounts * 2);
+
+		if (xs.counts == NULL)
+			xs.counts = MemoryContextAlloc(TopTransactionContext,
+										   newmax * sizeof(XactCount));
+		else
+			xs.counts = repalloc(xs.counts, newmax * sizeof(XactCount));
+		xs.maxcounts = newmax;
+	}
+	xc = &xs.counts[xs.ncounts++];
+	xc->topic_id = topic_id;
+	xc->incarnation = incarnation;
+	xc->what = (uint8) what;
+	xc->n = n;
+	xc->subid = GetCurrentSubTransactionId();
+}
+
+/* Add up the counts of a committing transaction.  Caller holds the lock. */
+static void
+settle_counts(void)
+{
+	for (int i = 0; i < xs.ncounts; i++)
+	{
+		XactCount  *xc = &xs.counts[i];
+		OutboxCounters *c;
+
+		if (xc->subid == InvalidSubTransactionId)
+			continue;
+		c = outbox_counters(xc->topic_id, xc->incarnation);
+		if (c == NULL)
+			continue;
+		switch ((OutboxCount) xc->what)
+		{
+			case COUNT_NACKED:
+				c->nacked += xc->n;
+				break;
+			case COUNT_EXPIRED:
+				c->expired += xc->n;
+				break;
+			case COUNT_DEAD_LETTERED:
+				c->dead_lettered += xc->n;
+				break;
+			case COUNT_REDRIVEN:
+				c->redriven += xc->n;
+				break;
+		}
 	}
 }
 
@@ -669,11 +782,13 @@ xact_finish(bool commit)
 				settle_offers(xt, commit);
 		}
 
-		if (xs.nops > 0)
+		if (xs.nops > 0 || (commit && xs.ncounts > 0))
 		{
 			LWLockAcquire(outbox_shared->lock, LW_EXCLUSIVE);
 			for (int i = 0; i < xs.nops; i++)
 				settle_op(&xs.ops[i], commit);
+			if (commit)
+				settle_counts();
 			LWLockRelease(outbox_shared->lock);
 		}
 
@@ -772,6 +887,9 @@ outbox_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 		for (int i = 0; i < xs.nops; i++)
 			if (xs.ops[i].subid == mySubid)
 				xs.ops[i].subid = parentSubid;
+		for (int i = 0; i < xs.ncounts; i++)
+			if (xs.counts[i].subid == mySubid)
+				xs.counts[i].subid = parentSubid;
 		for (int i = 0; i < xs.ntopics; i++)
 		{
 			XactTopic  *xt = &xs.topics[i];
@@ -806,6 +924,10 @@ outbox_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 		}
 		if (locked)
 			LWLockRelease(outbox_shared->lock);
+
+		for (int i = 0; i < xs.ncounts; i++)
+			if (xs.counts[i].subid == mySubid)
+				xs.counts[i].subid = InvalidSubTransactionId;
 
 		for (int i = 0; i < xs.ntopics; i++)
 		{
