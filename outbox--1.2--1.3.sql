@@ -143,10 +143,9 @@ COMMENT ON VIEW outbox.metrics IS
  * The latency histograms for Prometheus: cumulative counts at bounds of
  * 1 ms, 2 ms, 4 ms ... 2^22 ms (every fourth bucket edge), in seconds.
  */
-CREATE FUNCTION outbox.metrics_histograms(
-	OUT topic text, OUT histogram text, OUT le double precision[],
-	OUT bucket bigint[], OUT sum double precision, OUT count bigint)
-RETURNS SETOF record
+CREATE FUNCTION outbox.metrics_histograms()
+RETURNS TABLE(topic text, histogram text, le double precision[], bucket bigint[],
+			  sum double precision, count bigint)
 LANGUAGE sql VOLATILE
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$

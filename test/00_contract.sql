@@ -3,7 +3,7 @@
 -- basic behaviour those signatures promise.
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS outbox CASCADE;
-SELECT plan(96);
+SELECT plan(112);
 
 -- Input-argument defaults of a function, evaluated: '-' for an argument
 -- without a default, 'NULL' for DEFAULT NULL.
@@ -78,7 +78,12 @@ INSERT INTO expect_fn VALUES
   'topic text, since timestamp with time zone, until timestamp with time zone, key text, tenant text',
   '-, -, NULL, NULL, NULL'),
  (13, 'reap', '{}', 'integer', '', ''),
- (14, 'maintain', '{}', 'void', '', '');
+ (14, 'maintain', '{}', 'void', '', ''),
+ (15, 'alter_topic', '{text,integer,interval,interval,interval}', 'void',
+  'topic text, max_attempts integer, retention interval, backoff_base interval, backoff_max interval',
+  '-, NULL, NULL, NULL, NULL'),
+ (16, 'reset_metrics', '{}', 'void', '', ''),
+ (17, 'metrics_histograms', '{}', 'setof record', '', '');
 
 CREATE FUNCTION pg_temp.fn(n name, a name[]) RETURNS regprocedure
 LANGUAGE sql AS $$
@@ -89,22 +94,22 @@ SELECT has_schema('outbox', 'schema outbox exists');
 SELECT is(current_setting('search_path'), (SELECT reset_val FROM pg_settings WHERE name = 'search_path'),
           'CREATE EXTENSION outbox leaves the session search_path alone');
 
--- 14 x has_function
+-- 17 x has_function
 SELECT has_function('outbox', name, args,
                     format('function outbox.%s(%s) exists', name, array_to_string(args, ', ')))
   FROM expect_fn ORDER BY ord;
 
--- 14 x function_returns
+-- 17 x function_returns
 SELECT function_returns('outbox', name, args, returns,
                         format('outbox.%s(%s) returns %s', name, array_to_string(args, ', '), returns))
   FROM expect_fn ORDER BY ord;
 
--- 14 x argument names
+-- 17 x argument names
 SELECT is(pg_get_function_identity_arguments(pg_temp.fn(name, args)), identity,
           format('outbox.%s(%s) has the argument names of the contract', name, array_to_string(args, ', ')))
   FROM expect_fn ORDER BY ord;
 
--- 14 x defaults
+-- 17 x defaults
 SELECT is(pg_temp.arg_defaults(pg_temp.fn(name, args)), defaults,
           format('outbox.%s(%s) has the defaults of the contract', name, array_to_string(args, ', ')))
   FROM expect_fn ORDER BY ord;
@@ -122,8 +127,9 @@ SELECT is((SELECT string_agg(format('%s/%s', e.name, coalesce(p.n, 0)), ' ' ORDE
              LEFT JOIN (SELECT proname, count(*) AS n FROM pg_proc
                          WHERE pronamespace = 'outbox'::regnamespace GROUP BY proname) p
                     ON p.proname = e.name),
-          'ack/2 claim/1 create_topic/1 dead_letter/1 drop_topic/1 extend_lease/1 maintain/1 nack/1 '
-          'offer/1 offer_batch/1 reap/1 redrive/1 replay/1',
+          'ack/2 alter_topic/1 claim/1 create_topic/1 dead_letter/1 drop_topic/1 extend_lease/1 '
+          'maintain/1 metrics_histograms/1 nack/1 offer/1 offer_batch/1 reap/1 redrive/1 replay/1 '
+          'reset_metrics/1',
           'each contract function has exactly its contract overloads');
 
 -- Views
@@ -146,6 +152,15 @@ SELECT col_type_is('outbox', 'dead_letters', 'dead_at', 'timestamp with time zon
                    'dead_letters.dead_at is timestamptz');
 SELECT col_type_is('outbox', 'stats', 'oldest_available_age', 'interval',
                    'stats.oldest_available_age is an interval');
+SELECT columns_are('outbox', 'metrics',
+    ARRAY['topic', 'offered', 'claimed', 'acked', 'nacked', 'expired', 'dead_lettered', 'redriven',
+          'delivery_p50', 'delivery_p90', 'delivery_p99', 'delivery_max', 'wait_p50', 'wait_p99'],
+    'outbox.metrics has exactly the columns of the contract');
+SELECT col_type_is('outbox', 'metrics', 'delivery_p99', 'interval', 'metrics.delivery_p99 is an interval');
+SELECT is(pg_get_function_result(pg_temp.fn('metrics_histograms', '{}')),
+          'TABLE(topic text, histogram text, le double precision[], bucket bigint[], sum double precision, count bigint)',
+          'outbox.metrics_histograms returns the columns Prometheus needs');
+SELECT has_column('outbox', 'topics', 'ordered', 'outbox.topics has column ordered');
 
 -- Topics: settings given and defaults, one row per topic.
 SELECT lives_ok($$SELECT outbox.create_topic('contract_t')$$, 'create_topic with defaults');

@@ -3,7 +3,7 @@
 -- creates, no caller text in dynamic SQL.
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS outbox CASCADE;
-SELECT plan(50);
+SELECT plan(57);
 
 -- as_role(role, sql [, search_path]): run sql as role (with that
 -- search_path); 'ok' or the SQLSTATE it raised.
@@ -145,6 +145,25 @@ SELECT ok(NOT has_function_privilege('outbox_consumer', 'outbox._shmem_topics()'
 SELECT ok(has_function_privilege('outbox_consumer', 'outbox._stats()', 'EXECUTE')
 	  AND has_table_privilege('outbox_consumer', 'outbox.stats', 'SELECT'),
 	'but they read stats');
+
+-- ---- alter_topic and the metrics
+SELECT outbox.create_topic('priv_alt');
+SELECT is(pg_temp.as_role('tap_producer', $$SELECT outbox.alter_topic('priv_alt', max_attempts => 2)$$),
+		  '42501', 'a producer may not alter a topic');
+SELECT is(pg_temp.as_role('tap_consumer', $$SELECT outbox.alter_topic('priv_alt', max_attempts => 2)$$),
+		  '42501', 'a consumer may not alter a topic');
+SELECT is(pg_temp.as_role('tap_admin', $$SELECT outbox.alter_topic('priv_alt', max_attempts => 3)$$),
+		  'ok', 'an admin may alter a topic');
+SELECT is((SELECT max_attempts FROM outbox.topics WHERE topic = 'priv_alt'), 3,
+		  'and the change is made');
+SELECT is(pg_temp.as_role('tap_consumer', $$SELECT outbox.reset_metrics()$$),
+		  '42501', 'a consumer may not reset the metrics');
+SELECT is(pg_temp.as_role('tap_nobody', $$SELECT * FROM outbox.metrics$$),
+		  '42501', 'a role without an outbox role may not read the metrics');
+SELECT is(pg_temp.as_role('tap_producer',
+		  $q$DO $d$ BEGIN IF (SELECT count(*) FROM outbox.metrics WHERE topic = 'priv_alt') <> 1 THEN
+		  RAISE EXCEPTION USING ERRCODE = 'P0001'; END IF; END $d$$q$),
+		  'ok', 'a producer reads a row of metrics for the topic');
 
 SELECT * FROM finish();
 ROLLBACK;
