@@ -105,6 +105,11 @@ SELECT (SELECT events FROM demo.run_log WHERE role = 'producer') AS produced,
        (SELECT events FROM demo.run_log WHERE role = 'consumer') AS consumed,
        (SELECT count(*) FROM demo.orders) AS orders_written;
 SELECT * FROM outbox.stats;
+-- latency from offer to first lease (wait) and to ack (delivery), and the
+-- failures of the run
+SELECT topic, claimed, acked, nacked, expired, dead_lettered,
+       wait_p50, wait_p99, delivery_p50, delivery_p90, delivery_p99, delivery_max
+  FROM outbox.metrics;
 SQL
 
 if [ "$KEEP" = 1 ]; then

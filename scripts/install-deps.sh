@@ -12,7 +12,7 @@ set -euo pipefail
 PGV=${OUTBOX_PG_MAJOR:-15}
 pkgs=(make gcc "postgresql-$PGV" "postgresql-server-dev-$PGV" "postgresql-$PGV-partman"
       "postgresql-$PGV-pgtap" libtap-parser-sourcehandler-pgtap-perl
-      libipc-run-perl faketime)
+      libipc-run-perl faketime prometheus-postgres-exporter prometheus)
 # contrib is part of postgresql-N; the metapackage follows the suite's default
 if [ "$PGV" = 15 ]; then
 	pkgs+=(postgresql-contrib)
