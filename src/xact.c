@@ -91,7 +91,7 @@ static XactState xs;
 
 static void settle_op(XactOp *op, bool commit);
 static void record_latency(OutboxCounters *c, bool delivery,
-						   TimestampTz created_at);
+						   TimestampTz created_at) pg_attribute_unused();
 
 typedef struct XactTopicHashEntry
 {
@@ -447,6 +447,7 @@ settle_op(XactOp *op, bool commit)
 		case OP_CLAIMED:
 			if (commit)
 			{
+#ifndef OUTBOX_NO_METRICS
 				OutboxCounters *c = outbox_counters(t->topic_id, t->incarnation);
 
 				if (c != NULL)
@@ -455,6 +456,7 @@ settle_op(XactOp *op, bool commit)
 					if (e->attempt == 1 && e->created_at != 0)
 						record_latency(c, false, e->created_at);
 				}
+#endif
 				return;
 			}
 			if (e->finishing)
@@ -499,8 +501,10 @@ settle_op(XactOp *op, bool commit)
 				if (c != NULL)
 				{
 					c->acked++;
+#ifndef OUTBOX_NO_METRICS
 					if (e->created_at != 0)
 						record_latency(c, true, e->created_at);
+#endif
 				}
 			}
 			else if (op->retry_at != 0)
@@ -539,6 +543,9 @@ outbox_xact_count(int32 topic_id, int64 incarnation, OutboxCount what, int n)
 {
 	XactCount  *xc;
 
+#ifdef OUTBOX_NO_METRICS
+	return;
+#endif
 	if (outbox_shared == NULL || n <= 0)
 		return;
 	xact_activate();
