@@ -141,7 +141,9 @@ COMMENT ON VIEW outbox.metrics IS
 
 /*
  * The latency histograms for Prometheus: cumulative counts at bounds of
- * 1 ms, 2 ms, 4 ms ... 2^22 ms (every fourth bucket edge), in seconds.
+ * 2^-4 ms, 2^-3 ms ... 1 ms, 2 ms ... 2^22 ms (every fourth bucket edge
+ * from 62.5 microseconds on), in seconds.  Bucket b (1-based) ends at the
+ * edge 4 * (j + 10) for the bound 2^j ms.
  */
 CREATE FUNCTION outbox.metrics_histograms()
 RETURNS TABLE(topic text, histogram text, le double precision[], bucket bigint[],
@@ -150,10 +152,10 @@ LANGUAGE sql VOLATILE
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 SELECT m.topic, h.name,
-	   ARRAY(SELECT (2.0 ^ j) / 1000.0 FROM generate_series(0, 21 + 1) j ORDER BY j),
+	   ARRAY(SELECT (2.0 ^ j) / 1000.0 FROM generate_series(-4, 22) j ORDER BY j),
 	   ARRAY(SELECT coalesce((SELECT sum(u.n) FROM unnest(h.buckets) WITH ORDINALITY u(n, i)
-							  WHERE u.i <= 4 * j + 1), 0)::bigint
-			 FROM generate_series(0, 21 + 1) j ORDER BY j),
+							  WHERE u.i <= 4 * (j + 10) + 1), 0)::bigint
+			 FROM generate_series(-4, 22) j ORDER BY j),
 	   coalesce(h.sum_usec, 0) / 1e6,
 	   coalesce((SELECT sum(u.n) FROM unnest(h.buckets) u(n)), 0)::bigint
 FROM outbox._metric_topics() m,

@@ -14,15 +14,17 @@
 #include "datatype/timestamp.h"
 
 /*
- * Latency buckets: [0, 1 ms), then four to an octave from 1 ms
- * ([2^(k/4), 2^((k+1)/4)) ms for k = 0 .. 87, up to 2^22 ms, about 70
- * minutes), then everything longer.  A percentile is reported as the
- * geometric middle of its bucket, within 2^(1/8) - 1 (9.1%) of the true
- * value from 1 ms to 70 minutes.
+ * Latency buckets, four to an octave: [0, u), then [u * 2^(k/4),
+ * u * 2^((k+1)/4)) for k = 0 .. 127, then everything from u * 2^32 on,
+ * where u = 1000/1024 microseconds, so that 1 ms is an edge (k = 40) and
+ * the last edge is 2^22 ms, about 70 minutes.  A percentile is reported as
+ * the geometric middle of its bucket: within 2^(1/8) - 1 (9.1%) of the
+ * true value from about 1 microsecond to 70 minutes.
  */
 #define OUTBOX_LAT_PER_OCTAVE	4
-#define OUTBOX_LAT_OCTAVES		22
+#define OUTBOX_LAT_OCTAVES		32
 #define OUTBOX_LAT_BUCKETS		(OUTBOX_LAT_PER_OCTAVE * OUTBOX_LAT_OCTAVES + 2)
+#define OUTBOX_LAT_UNIT_USEC	(1000.0 / 1024.0)
 
 typedef struct OutboxHistogram
 {

@@ -69,22 +69,29 @@ SELECT claimed, acked,
 	delivery_p99 <= delivery_max AS p99_not_above_max
 FROM outbox.metrics WHERE topic = 'lat';
 
--- the same histograms for Prometheus: cumulative, 23 bounds from 1 ms
-SELECT histogram, array_length(le, 1) AS bounds, le[1] AS first_le, le[23] AS last_le,
-	bucket[1] AS at_1ms,
-	bucket[8] AS at_128ms,		-- the 90 quick ones
-	bucket[15] AS at_16s,		-- all
+-- the same histograms for Prometheus: cumulative, 27 bounds from 62.5 us
+SELECT histogram, array_length(le, 1) AS bounds, le[1] AS first_le, le[27] AS last_le,
+	bucket[5] AS at_1ms,
+	bucket[12] AS at_128ms,		-- the 90 quick ones
+	bucket[19] AS at_16s,		-- all
 	count,
 	sum BETWEEN 90 * 0.1 + 10 * 10 AND 90 * 0.2 + 10 * 11 AS sum_in_range,
-	(SELECT bool_and(b1 <= b2) FROM unnest(bucket[1:22], bucket[2:23]) u(b1, b2)) AS cumulative
+	(SELECT bool_and(b1 <= b2) FROM unnest(bucket[1:26], bucket[2:27]) u(b1, b2)) AS cumulative
 FROM outbox.metrics_histograms() WHERE topic = 'lat' ORDER BY histogram;
 
 -- the quantile function refuses what is not a histogram
 SELECT try($$SELECT outbox._latency(ARRAY[1, 2]::bigint[], 0, 0.5)$$);
-SELECT try($$SELECT outbox._latency(array_fill(0::bigint, ARRAY[90]), 0, 1.5)$$);
-SELECT outbox._latency(array_fill(0::bigint, ARRAY[90]), 0, 0.5) IS NULL AS empty_is_null;
+SELECT try($$SELECT outbox._latency(array_fill(0::bigint, ARRAY[130]), 0, 1.5)$$);
+SELECT outbox._latency(array_fill(0::bigint, ARRAY[130]), 0, 0.5) IS NULL AS empty_is_null;
 SELECT outbox.drop_topic('met', force => true);
 SELECT outbox.drop_topic('lat', force => true);
 -- a dropped topic's metrics go with it
 SELECT count(*) AS left_behind FROM outbox._metrics() m
 WHERE NOT EXISTS (SELECT 1 FROM outbox.topic t WHERE t.topic_id = m.topic_id);
+-- below a millisecond too: a histogram of 100 latencies of 50 us and one
+-- of 2 ms.  50 us falls in k = floor(4 * log2(50 / (1000/1024))) = 22, the
+-- bucket 1 + k, at 1-based index 24; 2 ms in k = 44, at index 46.
+SELECT outbox._latency(h, 2000, 0.5) BETWEEN interval '45 microseconds' AND interval '55 microseconds' AS p50_near_50us,
+	outbox._latency(h, 2000, 1) AS p100_is_the_max
+FROM (SELECT array_fill(0::bigint, ARRAY[130]) AS z) z,
+	LATERAL (SELECT z.z[1:23] || ARRAY[100::bigint] || z.z[25:45] || ARRAY[1::bigint] || z.z[47:130] AS h) h;

@@ -29,8 +29,6 @@ PG_FUNCTION_INFO_V1(outbox_reset_metrics);
 
 int			outbox_metrics_topics = 1024;
 
-#define LAT_MIN_USEC	1000	/* the lower edge of bucket 1: 1 ms */
-
 /* The bucket of a latency: see metrics.h */
 static int
 latency_bucket(int64 usec)
@@ -38,9 +36,9 @@ latency_bucket(int64 usec)
 	double		octaves;
 	int			k;
 
-	if (usec < LAT_MIN_USEC)
+	if ((double) usec < OUTBOX_LAT_UNIT_USEC)
 		return 0;
-	octaves = log2((double) usec / LAT_MIN_USEC);
+	octaves = log2((double) usec / OUTBOX_LAT_UNIT_USEC);
 	k = (int) floor(octaves * OUTBOX_LAT_PER_OCTAVE);
 	if (k >= OUTBOX_LAT_PER_OCTAVE * OUTBOX_LAT_OCTAVES)
 		return OUTBOX_LAT_BUCKETS - 1;
@@ -51,7 +49,7 @@ latency_bucket(int64 usec)
 static double
 bucket_low_usec(int b)
 {
-	return LAT_MIN_USEC * pow(2.0, (double) (b - 1) / OUTBOX_LAT_PER_OCTAVE);
+	return OUTBOX_LAT_UNIT_USEC * pow(2.0, (double) (b - 1) / OUTBOX_LAT_PER_OCTAVE);
 }
 
 /* Count one latency.  Caller holds the shared state lock exclusively. */
@@ -193,7 +191,7 @@ outbox_latency_quantile(PG_FUNCTION_ARGS)
 		if (seen < rank)
 			continue;
 		if (b == 0)
-			usec = LAT_MIN_USEC / 2.0;
+			usec = 0;
 		else if (b == n - 1)
 			usec = (double) max_usec;
 		else

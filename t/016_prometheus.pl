@@ -371,7 +371,7 @@ is(value_of($s, 'outbox_delivery_p50_seconds', datname => 'postgres', topic => '
 is(join('|', @{ $me{idle} }[1 .. 13]), '0|0|0|0|0|0|0||||||', 'idle: zero counters, no latencies');
 
 # ---- the histograms
-my @expected_le = map { 0.001 * 2**$_ } 0 .. 22;
+my @expected_le = map { 0.001 * 2**$_ } -4 .. 22;
 is_deeply(\@hist_after, \@hist_before, 'the histograms hold still around the scrape');
 is_deeply([ map { "$_->[0]/$_->[1]" } @hist_before ],
 	[qw(idle/delivery idle/wait mail/delivery mail/wait orders/delivery orders/wait)],
@@ -386,15 +386,15 @@ for my $r (@hist_before)
 	my $metric = "outbox_${h}_seconds";
 	my %sel = (datname => 'postgres', topic => $topic);
 
-	is(scalar @le, 23, "$topic/$h: 23 bounds");
+	is(scalar @le, 27, "$topic/$h: 27 bounds");
 	ok(!grep({ abs($le[$_] - $expected_le[$_]) > 1e-9 * $expected_le[$_] } 0 .. $#le),
-		"$topic/$h: bounds 0.001 s to 4194.304 s, doubling");
+		"$topic/$h: bounds 62.5 us to 4194.304 s, doubling");
 	is(scalar @bucket, scalar @le, "$topic/$h: one count per bound");
 	ok(!grep({ $bucket[$_] < $bucket[ $_ - 1 ] } 1 .. $#bucket) && $bucket[-1] <= $count,
 		"$topic/$h: the counts are cumulative, at most the count");
 
 	my @series = find_samples($s, "${metric}_bucket", %sel);
-	is(scalar @series, 24, "${metric}_bucket\{topic=\"$topic\"\}: one series per bound and +Inf");
+	is(scalar @series, 28, "${metric}_bucket\{topic=\"$topic\"\}: one series per bound and +Inf");
 	my %by_le = map { $_->{labels}{le} => $_->{value} } @series;
 	for my $i (0 .. $#le)
 	{
