@@ -15,7 +15,9 @@
 # Installs what is missing (scripts/install-deps.sh with OUTBOX_BENCH_DEPS=1),
 # builds and installs the extension, starts a throwaway cluster as the
 # `postgres` OS user, runs every case and prints one markdown table.  Raw
-# figures and logs go to bench/out/<date>/.
+# figures and logs go to bench/out/<date>/.  bench/charts.sh then draws the
+# table (PNG, gnuplot) into bench/charts/ (--quick: bench/out/; another
+# --output: bench/out/<date>/charts/) and links the charts at its end.
 #
 # Environment:
 #   OUTBOX_BENCH_HOUSEKEEPING  loop (default): while outbox is drained the
@@ -44,7 +46,7 @@ else
 	CMDLINE="bash bench/run.sh${*:+ $*}"
 fi
 
-usage() { sed -n '2,28s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; }
+usage() { sed -n '2,30s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; }
 
 QUICK=0
 RUNS=
@@ -795,5 +797,18 @@ cat "$TABLE"
 	echo
 	sed -n '/^<!-- about -->$/,$p' "$BENCH/README.md" | sed 1d
 } >"$OUTPUT"
+
+# Charts of the table, linked at its end; a run does not fail for want of them.
+case "$(realpath -m "$OUTPUT")" in
+	"$BENCH/RESULTS.md") CHARTS=$BENCH/charts ;;
+	"$BENCH/out/RESULTS-quick.md") CHARTS=$BENCH/out ;;
+	*) CHARTS=$OUT/charts ;;
+esac
+if bash "$BENCH/charts.sh" "$OUTPUT" "$CHARTS" >"$OUT/charts.md" 2>"$OUT/logs/charts.log"; then
+	{ echo; cat "$OUT/charts.md"; } >>"$OUTPUT"
+	log "charts in $CHARTS"
+else
+	log "no charts (log $OUT/logs/charts.log)"
+fi
 cp "$OUTPUT" "$OUT/"
 log "wrote $OUTPUT (raw figures in $OUT)"

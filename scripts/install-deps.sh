@@ -17,8 +17,9 @@ pkgs=(make gcc "postgresql-$PGV" "postgresql-server-dev-$PGV" "postgresql-$PGV-p
 if [ "$PGV" = 15 ]; then
 	pkgs+=(postgresql-contrib)
 fi
+# benchmarks only: PgQ (a baseline) and gnuplot (bench/charts.sh)
 if [ "${OUTBOX_BENCH_DEPS:-0}" = 1 ]; then
-	pkgs+=("postgresql-$PGV-pgq3")
+	pkgs+=("postgresql-$PGV-pgq3" gnuplot-nox)
 fi
 
 missing=()
