@@ -137,6 +137,7 @@ typedef struct OutboxTopic
 	int			nretry_leases;	/* leases whose event sits in outbox.retry */
 	int			ninflight;		/* offer slots that name this topic */
 	ConditionVariable cv;		/* claims waiting for events */
+	pg_atomic_uint64 wakes;		/* times cv was broadcast (outbox_topic_wake) */
 } OutboxTopic;
 
 /*
@@ -300,6 +301,7 @@ extern OutboxEntry *outbox_entry_enter(int64 event_id, bool *found);
 extern void outbox_entry_remove(OutboxEntry *entry);
 extern bool outbox_entry_ready(int topic, int64 event_id);
 extern void outbox_topic_forget(int topic);
+extern void outbox_topic_wake(OutboxTopic *t);
 extern void outbox_topic_rescan(OutboxTopic *t);
 extern void outbox_entry_settled(OutboxTopic *t, OutboxEntry *e);
 extern void outbox_topic_passed(OutboxTopic *t, int64 scan_pos);
@@ -472,6 +474,8 @@ extern int	outbox_exec(OutboxPlanId id, const char *sql, int nargs,
 extern void outbox_spi_check(int rc, int expected, const char *what);
 
 /* util.c */
+extern void outbox_check_delay(const OutboxTopicInfo *info, int64 delay_usec,
+							   const char *argname);
 extern int64 outbox_interval_usec(Interval *iv, const char *argname,
 								  int64 min_usec, int64 max_usec,
 								  bool min_inclusive);

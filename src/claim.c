@@ -37,6 +37,7 @@
 #include "utils/builtins.h"
 #include "utils/datum.h"
 #include "utils/guc.h"
+#include "utils/resowner.h"
 #include "utils/snapmgr.h"
 #include "utils/tuplestore.h"
 
@@ -1076,9 +1077,10 @@ outbox_claim(PG_FUNCTION_ARGS)
 	pg_uuid_t	token;
 	TimestampTz deadline;
 	TimestampTz expires_at = 0;
-	bool		sleeping = false;
 	char	   *tenant;
 	MemoryContext callcxt;
+	MemoryContext spicxt;
+	volatile int attempt_got = 0;
 
 	outbox_require_writable("outbox.claim()");
 	outbox_require_schema();
@@ -1128,21 +1130,8 @@ outbox_claim(PG_FUNCTION_ARGS)
 		return (Datum) 0;
 	}
 
-	/*
-	 * The log's partitions, opened for the whole call, and the two
-	 * generations of acknowledgements: reap empties one with TRUNCATE, which
-	 * a snapshot taken before it commits would see as empty, so no snapshot
-	 * of ours may be taken before the lock that keeps it away.
-	 */
-	{
-		MemoryContext old = MemoryContextSwitchTo(callcxt);
-
-		cs.ls = outbox_logscan_open();
-		MemoryContextSwitchTo(old);
-	}
-	(void) RangeVarGetRelid(makeRangeVar("outbox", "acked_0", -1), AccessShareLock, false);
-	(void) RangeVarGetRelid(makeRangeVar("outbox", "acked_1", -1), AccessShareLock, false);
 	outbox_random_uuid(&token);
+	spicxt = CurrentMemoryContext;
 
 	for (;;)
 	{
@@ -1150,19 +1139,76 @@ outbox_claim(PG_FUNCTION_ARGS)
 		TimestampTz next_retry;
 		long		sleep_ms;
 		int			got;
+		uint64		wakes;
+		ResourceOwner owner = CurrentResourceOwner;
 
 		if (cs.t == NULL && claim_slot(&cs, deadline) < 0)
 			break;
-		expires_at = GetCurrentTimestamp() + lease_usec;
-		got = claim_once(&cs, &token, expires_at);
+		wakes = pg_atomic_read_u64(&cs.t->wakes);
+
+		/*
+		 * Each attempt runs in a subtransaction of its own, so that one that
+		 * finds nothing lets go of the locks it took on the log before the
+		 * claim sleeps: a claim waiting for events must not keep the log's
+		 * partitions from being retired.  An attempt that leases keeps its
+		 * subtransaction, and its locks, to the end of the transaction.
+		 */
+		BeginInternalSubTransaction(NULL);
+		MemoryContextSwitchTo(spicxt);
+
+		PG_TRY();
+		{
+			/*
+			 * The log's partitions, and the two generations of
+			 * acknowledgements: reap empties one with TRUNCATE, which a
+			 * snapshot taken before it commits would see as empty, so no
+			 * snapshot of ours may be taken before the lock that keeps it
+			 * away.
+			 */
+			MemoryContext old = MemoryContextSwitchTo(callcxt);
+
+			cs.ls = outbox_logscan_open();
+			MemoryContextSwitchTo(old);
+			(void) RangeVarGetRelid(makeRangeVar("outbox", "acked_0", -1), AccessShareLock, false);
+			(void) RangeVarGetRelid(makeRangeVar("outbox", "acked_1", -1), AccessShareLock, false);
+
+			expires_at = GetCurrentTimestamp() + lease_usec;
+			attempt_got = claim_once(&cs, &token, expires_at);
+			outbox_logscan_close(cs.ls);
+			cs.ls = NULL;
+		}
+		PG_CATCH();
+		{
+			/*
+			 * End the subtransaction before the error goes on: one left open
+			 * would leave the caller's transaction as an aborted block.
+			 */
+			ErrorData  *edata;
+
+			MemoryContextSwitchTo(callcxt);
+			edata = CopyErrorData();
+			FlushErrorState();
+			RollbackAndReleaseCurrentSubTransaction();
+			MemoryContextSwitchTo(callcxt);
+			CurrentResourceOwner = owner;
+			ReThrowError(edata);
+		}
+		PG_END_TRY();
+		got = attempt_got;
 		if (got > 0)
+		{
+			ReleaseCurrentSubTransaction();
+			MemoryContextSwitchTo(spicxt);
+			CurrentResourceOwner = owner;
 			break;
+		}
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(spicxt);
+		CurrentResourceOwner = owner;
+
 		if (got < 0)
 		{
 			/* the slot went to another topic: find one again */
-			if (sleeping)
-				ConditionVariableCancelSleep();
-			sleeping = false;
 			cs.t = NULL;
 			continue;
 		}
@@ -1174,12 +1220,17 @@ outbox_claim(PG_FUNCTION_ARGS)
 		/* Let go of what the empty attempt read. */
 		SPI_finish();
 		SPI_connect();
+		spicxt = CurrentMemoryContext;
 
-		if (!sleeping)
+		/*
+		 * Sleep, unless the topic was woken since before the attempt (the
+		 * subtransaction's end cancels any earlier preparation to sleep, so
+		 * the count stands in for it).
+		 */
+		ConditionVariablePrepareToSleep(&cs.t->cv);
+		if (pg_atomic_read_u64(&cs.t->wakes) != wakes)
 		{
-			/* prepare first, then look again, so no wake-up is missed */
-			ConditionVariablePrepareToSleep(&cs.t->cv);
-			sleeping = true;
+			ConditionVariableCancelSleep();
 			continue;
 		}
 		LWLockAcquire(outbox_shared->lock, LW_SHARED);
@@ -1188,12 +1239,10 @@ outbox_claim(PG_FUNCTION_ARGS)
 		sleep_ms = (long) ((Min(deadline, Max(next_retry, now)) - now + 999) / 1000);
 		sleep_ms = Max(1, Min(sleep_ms, 1000));
 		(void) ConditionVariableTimedSleep(&cs.t->cv, sleep_ms, PG_WAIT_EXTENSION);
-	}
-	if (sleeping)
 		ConditionVariableCancelSleep();
+	}
 
 	emit_rows(&cs, rsinfo, &token, expires_at);
-	outbox_logscan_close(cs.ls);
 	SPI_finish();
 	return (Datum) 0;
 }

@@ -119,6 +119,7 @@ outbox_shmem_startup(void)
 			dlist_init(&t->ready);
 			dlist_init(&t->settled);
 			ConditionVariableInit(&t->cv);
+			pg_atomic_init_u64(&t->wakes, 0);
 		}
 	}
 
@@ -153,6 +154,18 @@ outbox_shmem_install_hooks(void)
 	shmem_request_hook = outbox_shmem_request;
 	prev_shmem_startup_hook = shmem_startup_hook;
 	shmem_startup_hook = outbox_shmem_startup;
+}
+
+/*
+ * Wake the claims waiting for events of a topic.  The count goes up first:
+ * a claim that read it before its attempt and finds it changed after
+ * preparing to sleep does not sleep (claim.c).
+ */
+void
+outbox_topic_wake(OutboxTopic *t)
+{
+	pg_atomic_fetch_add_u64(&t->wakes, 1);
+	ConditionVariableBroadcast(&t->cv);
 }
 
 bool
@@ -343,7 +356,7 @@ take_slot_locked(void)
 		park_locked(t);
 		topic_clear_locked(t);
 		outbox_topic_release_locked(i);
-		ConditionVariableBroadcast(&t->cv);
+		outbox_topic_wake(t);
 		outbox_shared->clock = (i + 1) % n;
 		return i;
 	}

@@ -478,7 +478,7 @@ settle_op(XactOp *op, bool commit)
 				dlist_push_head(&t->ready, &e->node);
 				t->nready++;
 			}
-			ConditionVariableBroadcast(&t->cv);
+			outbox_topic_wake(t);
 			break;
 
 		case OP_ACK:
@@ -679,7 +679,7 @@ settle_offers(XactTopic *xt, bool commit)
 		}
 		LWLockRelease(outbox_shared->lock);
 		if (t != NULL)
-			ConditionVariableBroadcast(&t->cv);
+			outbox_topic_wake(t);
 		return;
 	}
 
@@ -724,7 +724,7 @@ settle_offers(XactTopic *xt, bool commit)
 
 	LWLockRelease(outbox_shared->lock);
 	if (commit && live && count > 0)
-		ConditionVariableBroadcast(&t->cv);
+		outbox_topic_wake(t);
 }
 
 /*
@@ -770,7 +770,7 @@ settle_topic(XactTopic *xt)
 	if (xt->forget)
 		outbox_counters_forget(MyDatabaseId, xt->topic_id);
 	LWLockRelease(outbox_shared->lock);
-	ConditionVariableBroadcast(&t->cv);
+	outbox_topic_wake(t);
 }
 
 static void

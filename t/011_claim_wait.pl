@@ -1,6 +1,7 @@
 # claim(wait => ...) wakes when a delayed event or a retry falls due, not
 # only when an offer commits; and a waiting claim is cancelled at once by
-# statement_timeout and by pg_cancel_backend.
+# statement_timeout and by pg_cancel_backend; while it sleeps it holds no
+# lock on the log, so partitions can be retired meanwhile.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -67,6 +68,39 @@ $h->finish;
 $took = time - $t0;
 like($e, qr/ERROR:  57014: canceling statement due to user request/, 'pg_cancel_backend cancels a waiting claim');
 cmp_ok($took, '<', 2, sprintf('at once (%.2f s)', $took));
+
+# A waiting claim holds no lock on the log while it sleeps: maintenance
+# retires a partition past retention meanwhile, and an offer still wakes it.
+$node->safe_psql('postgres', q{
+	SELECT outbox.maintain();
+	CREATE TABLE outbox.event_p2020_01_01 PARTITION OF outbox.event
+		FOR VALUES FROM ('2020-01-01 00:00+00') TO ('2020-01-02 00:00+00');
+	CREATE INDEX ON outbox.event_p2020_01_01 (topic_id, id);
+});
+($o, $e) = ('', '');
+$h = IPC::Run::start(['psql', '-X', '-Atq', '-d', $node->connstr('postgres'),
+	'-c', q{SET application_name = 'sleeper'},
+	'-c', q{BEGIN},
+	'-c', q{SELECT count(*) FROM outbox.claim('empty', wait => '20 seconds')},
+	'-c', q{COMMIT}],
+	'>', \$o, '2>', \$e);
+ok($node->poll_query_until('postgres',
+	q{SELECT count(*) = 1 FROM pg_stat_activity WHERE application_name = 'sleeper' AND query LIKE '%claim%' AND state = 'active'}),
+	'a claim waits in an open transaction');
+sleep 0.5;
+is($node->safe_psql('postgres', q{
+	SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation
+	WHERE l.pid = (SELECT pid FROM pg_stat_activity WHERE application_name = 'sleeper')
+	  AND c.relnamespace = 'outbox'::regnamespace
+	  AND (c.relname LIKE 'event%' OR c.relname LIKE 'acked%')}),
+	'0', 'while it sleeps it holds no lock on the log, its partitions or the acknowledgements');
+$node->safe_psql('postgres', q{SELECT outbox.maintain()});
+is($node->safe_psql('postgres', q{SELECT to_regclass('outbox.event_p2020_01_01') IS NULL}), 't',
+	'maintenance retires a partition meanwhile');
+$node->safe_psql('postgres', q{SELECT outbox.offer('empty', '{"late": true}')});
+$h->finish;
+$o =~ s/\s+$//;
+is($o, '1', 'and an offer still wakes the claim') or diag($e);
 
 $node->stop;
 done_testing();
