@@ -40,3 +40,19 @@ SELECT outbox.drop_topic('lim', force => true);
 SELECT try($$SELECT outbox.ack(ARRAY(SELECT 1::bigint FROM generate_series(1, 20000000)), gen_random_uuid())$$) AS ack_20m;
 SELECT try($$SELECT outbox.extend_lease(ARRAY(SELECT g::bigint FROM generate_series(1, 10001) g), gen_random_uuid())$$) AS extend_10001;
 SELECT try($$SELECT outbox.ack(ARRAY(SELECT g::bigint FROM generate_series(1, 10000) g), gen_random_uuid())$$) AS ack_10000;
+
+-- a delay never reaches past the topic's retention: a delayed event keeps
+-- its day's partition until it is delivered
+SELECT outbox.create_topic('lim_delay', retention => '2 days', backoff_base => '3 days', backoff_max => '300 days');
+SELECT try($$SELECT outbox.offer('lim_delay', '{}', available_at => '9999-12-31')$$) AS year_9999;
+SELECT try($$SELECT outbox.offer('lim_delay', '{}', available_at => now() + interval '3 days')$$) AS three_days;
+SELECT outbox.offer('lim_delay', '{}', available_at => now() + interval '47 hours') > 0 AS within_retention;
+SELECT outbox.offer('lim_delay', '{"n": 1}') > 0 AS offered;
+CREATE TEMP TABLE ld AS SELECT * FROM outbox.claim('lim_delay');
+SELECT try(format($$SELECT outbox.nack(%s, %L, 'e', retry_after => '366 days')$$, id, lease_token)) AS nack_366_days FROM ld;
+-- the lease is intact after the refused nack; the backoff (3 days
+-- for attempt 1 here: base 3 days) is cut to the retention
+SELECT outbox.nack(id, lease_token, 'e') FROM ld;
+SELECT r.available_at <= now() + interval '2 days' AS backoff_within_retention
+FROM outbox.retry r JOIN ld ON ld.id = r.event_id;
+SELECT outbox.drop_topic('lim_delay', force => true);

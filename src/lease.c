@@ -271,6 +271,8 @@ outbox_nack(PG_FUNCTION_ARGS)
 		PG_RETURN_NULL();
 	}
 
+	if (delay_usec > 0)
+		outbox_check_delay(&info, delay_usec, "retry_after");
 	if (s.attempt >= info.max_attempts)
 	{
 		outbox_send_to_dead_letter(id, info.topic_id, s.attempt,

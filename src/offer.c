@@ -179,6 +179,8 @@ outbox_offer(PG_FUNCTION_ARGS)
 
 	SPI_connect();
 	shared = offer_prepare(name, &tenant, &info);
+	if (delayed)
+		outbox_check_delay(&info, available_at - GetCurrentTimestamp(), "available_at");
 
 	/* Announce the offer before drawing an id: see outbox.h. */
 	if (shared && !delayed)

@@ -15,6 +15,7 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
+#include "utils/timestamp.h"
 
 /* A limit in words, whatever the session's IntervalStyle. */
 static char *
@@ -159,8 +160,37 @@ outbox_backoff_usec(const OutboxTopicInfo *info, int attempt)
 		delay *= 2;
 	if (delay > info->backoff_max_usec)
 		delay = info->backoff_max_usec;
+	/* never past retention: see outbox_check_delay */
+	if (delay > info->retention_usec)
+		delay = info->retention_usec;
 	half = delay / 2;
 	return (delay - half) + (int64) (pg_prng_double(&pg_global_prng_state) * (double) half);
+}
+
+/*
+ * Refuse a delay longer than the topic's retention.  A delayed event keeps
+ * the partition of the day it was offered until it is delivered, so a
+ * delay of years would keep every partition of that day, whatever the
+ * retention of the other events in it.
+ */
+void
+outbox_check_delay(const OutboxTopicInfo *info, int64 delay_usec,
+				   const char *argname)
+{
+	Interval	retention;
+
+	if (delay_usec <= info->retention_usec)
+		return;
+	memset(&retention, 0, sizeof(retention));
+	retention.time = info->retention_usec;
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("\"%s\" is further ahead than the retention of topic \"%s\"",
+					argname, info->name),
+			 errdetail("The topic keeps events for %s; an event delayed longer would keep its day's partition past that.",
+					   DatumGetCString(DirectFunctionCall1(interval_out,
+														   IntervalPGetDatum(&retention)))),
+			 errhint("Use a shorter delay, or a longer retention (outbox.alter_topic).")));
 }
 
 /*

@@ -22,7 +22,7 @@ my @topics = ("'f1'", "'f2'", "'f3'", "'f4'");
 my @text = (
 	'NULL', "''", "'f1'", "'f2'", "'f3'", "'nope'", q{'x"; DROP TABLE victim; --'},
 	q{'x''; DROP TABLE victim; --'}, q{'O''Brien'}, q{'a b'}, "repeat('a', 63)",
-	"repeat('a', 64)", "repeat('z', 100000)", q{'é'}, q{'日本語'}, q{E'\t\n'},
+	"repeat('a', 64)", "repeat('z', 100000)", "repeat('h', 4000000)", q{'é'}, q{'日本語'}, q{E'\t\n'},
 	q{'f1.x'}, q{'-'}, q{'.'}, q{'%s%n'}, q{'\\'}, q{'$$'}, q{'🙂'});
 my @topic = (("'f1'", "'f2'", "'f3'", "'f4'") x 5, @text);
 my @tenant = ("''", "''", "'a'", "'b'", "'c'", "repeat('t', 63)", "repeat('t', 64)",
@@ -43,13 +43,15 @@ my @interval = ('NULL', "'0'", "'-1 second'", "'1 microsecond'", "'10 millisecon
 	"'30 seconds'", "'1 day'", "'1 day 1 second'", "'-1 year'", "'100 years'",
 	"'2147483647 days'", "'1 mon'", "'1 hour'", "'61 minutes'", "'infinity'");
 my @ts = ('NULL', "'infinity'", "'-infinity'", 'now()', "now() + interval '50 milliseconds'",
-	"now() - interval '1 day'", "'1970-01-01'", "'294276-12-31'", "now() + interval '1 day'");
+	"now() - interval '1 day'", "'1970-01-01'", "'294276-12-31'", "now() + interval '1 day'",
+	"'9999-12-31'", "now() + interval '8 days'");
 my @uuid = ('NULL', 'gen_random_uuid()', ":'ctok'", ":'ctok'", ":'ctok'",
 	"'00000000-0000-0000-0000-000000000000'", "'not-a-uuid'");
 my @bool = ('NULL', 'true', 'false');
 my @ids = ('NULL', "'{}'::bigint[]", 'ARRAY[:cid]::bigint[]', 'ARRAY[:cid]::bigint[]',
 	'ARRAY[:cid, :cid]::bigint[]', 'ARRAY[1, NULL]::bigint[]', 'ARRAY[[1], [2]]::bigint[]',
-	'ARRAY(SELECT generate_series(1, 10000))::bigint[]', 'ARRAY(SELECT id FROM outbox.dead_letter)');
+	'ARRAY(SELECT generate_series(1, 10000))::bigint[]', 'ARRAY(SELECT generate_series(1, 10001))::bigint[]',
+	'array_fill(:cid::bigint, ARRAY[2000000])', 'ARRAY(SELECT id FROM outbox.dead_letter)');
 
 sub jsonb_array
 {
