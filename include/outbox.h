@@ -78,6 +78,7 @@
 
 /* GUCs (outbox.c) */
 extern int	outbox_max_leases;
+extern int	outbox_max_leases_per_topic;
 extern int	outbox_max_topics;
 extern bool outbox_enabled;
 extern int	outbox_reap_interval;

@@ -725,6 +725,8 @@ claim_once(ClaimState *cs, pg_uuid_t *token, TimestampTz expires_at)
 	Snapshot	snap = NULL;
 	int			nleased = 0;
 	bool		full = false;
+	bool		capped = false;
+	int			room;
 	bool		initialized;
 	int64		scanned;
 	LOCKTAG		tag;
@@ -790,12 +792,33 @@ claim_once(ClaimState *cs, pg_uuid_t *token, TimestampTz expires_at)
 
 	/* 3. lease, and set the scan position */
 	LWLockAcquire(outbox_shared->lock, LW_EXCLUSIVE);
+	room = outbox_max_leases_per_topic > 0 ?
+		outbox_max_leases_per_topic - t->nleases : INT_MAX;
 	for (int i = 0; i < cs->ncand; i++)
 	{
 		Candidate  *c = &cs->cand[i];
 		OutboxEntry *e;
 		bool		found;
 
+		if (room <= 0)
+		{
+			/*
+			 * The topic (or tenant part) holds its share of the lease pool:
+			 * the rest waits for its leases to end, and the scan resumes at
+			 * the first event from the log not leased now.
+			 */
+			capped = true;
+			for (int j = i; j < cs->ncand; j++)
+			{
+				if (cs->cand[j].source == SRC_MAIN && !cs->cand[j].from_ready)
+				{
+					if (cs->cand[j].id <= new_pos)
+						new_pos = cs->cand[j].id - 1;
+					break;
+				}
+			}
+			break;
+		}
 		if (c->from_ready)
 		{
 			e = outbox_entry_find(c->id);
@@ -850,6 +873,7 @@ claim_once(ClaimState *cs, pg_uuid_t *token, TimestampTz expires_at)
 		c->attempt = e->attempt;
 		outbox_xact_add_op(OP_CLAIMED, c->id, cs->topic, 0);
 		nleased++;
+		room--;
 	}
 
 	/* Ready entries whose event no longer exists */
@@ -895,7 +919,7 @@ claim_once(ClaimState *cs, pg_uuid_t *token, TimestampTz expires_at)
 				mark_passed(cs->topic, snap, new_pos);
 		}
 	}
-	if (retry_exhausted && !full && t->next_retry_at == seen_next_retry)
+	if (retry_exhausted && !full && !capped && t->next_retry_at == seen_next_retry)
 		t->next_retry_at = new_next_retry;
 	t->scanning = false;
 	t->nhandoff = 0;

@@ -18,6 +18,7 @@
 PG_MODULE_MAGIC;
 
 int			outbox_max_leases = 65536;
+int			outbox_max_leases_per_topic = 0;
 int			outbox_max_topics = 256;
 bool		outbox_enabled = true;
 int			outbox_reap_interval = 1000;
@@ -83,6 +84,13 @@ _PG_init(void)
 								NULL, NULL, NULL);
 	}
 
+	DefineCustomIntVariable("outbox.max_leases_per_topic",
+							"Leases one topic, or one tenant's part of a per-tenant topic, may hold at once.",
+							"0: no share, only outbox.max_leases.  A claim beyond it leases what fits, or nothing.",
+							&outbox_max_leases_per_topic,
+							0, 0, 16 * 1024 * 1024,
+							PGC_SIGHUP, 0,
+							NULL, NULL, NULL);
 	DefineCustomBoolVariable("outbox.release_on_disconnect",
 							 "Hands this session's leases back as soon as it disconnects.",
 							 "For consumers with a connection of their own; never for pooled connections.",

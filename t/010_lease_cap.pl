@@ -1,7 +1,8 @@
 # The lease pool is capped exactly at outbox.max_leases: claims beyond it
 # fail with 53400 and a hint, never by taking the server's spare shared
 # memory (which other databases need for their locks), and the pool is
-# whole again once leases are acked.
+# whole again once leases are acked.  outbox.max_leases_per_topic gives
+# each topic, and each tenant's part of a per-tenant topic, a share of it.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -58,5 +59,35 @@ is($rc, 0, 'another database takes 6000 advisory locks in one transaction') or d
 $node->safe_psql('postgres', q{SELECT sum(outbox.ack(id, lease_token)::int) FROM held});
 is($node->safe_psql('postgres', q{SELECT count(*) FROM outbox.claim('cap', 1000)}),
 	'1000', 'after the acks the pool serves a full batch again');
+
+# A share per topic, and per tenant part of a per-tenant topic: a tenant
+# that takes its share leaves the rest of the pool to the others.
+$node->safe_psql('postgres', q{
+	SELECT outbox.create_topic('shared');
+	SELECT outbox.isolate_tenants('shared');
+	SELECT count(*) FROM outbox.offer_batch('shared', ARRAY(SELECT jsonb_build_object('n', g) FROM generate_series(1, 500) g), tenant => 'greedy');
+	SELECT count(*) FROM outbox.offer_batch('shared', ARRAY(SELECT jsonb_build_object('n', g) FROM generate_series(1, 50) g), tenant => 'modest');
+	CREATE ROLE greedy_consumer LOGIN;
+	GRANT outbox_consumer TO greedy_consumer;
+	SELECT outbox.grant_tenant('greedy_consumer', 'greedy');
+});
+# (a restart gives the 1000 leases of 'cap' up; the setting itself needs
+# only a reload)
+$node->append_conf('postgresql.conf', 'outbox.max_leases_per_topic = 120');
+$node->restart;
+my @got;
+for (1 .. 3)
+{
+	push @got, $node->safe_psql('postgres',
+		q{SELECT count(*) FROM outbox.claim('shared', 100, lease => '1 hour')},
+		extra_params => ['-U', 'greedy_consumer']);
+}
+is(join(',', @got), '100,20,0', 'a tenant leases up to its share (120), then nothing');
+is($node->safe_psql('postgres', q{
+	SET outbox.tenant = 'modest';
+	SELECT count(*) FROM outbox.claim('shared', 100, lease => '1 hour')}),
+	'50', 'another tenant of the same topic still gets all of its events');
+is($node->safe_psql('postgres', q{SELECT leased FROM outbox.stats WHERE topic = 'shared'}), '170',
+	'170 leased in all');
 $node->stop;
 done_testing();
