@@ -78,11 +78,19 @@ outbox_register_launcher(void)
 	RegisterBackgroundWorker(&worker);
 }
 
-/* The shared entry of a database; made if missing and make is set. */
+/*
+ * The shared entry of a database; made if missing and make is set.  When
+ * every entry is taken, the entry of a database found without the
+ * extension before absent_before, checked longest ago and with no worker,
+ * gives way: databases without the extension (any role with CREATEDB can
+ * make many) never keep a database that has it from its entry, and so from
+ * its worker.  Caller holds the shared state lock exclusively.
+ */
 static OutboxDb *
-db_entry(Oid dbid, bool make)
+db_entry_evicting(Oid dbid, bool make, TimestampTz absent_before)
 {
 	OutboxDb   *free_entry = NULL;
+	OutboxDb   *absent = NULL;
 
 	for (int i = 0; i < OUTBOX_MAX_DATABASES; i++)
 	{
@@ -92,12 +100,25 @@ db_entry(Oid dbid, bool make)
 			return d;
 		if (d->dbid == InvalidOid && free_entry == NULL)
 			free_entry = d;
+		if (d->dbid != InvalidOid && d->state == DB_ABSENT && d->worker_pid == 0 &&
+			d->dropping_since == 0 && d->checked_at < absent_before &&
+			(absent == NULL || d->checked_at < absent->checked_at))
+			absent = d;
 	}
+	if (free_entry == NULL)
+		free_entry = absent;
 	if (!make || free_entry == NULL)
 		return NULL;
 	memset(free_entry, 0, sizeof(OutboxDb));
 	free_entry->dbid = dbid;
 	return free_entry;
+}
+
+/* The same, any database without the extension giving way */
+static OutboxDb *
+db_entry(Oid dbid, bool make)
+{
+	return db_entry_evicting(dbid, make, PG_INT64_MAX);
 }
 
 static void
@@ -182,12 +203,14 @@ typedef struct LaunchedWorker
 static LaunchedWorker *launched;
 static int	nlaunched;
 static bool slots_warned = false;
+static int	resume_at = 0;		/* where launcher_pass goes on looking */
 
-/* The databases one can connect to, templates left out. */
+/* The databases one can connect to, templates left out: all of them. */
 static Oid *
 database_list(int *n)
 {
-	Oid		   *result = palloc(sizeof(Oid) * OUTBOX_MAX_DATABASES);
+	int			max = OUTBOX_MAX_DATABASES;
+	Oid		   *result = palloc(sizeof(Oid) * max);
 	MemoryContext cxt = CurrentMemoryContext;
 	Relation	rel;
 	TableScanDesc scan;
@@ -203,8 +226,13 @@ database_list(int *n)
 	{
 		Form_pg_database db = (Form_pg_database) GETSTRUCT(tup);
 
-		if (!db->datallowconn || db->datistemplate || *n >= OUTBOX_MAX_DATABASES)
+		if (!db->datallowconn || db->datistemplate)
 			continue;
+		if (*n >= max)
+		{
+			max *= 2;
+			result = repalloc(result, sizeof(Oid) * max);
+		}
 		result[(*n)++] = db->oid;
 	}
 	table_endscan(scan);
@@ -315,8 +343,19 @@ launcher_pass(void)
 	}
 	LWLockRelease(outbox_shared->lock);
 
-	for (int j = 0; j < ndbs; j++)
+	/*
+	 * Databases known to have the extension first, then the others: a
+	 * database with the extension never waits for worker slots behind the
+	 * look at databases without it.  A database the launcher has no entry
+	 * for takes the entry of one found without the extension more than a
+	 * naptime ago, so that with more databases than entries each is looked
+	 * at in turn; the second round starts where the last one stopped for
+	 * want of worker slots.
+	 */
+	for (int k = 0; k < 2 * ndbs; k++)
 	{
+		bool		first = (k < ndbs);
+		int			j = first ? k : (k - ndbs + resume_at) % ndbs;
 		OutboxDb   *d;
 		TimestampTz due;
 		bool		start;
@@ -325,8 +364,9 @@ launcher_pass(void)
 			continue;
 
 		LWLockAcquire(outbox_shared->lock, LW_EXCLUSIVE);
-		d = db_entry(dbs[j], true);
-		if (d == NULL)
+		d = db_entry_evicting(dbs[j], !first,
+							  now - (int64) outbox_launcher_naptime * USECS_PER_SEC);
+		if (d == NULL || first != (d->state == DB_PRESENT))
 		{
 			LWLockRelease(outbox_shared->lock);
 			continue;
@@ -356,7 +396,11 @@ launcher_pass(void)
 			continue;
 		}
 		if (!start_worker(dbs[j]))
+		{
+			if (!first)
+				resume_at = j;
 			break;
+		}
 	}
 	pfree(dbs);
 	return next;
