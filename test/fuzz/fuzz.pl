@@ -125,6 +125,11 @@ print "\\set cid 1\n\\set ctok 00000000-0000-0000-0000-000000000000\n";
 print "CREATE TABLE IF NOT EXISTS victim (x int);\n";
 # the client's own record of the acks that returned true and committed
 print "CREATE TABLE IF NOT EXISTS fuzz_acked (id bigint NOT NULL);\n";
+# a role bound to tenant 'a' makes part of the calls
+print "DO \$\$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'fuzz_bound') THEN "
+  . "CREATE ROLE fuzz_bound; END IF; END \$\$;\n";
+print "GRANT outbox_producer, outbox_consumer TO fuzz_bound; GRANT INSERT ON fuzz_acked TO fuzz_bound;\n";
+print "SELECT outbox.grant_tenant('fuzz_bound', 'a');\n";
 print "SELECT outbox.create_topic('f1', max_attempts => 2, backoff_base => '1 millisecond', backoff_max => '10 milliseconds');\n";
 print "SELECT outbox.create_topic('f2', max_attempts => 1, retention => '1 hour');\n";
 print "SELECT outbox.create_topic('f3');\n";
@@ -175,6 +180,11 @@ while ($made < $calls)
 		print "SELECT set_config('outbox.tenant', " . pick(@tenant) . ", false);\n";
 		$made++;
 	}
+	elsif ($r < 0.135)
+	{
+		# from here on as the tenant-bound role, or as the superuser again
+		print pick('SET ROLE fuzz_bound;', 'RESET ROLE;', 'RESET ROLE;') . "\n";
+	}
 	elsif ($r < 0.14)
 	{
 		print "SELECT outbox.reap();\n";
@@ -206,4 +216,5 @@ while ($made < $calls)
 	}
 }
 print "COMMIT;\n" if $in_xact;
+print "RESET ROLE;\n";
 print "\\echo fuzz: $made calls\n";
