@@ -41,6 +41,18 @@ SELECT available_at - now() BETWEEN interval '1 hour' AND interval '2 hours 1 se
 	attempts, jsonb_path_query_array(errors, '$[*].error') AS errors
 FROM outbox.retry WHERE event_id = :bid;
 
+-- the jitter is real: 20 events failing together come back at 20 times
+-- spread over the upper half of the backoff, not at one (a fixed backoff
+-- would pass the checks above)
+SELECT outbox.create_topic('jitter', backoff_base => '1 hour', backoff_max => '1 hour');
+SELECT count(outbox.offer('jitter', jsonb_build_object('n', g))) FROM generate_series(1, 20) g;
+SELECT count(outbox.nack(id, lease_token, 'together')) FROM outbox.claim('jitter', 20);
+SELECT count(DISTINCT r.available_at) AS distinct_times,
+	max(r.available_at) - min(r.available_at) > interval '5 minutes' AS spread_over_5_minutes,
+	bool_and(r.available_at - now() BETWEEN interval '30 minutes' AND interval '1 hour 1 second') AS in_upper_half
+FROM outbox.retry r JOIN outbox.topic t USING (topic_id) WHERE t.name = 'jitter';
+SELECT outbox.drop_topic('jitter', force => true);
+
 -- dead_letter(): give up at once, with a reason
 SELECT outbox.offer('flaky', '{"f": 2}') AS f2 \gset
 CREATE TEMP TABLE n4 AS SELECT * FROM outbox.claim('flaky');

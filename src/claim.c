@@ -1105,6 +1105,7 @@ outbox_claim(PG_FUNCTION_ARGS)
 	MemoryContext callcxt;
 	MemoryContext spicxt;
 	volatile int attempt_got = 0;
+	bool		sub;
 
 	outbox_require_writable("outbox.claim()");
 	outbox_require_schema();
@@ -1141,6 +1142,7 @@ outbox_claim(PG_FUNCTION_ARGS)
 	cs.cand = palloc(sizeof(Candidate) * batch);
 
 	deadline = GetCurrentTimestamp() + wait_usec;
+	sub = (wait_usec > 0);
 	tenant = outbox_session_tenant();
 
 	callcxt = CurrentMemoryContext;
@@ -1171,14 +1173,19 @@ outbox_claim(PG_FUNCTION_ARGS)
 		wakes = pg_atomic_read_u64(&cs.t->wakes);
 
 		/*
-		 * Each attempt runs in a subtransaction of its own, so that one that
-		 * finds nothing lets go of the locks it took on the log before the
-		 * claim sleeps: a claim waiting for events must not keep the log's
-		 * partitions from being retired.  An attempt that leases keeps its
-		 * subtransaction, and its locks, to the end of the transaction.
+		 * With a wait, each attempt runs in a subtransaction of its own, so
+		 * that one that finds nothing lets go of the locks it took on the
+		 * log before the claim sleeps: a claim waiting for events must not
+		 * keep the log's partitions from being retired.  An attempt that
+		 * leases keeps its subtransaction, and its locks, to the end of the
+		 * transaction.  Without a wait there is no sleep, and no
+		 * subtransaction.
 		 */
-		BeginInternalSubTransaction(NULL);
-		MemoryContextSwitchTo(spicxt);
+		if (sub)
+		{
+			BeginInternalSubTransaction(NULL);
+			MemoryContextSwitchTo(spicxt);
+		}
 
 		PG_TRY();
 		{
@@ -1209,6 +1216,8 @@ outbox_claim(PG_FUNCTION_ARGS)
 			 */
 			ErrorData  *edata;
 
+			if (!sub)
+				PG_RE_THROW();
 			MemoryContextSwitchTo(callcxt);
 			edata = CopyErrorData();
 			FlushErrorState();
@@ -1221,14 +1230,20 @@ outbox_claim(PG_FUNCTION_ARGS)
 		got = attempt_got;
 		if (got > 0)
 		{
-			ReleaseCurrentSubTransaction();
-			MemoryContextSwitchTo(spicxt);
-			CurrentResourceOwner = owner;
+			if (sub)
+			{
+				ReleaseCurrentSubTransaction();
+				MemoryContextSwitchTo(spicxt);
+				CurrentResourceOwner = owner;
+			}
 			break;
 		}
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(spicxt);
-		CurrentResourceOwner = owner;
+		if (sub)
+		{
+			RollbackAndReleaseCurrentSubTransaction();
+			MemoryContextSwitchTo(spicxt);
+			CurrentResourceOwner = owner;
+		}
 
 		if (got < 0)
 		{

@@ -85,6 +85,8 @@ typedef struct XactState
 	int			ncounts;
 	int			maxcounts;
 	TimestampTz now;			/* when the commit settles (latencies) */
+	OutboxTopic *counted_topic; /* whose counters counted_counters are, */
+	OutboxCounters *counted_counters;	/* while the lock is held */
 } XactState;
 
 static XactState xs;
@@ -92,6 +94,7 @@ static XactState xs;
 static void settle_op(XactOp *op, bool commit);
 static void record_latency(OutboxCounters *c, bool delivery,
 						   TimestampTz created_at) pg_attribute_unused();
+static OutboxCounters *topic_counters(OutboxTopic *t);
 
 typedef struct XactTopicHashEntry
 {
@@ -448,7 +451,7 @@ settle_op(XactOp *op, bool commit)
 			if (commit)
 			{
 #ifndef OUTBOX_NO_METRICS
-				OutboxCounters *c = outbox_counters(t->topic_id, t->incarnation);
+				OutboxCounters *c = topic_counters(t);
 
 				if (c != NULL)
 				{
@@ -496,7 +499,7 @@ settle_op(XactOp *op, bool commit)
 			outbox_entry_settled(t, e);
 			if (op->kind == OP_ACK)
 			{
-				OutboxCounters *c = outbox_counters(t->topic_id, t->incarnation);
+				OutboxCounters *c = topic_counters(t);
 
 				if (c != NULL)
 				{
@@ -521,6 +524,22 @@ settle_op(XactOp *op, bool commit)
  * latency histograms: delivery (to its ack) or wait (to its first lease).
  * Caller holds the shared state lock exclusively.
  */
+/*
+ * The counters of a topic, remembered from one op to the next: the ops of
+ * one claim or ack are of one topic.  Valid while the state lock is held
+ * (an entry of a topic that holds a slot is never removed meanwhile).
+ */
+static OutboxCounters *
+topic_counters(OutboxTopic *t)
+{
+	if (xs.counted_topic != t)
+	{
+		xs.counted_counters = outbox_counters(t->topic_id, t->incarnation);
+		xs.counted_topic = t;
+	}
+	return xs.counted_counters;
+}
+
 static void
 record_latency(OutboxCounters *c, bool delivery, TimestampTz created_at)
 {
@@ -792,8 +811,10 @@ xact_finish(bool commit)
 		if (xs.nops > 0 || (commit && xs.ncounts > 0))
 		{
 			LWLockAcquire(outbox_shared->lock, LW_EXCLUSIVE);
+			xs.counted_topic = NULL;
 			for (int i = 0; i < xs.nops; i++)
 				settle_op(&xs.ops[i], commit);
+			xs.counted_topic = NULL;
 			if (commit)
 				settle_counts();
 			LWLockRelease(outbox_shared->lock);

@@ -202,17 +202,34 @@ $node->safe_psql('postgres', q{
 	SELECT count(*) FROM outbox.offer_batch('gone', ARRAY['{}', '{}']::jsonb[]);
 });
 sleep 1;
-$node->safe_psql('postgres', q{
+is($node->safe_psql('postgres', q{
 	SET outbox.release_on_disconnect = on;
 	SELECT count(*) FROM outbox.claim('gone', 1, lease => '1 hour');
-});
+}), '1', 'a session that opted in leases one event, then disconnects');
 ok($node->poll_query_until('postgres',
 	"SELECT available = 2 AND leased = 0 FROM outbox.stats WHERE topic = 'gone'"),
 	'a session that opted in: its leases come back when it disconnects');
-$node->safe_psql('postgres', "SELECT count(*) FROM outbox.claim('gone', 2, lease => '1 hour')");
+is($node->safe_psql('postgres', "SELECT count(*) FROM outbox.claim('gone', 2, lease => '1 hour')"),
+	'2', 'a session that did not opt in leases both');
 sleep 2;
 is($node->safe_psql('postgres', "SELECT leased FROM outbox.stats WHERE topic = 'gone'"),
 	'2', 'a session that did not opt in keeps its leases until they expire');
+
+# ---- CREATE EXTENSION starts the worker at once, not at the launcher's
+# next look: with a naptime of an hour
+$node->safe_psql('postgres', q{
+	ALTER SYSTEM SET outbox.launcher_naptime = '1h';
+	SELECT pg_reload_conf();
+});
+sleep 3;
+$node->safe_psql('postgres', 'CREATE DATABASE prompt');
+$t0 = time;
+$node->safe_psql('prompt', 'SET client_min_messages = warning; CREATE EXTENSION outbox CASCADE');
+ok($node->poll_query_until('postgres',
+	"SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'outbox worker' AND datname = 'prompt'"),
+	'a worker starts in a new database with the extension');
+my $prompt = time - $t0;
+cmp_ok($prompt, '<', 5, sprintf('at once (%.2f s), the launcher sleeping for an hour', $prompt));
 
 # ---- outbox.enabled = off stops the workers
 $node->safe_psql('postgres', q{
