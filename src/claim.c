@@ -706,7 +706,7 @@ take_handoff(ClaimState *cs, Snapshot snap, int64 pos, int64 scanned)
  * offers in flight in its snapshot are marked as passed, and those that
  * committed meanwhile have left their ids in the topic's handoff.
  */
-static int
+static pg_noinline int
 claim_once(ClaimState *cs, pg_uuid_t *token, TimestampTz expires_at)
 {
 	OutboxTopic *t = cs->t;

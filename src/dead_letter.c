@@ -177,18 +177,17 @@ outbox_redrive(PG_FUNCTION_ARGS)
 		bool		isnull;
 		int32		topic_id = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[i],
 														   SPI_tuptable->tupdesc, 1, &isnull));
-
-		int32		n = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[i],
-													SPI_tuptable->tupdesc, 2, &isnull));
+		int32		nback = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[i],
+														SPI_tuptable->tupdesc, 2, &isnull));
 		int64		incarnation = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i],
 															  SPI_tuptable->tupdesc, 3, &isnull));
 
-		count += n;
+		count += nback;
 		if (outbox_shmem_available())
 		{
 			outbox_xact_retry_changed(topic_id, GetCurrentTimestamp());
 			if (!isnull)
-				outbox_xact_count(topic_id, incarnation, COUNT_REDRIVEN, n);
+				outbox_xact_count(topic_id, incarnation, COUNT_REDRIVEN, nback);
 		}
 	}
 	SPI_finish();
