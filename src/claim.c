@@ -694,6 +694,23 @@ take_handoff(ClaimState *cs, Snapshot snap, int64 pos, int64 scanned)
 }
 
 /*
+ * A claim that stops leasing at candidate i (out of lease entries, or the
+ * topic's share used up): the scan position goes below the first event it
+ * found in the log that it did not lease (candidates from the log come
+ * last, in id order), so the next scan finds it again.
+ */
+static int64
+resume_before(ClaimState *cs, int i, int64 pos)
+{
+	for (int j = i; j < cs->ncand; j++)
+	{
+		if (cs->cand[j].source == SRC_MAIN && !cs->cand[j].from_ready)
+			return Min(pos, cs->cand[j].id - 1);
+	}
+	return pos;
+}
+
+/*
  * One attempt to lease up to cs->batch events.  Returns how many were
  * leased (their candidates are marked), or -1 if the topic's slot was given
  * up before the attempt began.
@@ -804,19 +821,10 @@ claim_once(ClaimState *cs, pg_uuid_t *token, TimestampTz expires_at)
 		{
 			/*
 			 * The topic (or tenant part) holds its share of the lease pool:
-			 * the rest waits for its leases to end, and the scan resumes at
-			 * the first event from the log not leased now.
+			 * the rest waits for its leases to end.
 			 */
 			capped = true;
-			for (int j = i; j < cs->ncand; j++)
-			{
-				if (cs->cand[j].source == SRC_MAIN && !cs->cand[j].from_ready)
-				{
-					if (cs->cand[j].id <= new_pos)
-						new_pos = cs->cand[j].id - 1;
-					break;
-				}
-			}
+			new_pos = resume_before(cs, i, new_pos);
 			break;
 		}
 		if (c->from_ready)
@@ -832,21 +840,9 @@ claim_once(ClaimState *cs, pg_uuid_t *token, TimestampTz expires_at)
 			e = outbox_entry_enter(c->id, &found);
 			if (e == NULL)
 			{
-				/*
-				 * Out of room: the scan resumes next time at the first event
-				 * it found that is not leased now (candidates from the log
-				 * come last, in id order).
-				 */
+				/* out of room */
 				full = true;
-				for (int j = i; j < cs->ncand; j++)
-				{
-					if (cs->cand[j].source == SRC_MAIN && !cs->cand[j].from_ready)
-					{
-						if (cs->cand[j].id <= new_pos)
-							new_pos = cs->cand[j].id - 1;
-						break;
-					}
-				}
+				new_pos = resume_before(cs, i, new_pos);
 				break;
 			}
 			if (found)

@@ -70,7 +70,7 @@ _PG_init(void)
 								NULL, NULL, NULL);
 		DefineCustomIntVariable("outbox.metrics_topics",
 								"Topics, over all databases, whose latency histograms are kept.",
-								"Each takes about 1.5 kB of shared memory.  Topics beyond it have counters but no latencies in outbox.metrics.",
+								"Each takes about 2 kB of shared memory.  Topics beyond it have counters but no latencies in outbox.metrics.",
 								&outbox_metrics_topics,
 								1024, 0, 65536,
 								PGC_POSTMASTER, 0,
