@@ -47,7 +47,7 @@
 #include "utils/uuid.h"
 
 /* The version of the SQL objects this library works with (schema.c) */
-#define OUTBOX_SCHEMA_VERSION	"1.3"
+#define OUTBOX_SCHEMA_VERSION	"1.4"
 
 /* Limits on arguments */
 #define OUTBOX_MAX_BATCH		10000
@@ -492,6 +492,7 @@ extern bool outbox_column_attnums(TupleDesc desc, const char *const *names,
 								  int n, AttrNumber *attnums);
 
 /* schema.c */
+extern char *outbox_installed_version(void);
 extern bool outbox_schema_current(char **installed);
 extern void outbox_require_schema(void);
 

@@ -28,7 +28,7 @@ static bool schema_matches = false;
  * The installed version of the extension in this database, palloc'd, or
  * NULL if it is not installed.
  */
-static char *
+char *
 outbox_installed_version(void)
 {
 	Relation	rel;

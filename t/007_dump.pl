@@ -155,5 +155,63 @@ for my $format ('custom', 'plain')
 		'a', "$format: the tenant binding and the per-tenant parts hold");
 }
 
+# A restore into a database that already holds an outbox is refused before
+# any of the dump's outbox data is loaded: the two outboxes are not mixed.
+# The same for a dump of another version of the extension.
+my @state_tables = qw(topic topic_state event retry acked dead_letter dedupe);
+sub outbox_digest
+{
+	my ($db) = @_;
+	return join("\n", map { "$_: " . table_digest($db, $tables{$_}) } @state_tables);
+}
+sub restore
+{
+	my ($format, $file, $db) = @_;
+	my ($out, $err) = ('', '');
+	my $ok = $format eq 'custom'
+	  ? IPC::Run::run(['pg_restore', '-d', $node->connstr($db), $file], '>', \$out, '2>', \$err)
+	  : IPC::Run::run(['psql', '-X', '-q', '-d', $node->connstr($db), '-f', $file], '>', \$out, '2>', \$err);
+	return ($ok, $err);
+}
+for my $format ('custom', 'plain')
+{
+	my $db = "busy_$format";
+	$node->safe_psql('postgres', "CREATE DATABASE $db");
+	$node->safe_psql($db, q{
+		SET client_min_messages = warning;
+		CREATE EXTENSION outbox CASCADE;
+		SELECT outbox.create_topic('d');
+		SELECT outbox.offer('d', jsonb_build_object('mine', g)) FROM generate_series(1, 3) g;
+	});
+	$node->safe_psql($db, q{SELECT outbox.ack(id, lease_token) FROM outbox.claim('d', 1)});
+	my $mine = outbox_digest($db);
+	my ($ok, $err) = restore($format, "$dir/src.$format", $db);
+	ok(!$ok, "$format: a restore into a database with its own outbox fails");
+	like($err, qr/FATAL:.*this database already holds an outbox/,
+		"$format: and says why") or diag($err);
+	note("$format restore into a busy database, stderr:\n$err");
+	is(outbox_digest($db), $mine, "$format: the database's own outbox is untouched");
+	is($node->safe_psql($db, q{SELECT string_agg(c.payload->>'mine', ',' ORDER BY c.id) FROM outbox.claim('d', 10) c}),
+		'2,3', "$format: and delivers its own events, and only those");
+}
+
+# A dump taken from another version of the extension.
+$node->safe_psql('src', q{UPDATE outbox._dump_origin SET version = '99.0'});
+for my $format ('custom', 'plain')
+{
+	my $file = "$dir/newer.$format";
+	ok(IPC::Run::run(['pg_dump', '-F', substr($format, 0, 1), '-f', $file, '-d', $node->connstr('src')]),
+		"pg_dump ($format) of the 'newer' database exits 0");
+	my $db = "newer_$format";
+	$node->safe_psql('postgres', "CREATE DATABASE $db");
+	my ($ok, $err) = restore($format, $file, $db);
+	ok(!$ok, "$format: a dump of outbox 99.0 is not restored into outbox "
+		. $node->safe_psql('src', q{SELECT default_version FROM pg_available_extensions WHERE name = 'outbox'}));
+	like($err, qr/FATAL:.*dump was taken from outbox 99\.0/, "$format: and says why") or diag($err);
+	is($node->safe_psql($db, q{SELECT (SELECT count(*) FROM outbox.topic) + (SELECT count(*) FROM outbox.event)
+		+ (SELECT count(*) FROM outbox.acked) + (SELECT count(*) FROM outbox.retry)}),
+		'0', "$format: none of its outbox data was loaded");
+}
+
 $node->stop;
 done_testing();
