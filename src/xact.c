@@ -520,11 +520,6 @@ settle_op(XactOp *op, bool commit)
 }
 
 /*
- * Put the time from an event's creation to now in one of its topic's
- * latency histograms: delivery (to its ack) or wait (to its first lease).
- * Caller holds the shared state lock exclusively.
- */
-/*
  * The counters of a topic, remembered from one op to the next: the ops of
  * one claim or ack are of one topic.  Valid while the state lock is held
  * (an entry of a topic that holds a slot is never removed meanwhile).
@@ -540,6 +535,11 @@ topic_counters(OutboxTopic *t)
 	return xs.counted_counters;
 }
 
+/*
+ * Put the time from an event's creation to now in one of its topic's
+ * latency histograms: delivery (to its ack) or wait (to its first lease).
+ * Caller holds the shared state lock exclusively.
+ */
 static void
 record_latency(OutboxCounters *c, bool delivery, TimestampTz created_at)
 {
