@@ -18,6 +18,8 @@
 #   pgtap        pgTAP files test/*.sql under pg_prove
 #   concurrency  test/concurrency/drain.sh, then test/concurrency/nack.sh
 #   fuzz         test/fuzz/run.sh: 20,000 hostile calls, fixed seed
+#   upgrade      test/upgrade/run.sh: a database moves from PostgreSQL 15 to
+#                17 and to 18 (OUTBOX_UPGRADE_TO) by pg_dump and pg_restore
 #   sanitize     scripts/sanitize.sh: regress and isolation under ASan and
 #                UBSan (last: it installs an instrumented build for a while)
 # A suite that finds no tests fails.
@@ -196,6 +198,15 @@ suite_fuzz() {
 	OUTBOX_TEST_WORK="$WORK" bash "$ROOT/test/fuzz/run.sh" "${OUTBOX_FUZZ_SEED:-1}" "${OUTBOX_FUZZ_CALLS:-20000}"
 }
 
+suite_upgrade() {
+	[ -f "$ROOT/test/upgrade/run.sh" ] || { echo "upgrade: test/upgrade/run.sh is missing"; return 1; }
+	local v rc=0
+	for v in ${OUTBOX_UPGRADE_TO:-17 18}; do
+		bash "$ROOT/test/upgrade/run.sh" "$v" || rc=1
+	done
+	return "$rc"
+}
+
 suite_sanitize() {
 	bash "$ROOT/scripts/sanitize.sh"
 }
@@ -215,6 +226,8 @@ all_suites() {
 	echo pgtap
 	echo concurrency
 	echo fuzz
+	# from the machine's 15 to the chroots' 17 and 18: not from inside one
+	[ -n "${OUTBOX_IN_CHROOT:-}" ] || echo upgrade
 	echo sanitize
 }
 

@@ -112,6 +112,65 @@ log_configured(const char *partman)
 	return SPI_processed > 0;
 }
 
+/* Has the log a default partition already?  Caller is connected to SPI. */
+static bool
+has_default_partition(void)
+{
+	int			rc;
+
+	rc = SPI_execute("SELECT 1 FROM pg_catalog.pg_inherits i "
+					 "JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) i.inhrelid "
+					 "WHERE i.inhparent OPERATOR(pg_catalog.=) 'outbox.event'::pg_catalog.regclass "
+					 "AND c.relname OPERATOR(pg_catalog.=) 'event_default'", true, 1);
+	outbox_spi_check(rc, SPI_OK_SELECT, "storage");
+	return SPI_processed > 0;
+}
+
+/*
+ * pg_partman 4 names a day's partition event_pYYYY_MM_DD, pg_partman 5
+ * event_pYYYYMMDD, and 5 knows a partition it has made by its name only: a
+ * log restored from 4 would get partitions overlapping the ones it has.
+ * Give them 5's names before 5 takes the log over.  Caller is connected to
+ * SPI.
+ */
+static void
+rename_day_partitions(void)
+{
+	int			rc;
+	uint64		i;
+	uint64		n;
+	char	  **from;
+	char	  **to;
+
+	rc = SPI_execute("SELECT c.relname, "
+					 "pg_catalog.replace(c.relname::pg_catalog.text, '_', '') "
+					 "FROM pg_catalog.pg_inherits i "
+					 "JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) i.inhrelid "
+					 "WHERE i.inhparent OPERATOR(pg_catalog.=) 'outbox.event'::pg_catalog.regclass "
+					 "AND c.relname::pg_catalog.text OPERATOR(pg_catalog.~) "
+					 "'^event_p[0-9]{4}_[0-9]{2}_[0-9]{2}$'", false, 0);
+	outbox_spi_check(rc, SPI_OK_SELECT, "storage");
+	n = SPI_processed;
+	from = palloc(sizeof(char *) * (n + 1));
+	to = palloc(sizeof(char *) * (n + 1));
+	for (i = 0; i < n; i++)
+	{
+		from[i] = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+		/* "eventp..." once the underscores went: put the first one back */
+		to[i] = psprintf("event_%s",
+						 SPI_getvalue(SPI_tuptable->vals[i],
+									  SPI_tuptable->tupdesc, 2) + strlen("event"));
+	}
+	for (i = 0; i < n; i++)
+	{
+		CHECK_FOR_INTERRUPTS();
+		rc = SPI_execute(psprintf("ALTER TABLE outbox.%s RENAME TO %s",
+								  quote_identifier(from[i]), quote_identifier(to[i])),
+						 false, 0);
+		outbox_spi_check(rc, SPI_OK_UTILITY, "storage");
+	}
+}
+
 /*
  * The partitioning type create_parent() takes for PostgreSQL's own range
  * partitioning: 'native' up to pg_partman 4, 'range' from 5 on (which
@@ -227,10 +286,26 @@ outbox_ensure_storage(void)
 	partman = outbox_partman_schema();
 	if (!log_configured(partman))
 	{
+		const char *type = partman_range_type();
+
+		/*
+		 * A log that has partitions but no configuration was restored from a
+		 * dump whose pg_partman configuration did not load (a dump of
+		 * pg_partman 4 restored under 5: its part_config has other
+		 * columns).  pg_partman 5 adopts it, keeping the partitions there
+		 * are; the default partition is made only if it is missing.
+		 */
+		const char *default_table =
+			(strcmp(type, "range") == 0 && has_default_partition()) ?
+			", p_default_table => false" : "";
+
+		if (strcmp(type, "range") == 0)
+			rename_day_partitions();
+
 		outbox_partman_call(psprintf("SELECT %s.create_parent(p_parent_table => 'outbox.event', "
 									 "p_control => 'created_at', p_type => '%s', "
-									 "p_interval => '1 day', p_premake => 4)",
-									 partman, partman_range_type()),
+									 "p_interval => '1 day', p_premake => 4%s)",
+									 partman, type, default_table),
 							SPI_OK_SELECT);
 		/* ignore_default_data: 4.x's default, which 5.x changed */
 		outbox_partman_call(psprintf("UPDATE %s.part_config SET retention = NULL, "
