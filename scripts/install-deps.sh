@@ -16,6 +16,8 @@ pkgs=(make gcc "postgresql-$PGV" "postgresql-server-dev-$PGV" "postgresql-$PGV-p
 # contrib is part of postgresql-N; the metapackage follows the suite's default
 if [ "$PGV" = 15 ]; then
 	pkgs+=(postgresql-contrib)
+	pkgs+=(python3-psycopg)                         # examples/python
+	command -v npm >/dev/null || pkgs+=(nodejs npm) # examples/node
 fi
 # benchmarks only: PgQ (a baseline) and gnuplot (bench/charts.sh)
 if [ "${OUTBOX_BENCH_DEPS:-0}" = 1 ]; then

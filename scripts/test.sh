@@ -18,6 +18,7 @@
 #   pgtap        pgTAP files test/*.sql under pg_prove
 #   concurrency  test/concurrency/drain.sh, then test/concurrency/nack.sh
 #   fuzz         test/fuzz/run.sh: 20,000 hostile calls, fixed seed
+#   examples     examples/test.sh: the Node.js and Python example relays
 #   upgrade      test/upgrade/run.sh: a database moves from PostgreSQL 15 to
 #                17 and to 18 (OUTBOX_UPGRADE_TO) by pg_dump and pg_restore
 #   sanitize     scripts/sanitize.sh: regress and isolation under ASan and
@@ -198,6 +199,11 @@ suite_fuzz() {
 	OUTBOX_TEST_WORK="$WORK" bash "$ROOT/test/fuzz/run.sh" "${OUTBOX_FUZZ_SEED:-1}" "${OUTBOX_FUZZ_CALLS:-20000}"
 }
 
+suite_examples() {
+	[ -f "$ROOT/examples/test.sh" ] || { echo "examples: examples/test.sh is missing"; return 1; }
+	OUTBOX_TEST_WORK="$WORK" bash "$ROOT/examples/test.sh"
+}
+
 suite_upgrade() {
 	[ -f "$ROOT/test/upgrade/run.sh" ] || { echo "upgrade: test/upgrade/run.sh is missing"; return 1; }
 	local v rc=0
@@ -226,7 +232,9 @@ all_suites() {
 	echo pgtap
 	echo concurrency
 	echo fuzz
-	# from the machine's 15 to the chroots' 17 and 18: not from inside one
+	# the chroots carry neither Node.js nor psycopg; the upgrade goes from
+	# the machine's 15 to the chroots' 17 and 18, not from inside one
+	[ -n "${OUTBOX_IN_CHROOT:-}" ] || echo examples
 	[ -n "${OUTBOX_IN_CHROOT:-}" ] || echo upgrade
 	echo sanitize
 }
