@@ -42,9 +42,10 @@ $(OBJS): include/outbox.h include/compat.h
 test:
 	bash scripts/test.sh$(if $(PG), --pg=$(PG))$(if $(SUITES), $(SUITES))
 
-# A local demo cluster with a producer and a consumer.
+# A local demo cluster with a producer and a consumer; PG=17 or PG=18 runs
+# it in that version's Debian chroot.
 demo:
-	bash scripts/demo.sh $(ARGS)
+	bash scripts/demo.sh$(if $(PG), --pg=$(PG)) $(ARGS)
 
 .PHONY: bench bench-quick
 # Benchmarks against the baselines (bench/README.md); not part of `make test`.
@@ -58,3 +59,36 @@ bench-quick:
 # The regression and isolation suites under AddressSanitizer and UBSan.
 sanitize:
 	bash scripts/sanitize.sh
+
+.PHONY: dist
+# outbox-<version>.tar.gz of the committed tree (HEAD), for PGXN and for
+# packagers, in DIST_DIR (default: here).  <version> is META.json's, which
+# must be outbox.control's default_version in major.minor.patch form, as
+# must the version META.json gives the extension.  scripts/dist-check.sh
+# builds and tests the tarball.
+dist:
+	@set -e; \
+	for f in META.json outbox.control; do \
+		git cat-file -e "HEAD:$$f" 2>/dev/null || \
+			{ echo "dist: $$f is not committed" >&2; exit 1; }; \
+	done; \
+	control=$$(git show HEAD:outbox.control | \
+		sed -n "s/^[[:space:]]*default_version[[:space:]]*=[[:space:]]*'\([^']*\)'.*/\1/p"); \
+	case "$$control" in \
+		[0-9]*.[0-9]*.[0-9]*) want=$$control ;; \
+		[0-9]*.[0-9]*) want=$$control.0 ;; \
+		*) echo "dist: no default_version in outbox.control" >&2; exit 1 ;; \
+	esac; \
+	versions=$$(git show HEAD:META.json | perl -MJSON::PP -e 'my $$m = decode_json(join "", <STDIN>); print join(" ", $$m->{version} // "-", $$m->{provides}{outbox}{version} // "-")'); \
+	set -- $$versions; \
+	if [ "$$1" != "$$want" ] || [ "$$2" != "$$want" ]; then \
+		echo "dist: META.json says version $$1 (extension $$2), outbox.control's default_version is $$control: they must agree ($$want)" >&2; \
+		exit 1; \
+	fi; \
+	out="$(or $(DIST_DIR),.)/outbox-$$want.tar.gz"; \
+	git archive --format=tar.gz --prefix="outbox-$$want/" -o "$$out" HEAD -- . \
+		':(exclude).ci' ':(exclude).gitignore'; \
+	if [ -n "$$(GIT_OPTIONAL_LOCKS=0 git status --porcelain --untracked-files=no)" ]; then \
+		echo "dist: note: uncommitted changes are not in the tarball" >&2; \
+	fi; \
+	echo "$$out"

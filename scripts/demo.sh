@@ -3,15 +3,33 @@
 # /tmp/outbox-demo, creates the topic "orders", runs a producer and a consumer
 # side by side for a few seconds, and prints what they did and outbox.stats.
 #
-#   scripts/demo.sh [--seconds N] [--keep]
+#   scripts/demo.sh [--pg=VERSION] [--seconds N] [--keep]
 #   scripts/demo.sh --stop
 #
+#   --pg=VERSION 17 or 18: the same against that PostgreSQL, in the Debian
+#                chroot of scripts/pgchroot.sh (make demo PG=17); 15, the
+#                machine's own, is the default
 #   --seconds N  how long the producer runs (default 5)
-#   --keep       leave the server running and print how to connect
+#   --keep       leave the server running and print how to connect (15 only)
 #   --stop       stop and remove a server left running by --keep
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+
+pg_major=
+case "${1:-}" in
+	--pg=*) pg_major=${1#--pg=}; shift ;;
+	--pg) pg_major=${2:-}; shift; [ $# -gt 0 ] && shift ;;
+esac
+if [ -n "$pg_major" ] && [ "$pg_major" != 15 ] && [ -z "${OUTBOX_IN_CHROOT:-}" ]; then
+	for a in "$@"; do
+		case "$a" in --keep|--stop)
+			echo "demo: $a works with the machine's PostgreSQL 15 only: a server in the chroot ends with the demo" >&2
+			exit 2 ;;
+		esac
+	done
+	exec bash "$ROOT/scripts/in-chroot.sh" "$pg_major" scripts/demo.sh "$@"
+fi
 export PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
 export LANG=C.UTF-8 LC_ALL=C.UTF-8
 # shellcheck source=scripts/pgcluster.sh
@@ -23,7 +41,7 @@ SECONDS_TO_RUN=5
 KEEP=0
 STOP=0
 
-usage() { sed -n '2,12s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; }
+usage() { sed -n '2,15s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; }
 
 while [ $# -gt 0 ]; do
 	case "$1" in

@@ -6,7 +6,7 @@
 #   scripts/test.sh              all suites
 #   scripts/test.sh pgtap ...    only the named suites
 #   scripts/test.sh --pg=17 ...  the same against PostgreSQL 17 (or 18), in a
-#                                Debian chroot (scripts/test-chroot.sh);
+#                                Debian chroot (scripts/in-chroot.sh);
 #                                --pg=15 is the machine's own, as without it
 #
 # Suites:
@@ -19,6 +19,8 @@
 #   concurrency  test/concurrency/drain.sh, then test/concurrency/nack.sh
 #   fuzz         test/fuzz/run.sh: 20,000 hostile calls, fixed seed
 #   examples     examples/test.sh: the Node.js and Python example relays
+#   dist         scripts/dist-check.sh: make dist, then the tarball builds,
+#                installs and passes the regress and isolation suites
 #   upgrade      test/upgrade/run.sh: a database moves from PostgreSQL 15 to
 #                17 and to 18 (OUTBOX_UPGRADE_TO) by pg_dump and pg_restore
 #   sanitize     scripts/sanitize.sh: regress and isolation under ASan and
@@ -35,7 +37,7 @@ case "${1:-}" in
 	--pg) pg_major=${2:-}; shift; [ $# -gt 0 ] && shift ;;
 esac
 if [ -n "$pg_major" ] && [ "$pg_major" != 15 ] && [ -z "${OUTBOX_IN_CHROOT:-}" ]; then
-	exec bash "$ROOT/scripts/test-chroot.sh" "$pg_major" "$@"
+	exec bash "$ROOT/scripts/in-chroot.sh" "$pg_major" scripts/test.sh "$@"
 fi
 
 # The extension is installed machine-wide: two runs at once would test each
@@ -204,6 +206,11 @@ suite_examples() {
 	OUTBOX_TEST_WORK="$WORK" bash "$ROOT/examples/test.sh"
 }
 
+suite_dist() {
+	[ -f "$ROOT/scripts/dist-check.sh" ] || { echo "dist: scripts/dist-check.sh is missing"; return 1; }
+	bash "$ROOT/scripts/dist-check.sh"
+}
+
 suite_upgrade() {
 	[ -f "$ROOT/test/upgrade/run.sh" ] || { echo "upgrade: test/upgrade/run.sh is missing"; return 1; }
 	local v rc=0
@@ -235,6 +242,8 @@ all_suites() {
 	# the chroots carry neither Node.js nor psycopg; the upgrade goes from
 	# the machine's 15 to the chroots' 17 and 18, not from inside one
 	[ -n "${OUTBOX_IN_CHROOT:-}" ] || echo examples
+	# make dist archives the git checkout, which the chroots' copies are not
+	[ -n "${OUTBOX_IN_CHROOT:-}" ] || echo dist
 	[ -n "${OUTBOX_IN_CHROOT:-}" ] || echo upgrade
 	echo sanitize
 }

@@ -1,33 +1,35 @@
 #!/usr/bin/env bash
-# Runs the test suites against another major version of PostgreSQL, in the
-# Debian chroot of scripts/pgchroot.sh (built and cached on first use):
-# `make test PG=17`, `make test PG=18`.
+# Runs one of the project's scripts against another major version of
+# PostgreSQL, in the Debian chroot of scripts/pgchroot.sh (built and cached
+# on first use): `make test PG=17`, `make demo PG=18`.
 #
-#   scripts/test-chroot.sh VERSION [suite...]
+#   scripts/in-chroot.sh VERSION SCRIPT [args...]    SCRIPT: scripts/test.sh
+#                                                    or scripts/demo.sh
 #
 # A clean copy of the tree (no .git, no build outputs) goes into the
-# chroot's /tmp, and scripts/test.sh runs there, as root of the chroot,
-# with that version's pg_config; it builds, installs into the chroot's
-# PostgreSQL and runs each suite as the chroot's postgres user, exactly as
-# on the machine's own PostgreSQL 15.  Nothing is installed on the machine
-# itself.  OUTBOX_* settings of the environment are passed on.
+# chroot's /tmp, and SCRIPT runs there, as root of the chroot, with that
+# version's pg_config; it builds, installs into the chroot's PostgreSQL and
+# starts servers as the chroot's postgres user, exactly as on the machine's
+# own PostgreSQL 15.  Nothing is installed on the machine itself.  OUTBOX_*
+# settings of the environment are passed on.
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-V=${1:?usage: test-chroot.sh VERSION [suite...]}
-shift
+V=${1:?usage: in-chroot.sh VERSION SCRIPT [args...]}
+SCRIPT=${2:?usage: in-chroot.sh VERSION SCRIPT [args...]}
+shift 2
 
 say() { printf '\n==== %s\n' "$*"; }
 
 if [ "$(id -u)" != 0 ]; then
-	echo "test: PG=$V runs in a Debian chroot, which needs root" >&2
+	echo "${SCRIPT##*/}: PG=$V runs in a Debian chroot, which needs root" >&2
 	exit 1
 fi
 
 say "chroot: PostgreSQL $V"
 start=$SECONDS
 DIR=$(bash "$ROOT/scripts/pgchroot.sh" "$V") || {
-	echo "test: no chroot with PostgreSQL $V" >&2
+	echo "${SCRIPT##*/}: no chroot with PostgreSQL $V" >&2
 	exit 1
 }
 echo "chroot $DIR ready after $((SECONDS - start)) s:" \
@@ -57,5 +59,5 @@ bash "$ROOT/scripts/pgchroot.sh" "$V" run env "${envs[@]}" \
 	OUTBOX_IN_CHROOT="$V" OUTBOX_PG_MAJOR="$V" \
 	PG_CONFIG="/usr/lib/postgresql/$V/bin/pg_config" \
 	PGC_PORT=$((54400 + (V - 15) * 100)) \
-	bash "/tmp/${SRC##*/}/scripts/test.sh" "$@" || rc=$?
+	bash "/tmp/${SRC##*/}/$SCRIPT" "$@" || rc=$?
 exit "$rc"
