@@ -32,8 +32,8 @@ EXTRA_CLEAN = tmp_check tmp_check_iso output_iso results log regression.diffs re
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
-# Every source includes the shared header: rebuild them all when it changes.
-$(OBJS): include/outbox.h include/compat.h
+# Rebuild the sources when any of the project's headers changes.
+$(OBJS): $(wildcard include/*.h)
 
 .PHONY: test demo
 # Every test suite, on a fresh machine too (installs what is missing).

@@ -20,6 +20,15 @@
  *-------------------------------------------------------------------------
  */
 #include "outbox.h"
+#include "databases.h"
+#include "logscan.h"
+#include "schema.h"
+#include "shmem.h"
+#include "spi_util.h"
+#include "tenant.h"
+#include "topic.h"
+#include "util.h"
+#include "xact.h"
 
 #include "access/xact.h"
 #include "catalog/namespace.h"

@@ -8,6 +8,13 @@
  *-------------------------------------------------------------------------
  */
 #include "outbox.h"
+#include "dead_letter.h"
+#include "schema.h"
+#include "shmem.h"
+#include "spi_util.h"
+#include "tenant.h"
+#include "util.h"
+#include "xact.h"
 
 #include "catalog/pg_type.h"
 #include "fmgr.h"

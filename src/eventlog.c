@@ -21,6 +21,8 @@
  *-------------------------------------------------------------------------
  */
 #include "outbox.h"
+#include "eventlog.h"
+#include "util.h"
 
 #include "access/genam.h"
 #include "access/heapam.h"

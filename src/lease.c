@@ -12,6 +12,15 @@
  *-------------------------------------------------------------------------
  */
 #include "outbox.h"
+#include "dead_letter.h"
+#include "reap.h"
+#include "schema.h"
+#include "shmem.h"
+#include "spi_util.h"
+#include "tenant.h"
+#include "topic.h"
+#include "util.h"
+#include "xact.h"
 
 #include "catalog/pg_type.h"
 #include "fmgr.h"
@@ -24,14 +33,7 @@ PG_FUNCTION_INFO_V1(outbox_nack);
 PG_FUNCTION_INFO_V1(outbox_extend_lease);
 PG_FUNCTION_INFO_V1(outbox_dead_letter);
 
-typedef struct Settled
-{
-	int64		id;
-	int			topic;
-	int32		topic_id;
-	uint8		source;
-	int32		attempt;
-} Settled;
+typedef OutboxSettling Settled;
 
 /*
  * The ids of one lease: a lease holds at most OUTBOX_MAX_BATCH events, so a
@@ -53,14 +55,6 @@ lease_ids(FunctionCallInfo fcinfo, int *n)
 	return outbox_int8_array(arr, "ids", n);
 }
 
-/* Is e the current lease of token, and free to settle? */
-static inline bool
-lease_is(OutboxEntry *e, pg_uuid_t *token)
-{
-	return e != NULL && e->state == ENTRY_LEASED && !e->finishing &&
-		memcmp(&e->token, token, sizeof(pg_uuid_t)) == 0;
-}
-
 /*
  * Mark the leases of ids held under token as being settled by this
  * transaction.  Returns how many; out[] describes them.
@@ -69,26 +63,12 @@ static int
 mark_settling(int64 *ids, int n, pg_uuid_t *token, OutboxOpKind kind,
 			  Settled *out)
 {
-	int			nout = 0;
+	int			nout;
 
 	outbox_xact_reserve_ops(n);
-	LWLockAcquire(outbox_shared->lock, LW_EXCLUSIVE);
-	for (int i = 0; i < n; i++)
-	{
-		OutboxEntry *e = outbox_entry_find(ids[i]);
-
-		if (!lease_is(e, token))
-			continue;
-		e->finishing = true;
-		out[nout].id = ids[i];
-		out[nout].topic = e->topic;
-		out[nout].topic_id = outbox_shared->topics[e->topic].topic_id;
-		out[nout].source = e->source;
-		out[nout].attempt = e->attempt;
-		nout++;
-		outbox_xact_add_op(kind, ids[i], e->topic, 0);
-	}
-	LWLockRelease(outbox_shared->lock);
+	nout = outbox_lease_mark_settling(ids, n, token, out);
+	for (int i = 0; i < nout; i++)
+		outbox_xact_add_lease_op(kind, out[i].id, out[i].topic, 0, token);
 	return nout;
 }
 
@@ -221,17 +201,12 @@ outbox_ack_many(PG_FUNCTION_ARGS)
 static bool
 settle_failed(int64 id, pg_uuid_t *token, Settled *s, OutboxTopicInfo *info)
 {
-	OutboxEntry *e;
-	int32		topic_id = 0;
+	int32		topic_id;
 
 	if (!outbox_shmem_available() || outbox_tenant_filter_ids(&id, 1) == 0)
 		return false;
 
-	LWLockAcquire(outbox_shared->lock, LW_SHARED);
-	e = outbox_entry_find(id);
-	if (lease_is(e, token))
-		topic_id = outbox_shared->topics[e->topic].topic_id;
-	LWLockRelease(outbox_shared->lock);
+	topic_id = outbox_lease_topic_id(id, token);
 	if (topic_id == 0 || !outbox_lookup_topic_by_id(topic_id, info))
 		return false;
 
@@ -344,7 +319,7 @@ outbox_extend_lease(PG_FUNCTION_ARGS)
 	pg_uuid_t  *token;
 	int64		lease_usec;
 	TimestampTz expires_at;
-	int			count = 0;
+	int			count;
 
 	outbox_require_writable("outbox.extend_lease()");
 	outbox_require_schema();
@@ -361,16 +336,6 @@ outbox_extend_lease(PG_FUNCTION_ARGS)
 	n = outbox_tenant_filter_ids(ids, n);
 
 	expires_at = GetCurrentTimestamp() + lease_usec;
-	LWLockAcquire(outbox_shared->lock, LW_EXCLUSIVE);
-	for (int i = 0; i < n; i++)
-	{
-		OutboxEntry *e = outbox_entry_find(ids[i]);
-
-		if (!lease_is(e, token))
-			continue;
-		e->expires_at = expires_at;
-		count++;
-	}
-	LWLockRelease(outbox_shared->lock);
+	count = outbox_lease_extend(ids, n, token, expires_at);
 	PG_RETURN_INT32(count);
 }

@@ -16,6 +16,8 @@
  *-------------------------------------------------------------------------
  */
 #include "outbox.h"
+#include "logscan.h"
+#include "util.h"
 
 #include "access/genam.h"
 #include "access/relscan.h"

@@ -12,6 +12,11 @@
  *-------------------------------------------------------------------------
  */
 #include "outbox.h"
+#include "maintain.h"
+#include "schema.h"
+#include "spi_util.h"
+#include "storage.h"
+#include "util.h"
 
 #include "catalog/namespace.h"
 #include "fmgr.h"

@@ -11,6 +11,8 @@
  *-------------------------------------------------------------------------
  */
 #include "outbox.h"
+#include "schema.h"
+#include "shmem.h"
 
 #include <math.h>
 
@@ -73,8 +75,6 @@ outbox_metrics_counters(PG_FUNCTION_ARGS)
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	OutboxCounters *counters;
 	OutboxLatency *lat;
-	int			maxcounters;
-	int			maxlat;
 	int			n;
 
 	outbox_require_schema();
@@ -83,17 +83,7 @@ outbox_metrics_counters(PG_FUNCTION_ARGS)
 	if (!outbox_shmem_available())
 		return (Datum) 0;
 
-	/* Allocate outside the lock, then copy under it. */
-	LWLockAcquire(outbox_shared->lock, LW_SHARED);
-	maxcounters = outbox_counters_count() + 1024;
-	LWLockRelease(outbox_shared->lock);
-	maxlat = outbox_shared->nlatencies;
-	counters = palloc(sizeof(OutboxCounters) * maxcounters);
-	lat = palloc(sizeof(OutboxLatency) * Max(1, maxlat));
-
-	LWLockAcquire(outbox_shared->lock, LW_SHARED);
-	n = outbox_counters_copy_latency(counters, maxcounters, lat, maxlat);
-	LWLockRelease(outbox_shared->lock);
+	n = outbox_snapshot_metrics(&counters, &lat);
 
 	for (int i = 0; i < n; i++)
 	{
@@ -224,8 +214,6 @@ outbox_reset_metrics(PG_FUNCTION_ARGS)
 	outbox_require_schema();
 	if (!outbox_shmem_available())
 		PG_RETURN_VOID();
-	LWLockAcquire(outbox_shared->lock, LW_EXCLUSIVE);
-	outbox_counters_reset();
-	LWLockRelease(outbox_shared->lock);
+	outbox_metrics_reset();
 	PG_RETURN_VOID();
 }

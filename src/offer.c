@@ -8,6 +8,15 @@
  *-------------------------------------------------------------------------
  */
 #include "outbox.h"
+#include "eventlog.h"
+#include "schema.h"
+#include "shmem.h"
+#include "spi_util.h"
+#include "storage.h"
+#include "tenant.h"
+#include "topic.h"
+#include "util.h"
+#include "xact.h"
 
 #include "catalog/pg_type.h"
 #include "fmgr.h"

@@ -6,6 +6,14 @@
  *-------------------------------------------------------------------------
  */
 #include "outbox.h"
+#include "databases.h"
+#include "eventlog.h"
+#include "shmem.h"
+#include "storage.h"
+#include "tenant.h"
+#include "topic.h"
+#include "worker.h"
+#include "xact.h"
 
 #include "catalog/objectaccess.h"
 #include "catalog/pg_database.h"
@@ -47,7 +55,11 @@ outbox_object_access(ObjectAccessType access, Oid classId, Oid objectId,
 		objectId == get_extension_oid("outbox", true))
 		outbox_xact_forget_database();
 	else if (classId == DatabaseRelationId)
+	{
 		outbox_database_dropping(objectId);
+		/* its topics' counters would only take room from others' */
+		outbox_counters_forget_database(objectId);
+	}
 }
 
 void
@@ -147,6 +159,7 @@ _PG_init(void)
 		return;
 
 	outbox_shmem_install_hooks();
+	outbox_databases_install_hooks();
 	if (!IsBinaryUpgrade)
 		outbox_register_launcher();
 	prev_object_access_hook = object_access_hook;

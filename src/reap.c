@@ -9,6 +9,14 @@
  *-------------------------------------------------------------------------
  */
 #include "outbox.h"
+#include "dead_letter.h"
+#include "reap.h"
+#include "schema.h"
+#include "shmem.h"
+#include "spi_util.h"
+#include "topic.h"
+#include "util.h"
+#include "xact.h"
 
 #include "access/xact.h"
 #include "catalog/namespace.h"
@@ -21,80 +29,21 @@
 
 PG_FUNCTION_INFO_V1(outbox_reap);
 
-typedef struct Expired
-{
-	int64		id;
-	int			topic;
-	int32		topic_id;
-	int32		attempt;
-} Expired;
-
-/*
- * The highest watermark a topic may have now: below the lowest event that
- * is leased from the log, waiting on the ready list, or possibly held by an
- * offering transaction.  Caller holds the shared state lock.
- */
-static int64
-watermark_candidate(int topic)
-{
-	OutboxTopic *t = &outbox_shared->topics[topic];
-	int64		cand = t->scan_pos;
-	dlist_iter	it;
-
-	dlist_foreach(it, &t->ready)
-	{
-		OutboxEntry *e = dlist_container(OutboxEntry, node, it.cur);
-
-		cand = Min(cand, e->key.event_id - 1);
-	}
-	dlist_foreach(it, &t->leases)
-	{
-		OutboxEntry *e = dlist_container(OutboxEntry, node, it.cur);
-
-		if (e->source == SRC_MAIN)
-			cand = Min(cand, e->key.event_id - 1);
-	}
-	for (int i = 0; i < outbox_shared->nslots; i++)
-	{
-		OutboxOfferSlot *slot = &outbox_shared->slots[i];
-
-		for (int k = 0; k < slot->ntopics; k++)
-			if (slot->topic[k] == topic)
-				cand = Min(cand, slot->lo[k] - 1);
-	}
-	return cand;
-}
+typedef OutboxSettling Expired;
 
 static void
 advance_watermarks(void)
 {
 	static const Oid types[2] = {INT4OID, INT8OID};
-	int			n = 0;
-	int64	   *incarnations = palloc(sizeof(int64) * outbox_shared->max_topics);
-	int32	   *topic_ids = palloc(sizeof(int32) * outbox_shared->max_topics);
-	int64	   *marks = palloc(sizeof(int64) * outbox_shared->max_topics);
-	OutboxParked *parked = palloc(sizeof(OutboxParked) * OUTBOX_PARKED);
+	int32	   *topic_ids;
+	int64	   *incarnations;
+	int64	   *marks;
+	OutboxParked *parked;
 	int			nparked;
+	int			n;
 
-	LWLockAcquire(outbox_shared->lock, LW_SHARED);
-	for (int i = 0; i < outbox_shared->max_topics; i++)
-	{
-		OutboxTopic *t = &outbox_shared->topics[i];
-		int64		cand;
-
-		if (!t->in_use || t->dbid != MyDatabaseId || !t->initialized ||
-			t->incarnation == 0)
-			continue;
-		cand = watermark_candidate(i);
-		if (cand <= t->watermark)
-			continue;
-		incarnations[n] = t->incarnation;
-		topic_ids[n] = t->topic_id;
-		marks[n] = cand;
-		n++;
-	}
-	nparked = outbox_parked_collect(parked, OUTBOX_PARKED);
-	LWLockRelease(outbox_shared->lock);
+	n = outbox_watermark_candidates(&topic_ids, &incarnations, &marks,
+									&parked, &nparked);
 
 	for (int i = 0; i < n; i++)
 	{
@@ -141,49 +90,8 @@ advance_watermarks(void)
 		 * then starts again from a lower watermark, which is slower, not
 		 * wrong.
 		 */
-		LWLockAcquire(outbox_shared->lock, LW_EXCLUSIVE);
-		for (int i = 0; i < nparked; i++)
-			outbox_parked_done(&parked[i]);
-		LWLockRelease(outbox_shared->lock);
+		outbox_parked_done(parked, nparked);
 	}
-}
-
-typedef struct ReapState
-{
-	TimestampTz now;
-	Expired    *expired;
-	int			n;
-	int			max;
-} ReapState;
-
-static bool
-count_expired(OutboxEntry *e, int topic, void *arg)
-{
-	ReapState  *st = (ReapState *) arg;
-
-	if (!e->finishing && e->expires_at <= st->now)
-		st->n++;
-	return true;
-}
-
-/* Mark an expired lease as being reaped by this transaction. */
-static bool
-mark_expired(OutboxEntry *e, int topic, void *arg)
-{
-	ReapState  *st = (ReapState *) arg;
-
-	if (st->n >= st->max)
-		return false;
-	if (e->finishing || e->expires_at > st->now)
-		return true;
-	e->finishing = true;
-	st->expired[st->n].id = e->key.event_id;
-	st->expired[st->n].topic = topic;
-	st->expired[st->n].topic_id = outbox_shared->topics[topic].topic_id;
-	st->expired[st->n].attempt = e->attempt;
-	st->n++;
-	outbox_xact_add_op(OP_FINISH, e->key.event_id, topic, st->now);
-	return true;
 }
 
 /*
@@ -349,9 +257,9 @@ int
 outbox_do_reap(void)
 {
 	TimestampTz now = GetCurrentTimestamp();
-	ReapState	state;
 	Expired    *expired;
 	int			nexpired;
+	int			max;
 
 	if (!outbox_shmem_available())
 	{
@@ -362,24 +270,13 @@ outbox_do_reap(void)
 	}
 
 	/* Count first, so that marking cannot fail half-way. */
-	state.now = now;
-	state.expired = NULL;
-	state.n = 0;
-	state.max = 0;
-	LWLockAcquire(outbox_shared->lock, LW_SHARED);
-	outbox_foreach_lease(count_expired, &state);
-	LWLockRelease(outbox_shared->lock);
-
-	state.max = state.n;
-	state.n = 0;
-	state.expired = palloc(sizeof(Expired) * Max(1, state.max));
-	outbox_xact_reserve_ops(state.max);
-
-	LWLockAcquire(outbox_shared->lock, LW_EXCLUSIVE);
-	outbox_foreach_lease(mark_expired, &state);
-	LWLockRelease(outbox_shared->lock);
-	expired = state.expired;
-	nexpired = state.n;
+	max = outbox_leases_count_expired(now);
+	expired = palloc(sizeof(Expired) * Max(1, max));
+	outbox_xact_reserve_ops(max);
+	nexpired = outbox_leases_mark_expired(now, expired, max);
+	for (int i = 0; i < nexpired; i++)
+		outbox_xact_add_lease_op(OP_FINISH, expired[i].id, expired[i].topic, now,
+								 &expired[i].token);
 
 	SPI_connect();
 	if (nexpired > 0 && !hand_back(expired, 0, nexpired, now, false, false))

@@ -15,6 +15,8 @@
  *-------------------------------------------------------------------------
  */
 #include "outbox.h"
+#include "schema.h"
+#include "spi_util.h"
 
 #include "commands/trigger.h"
 #include "utils/builtins.h"

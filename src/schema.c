@@ -11,6 +11,7 @@
  *-------------------------------------------------------------------------
  */
 #include "outbox.h"
+#include "schema.h"
 
 #include "access/genam.h"
 #include "access/htup_details.h"

@@ -26,6 +26,7 @@
  *-------------------------------------------------------------------------
  */
 #include "outbox.h"
+#include "shmem.h"
 
 #include "miscadmin.h"
 #include "storage/ipc.h"
@@ -434,6 +435,7 @@ outbox_topic_acquire(int32 topic_id, int64 incarnation)
  * no slot.  Returns whether there is room now.
  */
 static void counters_drop(OutboxCounters *c);
+static int	parked_collect(OutboxParked *out, int max);
 
 static bool
 counters_make_room(void)
@@ -609,6 +611,360 @@ outbox_counters_copy_latency(OutboxCounters *out, int max,
 }
 
 /*
+ * The topic of each event id that has an entry (a lease or a ready event)
+ * in this database; 0 for the others.
+ */
+void
+outbox_entry_topic_ids(const int64 *ids, int n, int32 *topic_ids)
+{
+	LWLockAcquire(outbox_shared->lock, LW_SHARED);
+	for (int i = 0; i < n; i++)
+	{
+		OutboxEntry *e = outbox_entry_find(ids[i]);
+
+		topic_ids[i] = (e != NULL) ? outbox_shared->topics[e->topic].topic_id : 0;
+	}
+	LWLockRelease(outbox_shared->lock);
+}
+
+/* How many leases a topic (of this database) holds now */
+int
+outbox_topic_lease_count(int32 topic_id, int64 incarnation)
+{
+	int			topic = outbox_topic_find(topic_id);
+	int			leased = 0;
+
+	LWLockAcquire(outbox_shared->lock, LW_SHARED);
+	if (topic >= 0 && outbox_topic_matches(topic, topic_id, incarnation))
+		leased = outbox_shared->topics[topic].nleases;
+	LWLockRelease(outbox_shared->lock);
+	return leased;
+}
+
+/*
+ * A copy of the leases of every topic of this database that holds a slot,
+ * and of the counters of every topic: what outbox.stats shows.  Memory is
+ * allocated before the lock is taken, in the caller's context.  Returns
+ * how many topics were copied.
+ */
+int
+outbox_snapshot_leases(OutboxTopicLeases **topics, OutboxCounters **counters,
+					   int *ncounters)
+{
+	OutboxTopicLeases *copies;
+	OutboxCounters *cs;
+	int64	   *ids;
+	int			nleases = 0;
+	int			maxcounters;
+	int			ncopies = 0;
+	int			next = 0;
+
+	LWLockAcquire(outbox_shared->lock, LW_SHARED);
+	for (int i = 0; i < outbox_shared->max_topics; i++)
+		nleases += outbox_shared->topics[i].nleases;
+	maxcounters = outbox_counters_count();
+	LWLockRelease(outbox_shared->lock);
+	nleases += 1024;			/* slack for leases made meanwhile */
+	maxcounters += 1024;
+	ids = palloc(sizeof(int64) * nleases);
+	copies = palloc(sizeof(OutboxTopicLeases) * outbox_shared->max_topics);
+	cs = palloc(sizeof(OutboxCounters) * maxcounters);
+
+	LWLockAcquire(outbox_shared->lock, LW_SHARED);
+	for (int i = 0; i < outbox_shared->max_topics; i++)
+	{
+		OutboxTopic *t = &outbox_shared->topics[i];
+		OutboxTopicLeases *c;
+		dlist_iter	it;
+
+		if (!t->in_use || t->dbid != MyDatabaseId || t->incarnation == 0)
+			continue;
+		c = &copies[ncopies++];
+		c->topic_id = t->topic_id;
+		c->incarnation = t->incarnation;
+		c->lease_ids = &ids[next];
+		c->nleases = 0;
+		dlist_foreach(it, &t->leases)
+		{
+			OutboxEntry *e = dlist_container(OutboxEntry, node, it.cur);
+
+			if (next >= nleases)
+				break;
+			ids[next++] = e->key.event_id;
+			c->nleases++;
+		}
+	}
+	*ncounters = outbox_counters_copy(cs, maxcounters);
+	LWLockRelease(outbox_shared->lock);
+
+	*topics = copies;
+	*counters = cs;
+	return ncopies;
+}
+
+/*
+ * A copy of every topic's counters with its latency histograms: what
+ * outbox.metrics shows.  lat[c->latency] is counters[i]'s, when
+ * c->latency >= 0.  Returns how many topics were copied.
+ */
+int
+outbox_snapshot_metrics(OutboxCounters **counters, OutboxLatency **lat)
+{
+	int			maxcounters;
+	int			maxlat = outbox_shared->nlatencies;
+	int			n;
+
+	LWLockAcquire(outbox_shared->lock, LW_SHARED);
+	maxcounters = outbox_counters_count() + 1024;
+	LWLockRelease(outbox_shared->lock);
+	*counters = palloc(sizeof(OutboxCounters) * maxcounters);
+	*lat = palloc(sizeof(OutboxLatency) * Max(1, maxlat));
+
+	LWLockAcquire(outbox_shared->lock, LW_SHARED);
+	n = outbox_counters_copy_latency(*counters, maxcounters, *lat, maxlat);
+	LWLockRelease(outbox_shared->lock);
+	return n;
+}
+
+/* reset_metrics(): counters and histograms start again from zero */
+void
+outbox_metrics_reset(void)
+{
+	LWLockAcquire(outbox_shared->lock, LW_EXCLUSIVE);
+	outbox_counters_reset();
+	LWLockRelease(outbox_shared->lock);
+}
+
+/* Is e the current lease of token, and free to settle? */
+static inline bool
+lease_is(OutboxEntry *e, const pg_uuid_t *token)
+{
+	return e != NULL && e->state == ENTRY_LEASED && !e->finishing &&
+		memcmp(&e->token, token, sizeof(pg_uuid_t)) == 0;
+}
+
+/*
+ * Mark the leases of ids held under token as being settled (an ack, nack
+ * or dead letter in progress): no other transaction may settle them until
+ * the caller's ends, when xact.c finishes or undoes the mark.  Returns how
+ * many; out[] describes them.  n is bounded by the caller
+ * (OUTBOX_MAX_BATCH).
+ */
+int
+outbox_lease_mark_settling(const int64 *ids, int n, const pg_uuid_t *token,
+						   OutboxSettling *out)
+{
+	int			nout = 0;
+
+	LWLockAcquire(outbox_shared->lock, LW_EXCLUSIVE);
+	for (int i = 0; i < n; i++)
+	{
+		OutboxEntry *e = outbox_entry_find(ids[i]);
+
+		if (!lease_is(e, token))
+			continue;
+		e->finishing = true;
+		out[nout].id = ids[i];
+		out[nout].topic = e->topic;
+		out[nout].topic_id = outbox_shared->topics[e->topic].topic_id;
+		out[nout].source = e->source;
+		out[nout].attempt = e->attempt;
+		out[nout].token = e->token;
+		nout++;
+	}
+	LWLockRelease(outbox_shared->lock);
+	return nout;
+}
+
+/* The topic of the event whose current lease is token's, or 0 */
+int32
+outbox_lease_topic_id(int64 id, const pg_uuid_t *token)
+{
+	OutboxEntry *e;
+	int32		topic_id = 0;
+
+	LWLockAcquire(outbox_shared->lock, LW_SHARED);
+	e = outbox_entry_find(id);
+	if (lease_is(e, token))
+		topic_id = outbox_shared->topics[e->topic].topic_id;
+	LWLockRelease(outbox_shared->lock);
+	return topic_id;
+}
+
+/*
+ * Move the expiry of the leases of ids held under token to expires_at.
+ * Returns how many were extended.
+ */
+int
+outbox_lease_extend(const int64 *ids, int n, const pg_uuid_t *token,
+					TimestampTz expires_at)
+{
+	int			count = 0;
+
+	LWLockAcquire(outbox_shared->lock, LW_EXCLUSIVE);
+	for (int i = 0; i < n; i++)
+	{
+		OutboxEntry *e = outbox_entry_find(ids[i]);
+
+		if (!lease_is(e, token))
+			continue;
+		e->expires_at = expires_at;
+		count++;
+	}
+	LWLockRelease(outbox_shared->lock);
+	return count;
+}
+
+/*
+ * The highest watermark a topic may have now: below the lowest event that
+ * is leased from the log, waiting on the ready list, or possibly held by an
+ * offering transaction.  Caller holds the shared state lock.
+ */
+static int64
+watermark_candidate(int topic)
+{
+	OutboxTopic *t = &outbox_shared->topics[topic];
+	int64		cand = t->scan_pos;
+	dlist_iter	it;
+
+	dlist_foreach(it, &t->ready)
+	{
+		OutboxEntry *e = dlist_container(OutboxEntry, node, it.cur);
+
+		cand = Min(cand, e->key.event_id - 1);
+	}
+	dlist_foreach(it, &t->leases)
+	{
+		OutboxEntry *e = dlist_container(OutboxEntry, node, it.cur);
+
+		if (e->source == SRC_MAIN)
+			cand = Min(cand, e->key.event_id - 1);
+	}
+	for (int i = 0; i < outbox_shared->nslots; i++)
+	{
+		OutboxOfferSlot *slot = &outbox_shared->slots[i];
+
+		for (int k = 0; k < slot->ntopics; k++)
+			if (slot->topic[k] == topic)
+				cand = Min(cand, slot->lo[k] - 1);
+	}
+	return cand;
+}
+
+/*
+ * The topics of this database whose watermark can move up, and how far
+ * (marks), and the positions parked by topics that gave their slot up, for
+ * reap to make durable.  Returns how many topics.
+ */
+int
+outbox_watermark_candidates(int32 **topic_ids, int64 **incarnations,
+							int64 **marks, OutboxParked **parked, int *nparked)
+{
+	int			n = 0;
+
+	*incarnations = palloc(sizeof(int64) * outbox_shared->max_topics);
+	*topic_ids = palloc(sizeof(int32) * outbox_shared->max_topics);
+	*marks = palloc(sizeof(int64) * outbox_shared->max_topics);
+	*parked = palloc(sizeof(OutboxParked) * OUTBOX_PARKED);
+
+	LWLockAcquire(outbox_shared->lock, LW_SHARED);
+	for (int i = 0; i < outbox_shared->max_topics; i++)
+	{
+		OutboxTopic *t = &outbox_shared->topics[i];
+		int64		cand;
+
+		if (!t->in_use || t->dbid != MyDatabaseId || !t->initialized ||
+			t->incarnation == 0)
+			continue;
+		cand = watermark_candidate(i);
+		if (cand <= t->watermark)
+			continue;
+		(*incarnations)[n] = t->incarnation;
+		(*topic_ids)[n] = t->topic_id;
+		(*marks)[n] = cand;
+		n++;
+	}
+	*nparked = parked_collect(*parked, OUTBOX_PARKED);
+	LWLockRelease(outbox_shared->lock);
+	return n;
+}
+
+typedef struct ExpiryScan
+{
+	TimestampTz now;
+	OutboxSettling *out;
+	int			n;
+	int			max;
+} ExpiryScan;
+
+static bool
+count_expired(OutboxEntry *e, int topic, void *arg)
+{
+	ExpiryScan *st = (ExpiryScan *) arg;
+
+	if (!e->finishing && e->expires_at <= st->now)
+		st->n++;
+	return true;
+}
+
+static bool
+mark_expired(OutboxEntry *e, int topic, void *arg)
+{
+	ExpiryScan *st = (ExpiryScan *) arg;
+
+	if (st->n >= st->max)
+		return false;
+	if (e->finishing || e->expires_at > st->now)
+		return true;
+	e->finishing = true;
+	st->out[st->n].id = e->key.event_id;
+	st->out[st->n].topic = topic;
+	st->out[st->n].topic_id = outbox_shared->topics[topic].topic_id;
+	st->out[st->n].source = e->source;
+	st->out[st->n].attempt = e->attempt;
+	st->out[st->n].token = e->token;
+	st->n++;
+	return true;
+}
+
+/* How many leases of this database have expired by now and are not settling */
+int
+outbox_leases_count_expired(TimestampTz now)
+{
+	ExpiryScan	st = {now, NULL, 0, 0};
+
+	LWLockAcquire(outbox_shared->lock, LW_SHARED);
+	outbox_foreach_lease(count_expired, &st);
+	LWLockRelease(outbox_shared->lock);
+	return st.n;
+}
+
+/*
+ * Mark up to max expired leases of this database as being reaped by the
+ * caller's transaction (as outbox_lease_mark_settling does).  Returns how
+ * many; out[] describes them.
+ */
+int
+outbox_leases_mark_expired(TimestampTz now, OutboxSettling *out, int max)
+{
+	ExpiryScan	st = {now, out, 0, max};
+
+	LWLockAcquire(outbox_shared->lock, LW_EXCLUSIVE);
+	outbox_foreach_lease(mark_expired, &st);
+	LWLockRelease(outbox_shared->lock);
+	return st.n;
+}
+
+/* Forget the counters of every topic of a database being dropped */
+void
+outbox_counters_forget_database(Oid dbid)
+{
+	LWLockAcquire(outbox_shared->lock, LW_EXCLUSIVE);
+	outbox_counters_forget(dbid, 0);
+	LWLockRelease(outbox_shared->lock);
+}
+
+/*
  * Forget the counters of a dropped topic, or with topic_id 0 of every topic
  * of a database.  Caller holds the shared state lock exclusively.
  */
@@ -654,8 +1010,8 @@ outbox_counters_copy(OutboxCounters *out, int max)
  * Copy up to max parked positions of the current database's topics.
  * Caller holds the shared state lock.
  */
-int
-outbox_parked_collect(OutboxParked *out, int max)
+static int
+parked_collect(OutboxParked *out, int max)
 {
 	int			n = 0;
 
@@ -670,22 +1026,26 @@ outbox_parked_collect(OutboxParked *out, int max)
 }
 
 /*
- * A parked position is durable now: its entry (if it still says the same)
- * can go.  Caller holds the shared state lock exclusively.
+ * Parked positions are durable now: their entries (those that still say
+ * the same) can go.
  */
 void
-outbox_parked_done(const OutboxParked *done)
+outbox_parked_done(const OutboxParked *done, int n)
 {
-	for (int i = 0; i < OUTBOX_PARKED; i++)
+	LWLockAcquire(outbox_shared->lock, LW_EXCLUSIVE);
+	for (int k = 0; k < n; k++)
 	{
-		OutboxParked *p = &outbox_shared->parked[i];
+		for (int i = 0; i < OUTBOX_PARKED; i++)
+		{
+			OutboxParked *p = &outbox_shared->parked[i];
 
-		if (p->dbid == done->dbid && p->topic_id == done->topic_id &&
-			p->incarnation == done->incarnation && p->pos <= done->pos)
-			p->dbid = InvalidOid;
+			if (p->dbid == done[k].dbid && p->topic_id == done[k].topic_id &&
+				p->incarnation == done[k].incarnation && p->pos <= done[k].pos)
+				p->dbid = InvalidOid;
+		}
 	}
+	LWLockRelease(outbox_shared->lock);
 }
-
 /*
  * Release a dropped topic's slot.  No claim of it is running (they hold the
  * topic's lock, which the drop holds exclusively).  Caller holds the shared

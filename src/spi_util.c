@@ -7,6 +7,7 @@
  *-------------------------------------------------------------------------
  */
 #include "outbox.h"
+#include "spi_util.h"
 
 static SPIPlanPtr plans[NUM_OUTBOX_PLANS];
 

@@ -7,6 +7,8 @@
  *-------------------------------------------------------------------------
  */
 #include "outbox.h"
+#include "schema.h"
+#include "shmem.h"
 
 #include "catalog/pg_type.h"
 #include "fmgr.h"
@@ -17,29 +19,15 @@
 
 PG_FUNCTION_INFO_V1(outbox_shmem_topics);
 
-typedef struct TopicCopy
-{
-	int32		topic_id;
-	int64		incarnation;
-	int			nleases;
-	int64	   *lease_ids;
-	uint64		offered;
-	uint64		acked;
-	bool		counted;		/* has a row of counters */
-} TopicCopy;
-
 Datum
 outbox_shmem_topics(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	TopicCopy  *copies;
+	OutboxTopicLeases *copies;
+	bool	   *counted;
 	OutboxCounters *counters;
 	int			ncounters;
-	int			maxcounters;
-	int			ncopies = 0;
-	int			nleases = 0;
-	int64	   *ids;
-	int			next = 0;
+	int			ncopies;
 
 	outbox_require_schema();
 
@@ -47,51 +35,14 @@ outbox_shmem_topics(PG_FUNCTION_ARGS)
 	if (!outbox_shmem_available())
 		return (Datum) 0;
 
-	/* Allocate outside the lock, then copy under it. */
-	LWLockAcquire(outbox_shared->lock, LW_SHARED);
-	for (int i = 0; i < outbox_shared->max_topics; i++)
-		nleases += outbox_shared->topics[i].nleases;
-	maxcounters = outbox_counters_count();
-	LWLockRelease(outbox_shared->lock);
-	nleases += 1024;			/* slack for leases made meanwhile */
-	maxcounters += 1024;
-	ids = palloc(sizeof(int64) * nleases);
-	copies = palloc(sizeof(TopicCopy) * outbox_shared->max_topics);
-	counters = palloc(sizeof(OutboxCounters) * maxcounters);
-
-	LWLockAcquire(outbox_shared->lock, LW_SHARED);
-	for (int i = 0; i < outbox_shared->max_topics; i++)
-	{
-		OutboxTopic *t = &outbox_shared->topics[i];
-		TopicCopy  *c;
-		dlist_iter	it;
-
-		if (!t->in_use || t->dbid != MyDatabaseId || t->incarnation == 0)
-			continue;
-		c = &copies[ncopies++];
-		c->topic_id = t->topic_id;
-		c->incarnation = t->incarnation;
-		c->lease_ids = &ids[next];
-		c->nleases = 0;
-		c->counted = false;
-		dlist_foreach(it, &t->leases)
-		{
-			OutboxEntry *e = dlist_container(OutboxEntry, node, it.cur);
-
-			if (next >= nleases)
-				break;
-			ids[next++] = e->key.event_id;
-			c->nleases++;
-		}
-	}
-	ncounters = outbox_counters_copy(counters, maxcounters);
-	LWLockRelease(outbox_shared->lock);
+	ncopies = outbox_snapshot_leases(&copies, &counters, &ncounters);
+	counted = palloc0(sizeof(bool) * Max(1, ncopies));
 
 	/* a row per topic with counters; its leases if it has a slot */
 	for (int i = 0; i < ncounters; i++)
 	{
 		OutboxCounters *oc = &counters[i];
-		TopicCopy  *c = NULL;
+		OutboxTopicLeases *c = NULL;
 		Datum		values[6];
 		bool		nulls[6] = {false, false, false, false, false, false};
 		Datum	   *elems;
@@ -103,14 +54,12 @@ outbox_shmem_topics(PG_FUNCTION_ARGS)
 				copies[j].incarnation == oc->incarnation)
 			{
 				c = &copies[j];
+				counted[j] = true;
 				break;
 			}
 		}
 		if (c != NULL)
-		{
 			nl = c->nleases;
-			c->counted = true;
-		}
 		elems = palloc(sizeof(Datum) * Max(1, nl));
 		for (int j = 0; j < nl; j++)
 			elems[j] = Int64GetDatum(c->lease_ids[j]);
@@ -127,12 +76,12 @@ outbox_shmem_topics(PG_FUNCTION_ARGS)
 	/* topics whose counters found no room: their leases all the same */
 	for (int j = 0; j < ncopies; j++)
 	{
-		TopicCopy  *c = &copies[j];
+		OutboxTopicLeases *c = &copies[j];
 		Datum		values[6];
 		bool		nulls[6] = {false, false, false, false, true, true};
 		Datum	   *elems;
 
-		if (c->counted)
+		if (counted[j])
 			continue;
 		elems = palloc(sizeof(Datum) * Max(1, c->nleases));
 		for (int k = 0; k < c->nleases; k++)

@@ -11,6 +11,10 @@
  *-------------------------------------------------------------------------
  */
 #include "outbox.h"
+#include "shmem.h"
+#include "spi_util.h"
+#include "storage.h"
+#include "xact.h"
 
 #include "catalog/namespace.h"
 #include "fmgr.h"

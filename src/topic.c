@@ -21,6 +21,13 @@
  *-------------------------------------------------------------------------
  */
 #include "outbox.h"
+#include "schema.h"
+#include "shmem.h"
+#include "spi_util.h"
+#include "tenant.h"
+#include "topic.h"
+#include "util.h"
+#include "xact.h"
 
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
@@ -614,12 +621,7 @@ outbox_drop_topic(PG_FUNCTION_ARGS)
 
 		if (outbox_shmem_available())
 		{
-			int			topic = outbox_topic_find(ids[i]);
-
-			LWLockAcquire(outbox_shared->lock, LW_SHARED);
-			if (topic >= 0 && outbox_topic_matches(topic, ids[i], incarnations[i]))
-				leased = outbox_shared->topics[topic].nleases;
-			LWLockRelease(outbox_shared->lock);
+			leased = outbox_topic_lease_count(ids[i], incarnations[i]);
 		}
 
 		values[0] = Int32GetDatum(ids[i]);

@@ -7,6 +7,8 @@
  *-------------------------------------------------------------------------
  */
 #include "outbox.h"
+#include "topic.h"
+#include "util.h"
 
 #include "access/tupdesc.h"
 #include "catalog/pg_type.h"

@@ -17,6 +17,11 @@
  *-------------------------------------------------------------------------
  */
 #include "outbox.h"
+#include "databases.h"
+#include "maintain.h"
+#include "reap.h"
+#include "schema.h"
+#include "worker.h"
 
 #include <signal.h>
 
@@ -57,11 +62,6 @@ pin_search_path(void)
 	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_SESSION);
 }
 
-/* A worker stopped this soon after its start is not restarted at once. */
-#define RESTART_BACKOFF_USEC	(10 * USECS_PER_SEC)
-/* How long the launcher keeps away from a database being dropped */
-#define DROPPING_USEC			(60 * USECS_PER_SEC)
-
 void
 outbox_register_launcher(void)
 {
@@ -76,117 +76,6 @@ outbox_register_launcher(void)
 	snprintf(worker.bgw_name, BGW_MAXLEN, "outbox launcher");
 	snprintf(worker.bgw_type, BGW_MAXLEN, "outbox launcher");
 	RegisterBackgroundWorker(&worker);
-}
-
-/*
- * The shared entry of a database; made if missing and make is set.  When
- * every entry is taken, the entry of a database found without the
- * extension before absent_before, checked longest ago and with no worker,
- * gives way: databases without the extension (any role with CREATEDB can
- * make many) never keep a database that has it from its entry, and so from
- * its worker.  Caller holds the shared state lock exclusively.
- */
-static OutboxDb *
-db_entry_evicting(Oid dbid, bool make, TimestampTz absent_before)
-{
-	OutboxDb   *free_entry = NULL;
-	OutboxDb   *absent = NULL;
-
-	for (int i = 0; i < OUTBOX_MAX_DATABASES; i++)
-	{
-		OutboxDb   *d = &outbox_shared->dbs[i];
-
-		if (d->dbid == dbid)
-			return d;
-		if (d->dbid == InvalidOid && free_entry == NULL)
-			free_entry = d;
-		if (d->dbid != InvalidOid && d->state == DB_ABSENT && d->worker_pid == 0 &&
-			d->dropping_since == 0 && d->checked_at < absent_before &&
-			(absent == NULL || d->checked_at < absent->checked_at))
-			absent = d;
-	}
-	if (free_entry == NULL)
-		free_entry = absent;
-	if (!make || free_entry == NULL)
-		return NULL;
-	memset(free_entry, 0, sizeof(OutboxDb));
-	free_entry->dbid = dbid;
-	return free_entry;
-}
-
-/* The same, any database without the extension giving way */
-static OutboxDb *
-db_entry(Oid dbid, bool make)
-{
-	return db_entry_evicting(dbid, make, PG_INT64_MAX);
-}
-
-static void
-wake_launcher(void)
-{
-	if (outbox_shared->launcher_latch != NULL)
-		SetLatch(outbox_shared->launcher_latch);
-}
-
-/*
- * The extension was created (present) or dropped in a database: called at
- * commit.  Must not fail.
- */
-void
-outbox_database_changed(Oid dbid, bool present)
-{
-	OutboxDb   *d;
-
-	LWLockAcquire(outbox_shared->lock, LW_EXCLUSIVE);
-	d = db_entry(dbid, true);
-	if (d != NULL)
-	{
-		d->state = present ? DB_PRESENT : DB_ABSENT;
-		d->checked_at = 0;
-	}
-	LWLockRelease(outbox_shared->lock);
-	if (present)
-		wake_launcher();
-}
-
-/*
- * DROP DATABASE is about to wait for the database's other connections to
- * go: ask our worker to leave, and keep the launcher away for a while.
- */
-void
-outbox_database_dropping(Oid dbid)
-{
-	OutboxDb   *d;
-	pid_t		pid = 0;
-
-	LWLockAcquire(outbox_shared->lock, LW_EXCLUSIVE);
-	d = db_entry(dbid, true);
-	if (d != NULL)
-	{
-		d->dropping_since = GetCurrentTimestamp();
-		pid = d->worker_pid;
-	}
-	/* its topics' counters would only take room from others' */
-	outbox_counters_forget(dbid, 0);
-	LWLockRelease(outbox_shared->lock);
-	if (pid != 0)
-		(void) kill(pid, SIGTERM);
-}
-
-/* Ask the worker of a database to reap now. */
-void
-outbox_wake_worker(Oid dbid)
-{
-	OutboxDb   *d;
-
-	LWLockAcquire(outbox_shared->lock, LW_EXCLUSIVE);
-	d = db_entry(dbid, false);
-	if (d != NULL && d->worker_pid != 0)
-	{
-		d->reap_requested = true;
-		SetLatch(d->worker_latch);
-	}
-	LWLockRelease(outbox_shared->lock);
 }
 
 /* ----------------------------------------------------------------------
@@ -249,6 +138,13 @@ launched_for(Oid dbid)
 		if (launched[i].dbid == dbid)
 			return &launched[i];
 	return NULL;
+}
+
+/* Has the launcher a worker running for the database? */
+static bool
+launcher_running(Oid dbid)
+{
+	return launched_for(dbid) != NULL;
 }
 
 static bool
@@ -326,22 +222,7 @@ launcher_pass(void)
 	}
 
 	dbs = database_list(&ndbs);
-
-	LWLockAcquire(outbox_shared->lock, LW_EXCLUSIVE);
-	/* Entries of databases that are gone */
-	for (int i = 0; i < OUTBOX_MAX_DATABASES; i++)
-	{
-		OutboxDb   *d = &outbox_shared->dbs[i];
-		bool		exists = false;
-
-		if (d->dbid == InvalidOid)
-			continue;
-		for (int j = 0; j < ndbs && !exists; j++)
-			exists = (dbs[j] == d->dbid);
-		if (!exists && launched_for(d->dbid) == NULL)
-			d->dbid = InvalidOid;
-	}
-	LWLockRelease(outbox_shared->lock);
+	outbox_databases_prune(dbs, ndbs, launcher_running);
 
 	/*
 	 * Databases known to have the extension first, then the others: a
@@ -356,43 +237,14 @@ launcher_pass(void)
 	{
 		bool		first = (k < ndbs);
 		int			j = first ? k : (k - ndbs + resume_at) % ndbs;
-		OutboxDb   *d;
 		TimestampTz due;
-		bool		start;
 
 		if (launched_for(dbs[j]) != NULL)
 			continue;
-
-		LWLockAcquire(outbox_shared->lock, LW_EXCLUSIVE);
-		d = db_entry_evicting(dbs[j], !first,
-							  now - (int64) outbox_launcher_naptime * USECS_PER_SEC);
-		if (d == NULL || first != (d->state == DB_PRESENT))
+		if (!outbox_databases_due(dbs[j], first, now, &due))
 		{
-			LWLockRelease(outbox_shared->lock);
-			continue;
-		}
-		if (d->worker_pid != 0)
-		{
-			/* started by an earlier launcher, still running */
-			LWLockRelease(outbox_shared->lock);
-			continue;
-		}
-		if (d->dropping_since != 0 && now - d->dropping_since < DROPPING_USEC)
-			due = d->dropping_since + DROPPING_USEC;
-		else if (d->state == DB_ABSENT)
-			due = d->checked_at + (int64) outbox_launcher_naptime * USECS_PER_SEC;
-		else
-			due = d->checked_at + RESTART_BACKOFF_USEC;
-		if (d->state == DB_UNKNOWN)
-			due = 0;
-		start = (due <= now);
-		if (start)
-			d->checked_at = now;
-		LWLockRelease(outbox_shared->lock);
-
-		if (!start)
-		{
-			next = Min(next, due);
+			if (due != 0)
+				next = Min(next, due);
 			continue;
 		}
 		if (!start_worker(dbs[j]))
@@ -423,10 +275,7 @@ outbox_launcher_main(Datum main_arg)
 	cxt = AllocSetContextCreate(TopMemoryContext, "outbox launcher",
 								ALLOCSET_DEFAULT_SIZES);
 
-	LWLockAcquire(outbox_shared->lock, LW_EXCLUSIVE);
-	outbox_shared->launcher_pid = MyProcPid;
-	outbox_shared->launcher_latch = MyLatch;
-	LWLockRelease(outbox_shared->lock);
+	outbox_databases_launcher_started(MyLatch);
 
 	for (;;)
 	{
@@ -590,17 +439,7 @@ run_unit(WorkUnit unit, MemoryContext cxt)
 static void
 worker_leaving(int code, Datum arg)
 {
-	OutboxDb   *d;
-
-	LWLockAcquire(outbox_shared->lock, LW_EXCLUSIVE);
-	d = db_entry(MyDatabaseId, false);
-	if (d != NULL && d->worker_pid == MyProcPid)
-	{
-		d->worker_pid = 0;
-		d->worker_latch = NULL;
-	}
-	LWLockRelease(outbox_shared->lock);
-	wake_launcher();
+	outbox_databases_worker_leaving(MyDatabaseId);
 }
 
 void
@@ -610,7 +449,6 @@ outbox_worker_main(Datum main_arg)
 	MemoryContext cxt;
 	TimestampTz next_reap;
 	TimestampTz next_maintain;
-	OutboxDb   *d;
 	bool		seen_present = false;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
@@ -619,15 +457,7 @@ outbox_worker_main(Datum main_arg)
 	BackgroundWorkerInitializeConnectionByOid(dbid, InvalidOid, 0);
 	pin_search_path();
 
-	LWLockAcquire(outbox_shared->lock, LW_EXCLUSIVE);
-	d = db_entry(dbid, true);
-	if (d != NULL)
-	{
-		d->worker_pid = MyProcPid;
-		d->worker_latch = MyLatch;
-		d->reap_requested = false;
-	}
-	LWLockRelease(outbox_shared->lock);
+	outbox_databases_worker_started(dbid, MyLatch);
 	before_shmem_exit(worker_leaving, (Datum) 0);
 
 	cxt = AllocSetContextCreate(TopMemoryContext, "outbox worker",
@@ -655,14 +485,8 @@ outbox_worker_main(Datum main_arg)
 			break;
 
 		now = GetCurrentTimestamp();
-		LWLockAcquire(outbox_shared->lock, LW_EXCLUSIVE);
-		d = db_entry(dbid, false);
-		if (d != NULL && d->reap_requested)
-		{
-			d->reap_requested = false;
+		if (outbox_databases_take_reap_request(dbid))
 			next_reap = now;
-		}
-		LWLockRelease(outbox_shared->lock);
 		if (now >= next_reap)
 		{
 			if (!run_unit(UNIT_REAP, cxt))
@@ -670,11 +494,7 @@ outbox_worker_main(Datum main_arg)
 			next_reap = now + (int64) outbox_reap_interval * 1000;
 			if (!seen_present)
 			{
-				LWLockAcquire(outbox_shared->lock, LW_EXCLUSIVE);
-				d = db_entry(dbid, false);
-				if (d != NULL)
-					d->state = DB_PRESENT;
-				LWLockRelease(outbox_shared->lock);
+				outbox_databases_set_present(dbid, true);
 				seen_present = true;
 			}
 		}
@@ -693,10 +513,7 @@ outbox_worker_main(Datum main_arg)
 	}
 
 	/* The extension is not here (or we are disabled): leave for good. */
-	LWLockAcquire(outbox_shared->lock, LW_EXCLUSIVE);
-	d = db_entry(dbid, false);
-	if (d != NULL && outbox_enabled)
-		d->state = DB_ABSENT;
-	LWLockRelease(outbox_shared->lock);
+	if (outbox_enabled)
+		outbox_databases_set_present(dbid, false);
 	proc_exit(0);
 }

@@ -20,6 +20,9 @@
  *-------------------------------------------------------------------------
  */
 #include "outbox.h"
+#include "databases.h"
+#include "shmem.h"
+#include "xact.h"
 
 #include "access/xact.h"
 #include "miscadmin.h"
@@ -207,8 +210,25 @@ void
 outbox_xact_add_op(OutboxOpKind kind, int64 event_id, int topic,
 				   TimestampTz retry_at)
 {
+	OutboxEntry *e = outbox_entry_find(event_id);
+	pg_uuid_t	token;
+
+	if (e)
+		token = e->token;
+	else
+		memset(&token, 0, sizeof(token));
+	outbox_xact_add_lease_op(kind, event_id, topic, retry_at, &token);
+}
+
+/*
+ * The same for a lease whose token the caller knows; needs no lock.  Must
+ * not fail: room was reserved.
+ */
+void
+outbox_xact_add_lease_op(OutboxOpKind kind, int64 event_id, int topic,
+						 TimestampTz retry_at, const pg_uuid_t *token)
+{
 	XactOp	   *op;
-	OutboxEntry *e;
 
 	Assert(xs.active && xs.nops < xs.maxops);
 	op = &xs.ops[xs.nops++];
@@ -218,11 +238,7 @@ outbox_xact_add_op(OutboxOpKind kind, int64 event_id, int topic,
 	op->done = false;
 	op->subid = GetCurrentSubTransactionId();
 	op->retry_at = retry_at;
-	e = outbox_entry_find(event_id);
-	if (e)
-		op->token = e->token;
-	else
-		memset(&op->token, 0, sizeof(op->token));
+	op->token = *token;
 }
 
 /*

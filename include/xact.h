@@ -1,0 +1,45 @@
+/*-------------------------------------------------------------------------
+ *
+ * xact.h
+ *	  What a transaction did to shared delivery state, applied at its end
+ *	  (xact.c).
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef OUTBOX_XACT_H
+#define OUTBOX_XACT_H
+
+#include "outbox.h"
+
+/* xact.c: what this transaction did to shared state, applied at its end */
+typedef enum OutboxOpKind
+{
+	OP_CLAIMED,					/* a lease made by this transaction */
+	OP_ACK,						/* an ack: the lease ends at commit */
+	OP_FINISH,					/* a nack, dead letter or reap: ends at commit */
+	OP_EXTENDED					/* nothing to undo */
+} OutboxOpKind;
+
+extern void outbox_xact_init(void);
+extern void outbox_xact_reserve_ops(int n);
+extern void outbox_xact_add_op(OutboxOpKind kind, int64 event_id, int topic,
+							   TimestampTz retry_at);
+extern void outbox_xact_add_lease_op(OutboxOpKind kind, int64 event_id, int topic,
+									 TimestampTz retry_at, const pg_uuid_t *token);
+extern void outbox_xact_offer_register(int32 topic_id, int64 incarnation);
+extern void outbox_xact_offered(int32 topic_id, int64 incarnation,
+								int64 event_id, bool delayed,
+								TimestampTz available_at);
+extern void outbox_xact_forget_topic(int32 topic_id, int64 incarnation);
+extern void outbox_xact_forget_database(void);
+extern void outbox_xact_announce_database(void);
+extern void outbox_xact_set_watermark(int32 topic_id, int64 incarnation,
+									  int64 watermark);
+extern void outbox_xact_retry_changed(int32 topic_id, TimestampTz when);
+extern void outbox_xact_keep_lease(int64 event_id);
+extern void outbox_xact_scan_begin(int topic);
+extern void outbox_xact_scan_end(void);
+extern void outbox_xact_count(int32 topic_id, int64 incarnation,
+							  OutboxCount what, int n);
+
+#endif							/* OUTBOX_XACT_H */
