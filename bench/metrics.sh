@@ -5,6 +5,7 @@
 # histograms.
 #
 #   bench/metrics.sh [--runs N] [--seconds S] [--backlog N]
+#   bench/metrics.sh --instructions [--runs N]
 #
 #   --runs N      rounds (default 3); each round measures A and B, the
 #                 order alternating (A B, B A, A B, ...)
@@ -20,6 +21,14 @@
 #   drain  claim 100 + ack (pgbench/outbox_drain.sql) from a backlog topped
 #          up before each point; outbox.reap() every second and
 #          outbox.maintain() every 10 s meanwhile, as bench/run.sh does
+# --instructions counts machine instructions instead of timing (Valgrind's
+# callgrind, the same count for the same work whatever else the machine
+# does): for each variant and round, a single-user backend (postgres
+# --single, the library preloaded) on a fresh cluster runs three scripts:
+#   w0  CREATE EXTENSION, a topic, one offer (the log gets its partitions)
+#   w1  w0, then 5,000 offers, one per transaction
+#   w2  w1, then 5,001 events drained by claim 100 + ack, one per transaction
+# (w1 - w0) / 5,000 is an offer's count, (w2 - w1) / 5,001 an event's drain.
 # The whole run holds /tmp/outbox-install.lock (it takes the lock itself;
 # OUTBOX_INSTALL_LOCKED=1 tells it the caller holds it already), and the
 # normal build (A) is installed again at the end.  Results:
@@ -31,14 +40,16 @@ BENCH=$ROOT/bench
 export PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
 export LANG=C.UTF-8 LC_ALL=C.UTF-8
 
-usage() { sed -n '2,28s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; }
+usage() { sed -n '2,37s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; }
 
 RUNS=3
 SECS=15
 BACKLOG=300000
+INSTR=0
 ARGV=("$@")
 while [ $# -gt 0 ]; do
 	case "$1" in
+		--instructions) INSTR=1; shift ;;
 		--runs|--seconds|--backlog)
 			[[ "${2:-}" =~ ^[1-9][0-9]*$ ]] || { echo "metrics: $1 needs a positive number" >&2; exit 2; }
 			case "$1" in
@@ -134,6 +145,95 @@ for v in a b; do
 done
 cmp -s "$WORK/a/outbox.so" "$WORK/b/outbox.so" && die "A and B built into the same library"
 
+# ---------------------------------------------------------------- instructions
+rec() { printf '%s\t%s\t%s\t%s\t%s\n' "$@" >>"$RAW"; }
+# callgrind's count of one script (w0, w1, w2 above) on a fresh cluster
+count_script() {
+	local w=$1 dir
+	dir=$(mktemp -d /tmp/outbox-metrics-ir.XXXXXX)
+	chown "$PGC_OSUSER": "$dir" 2>/dev/null || true
+	pgc_as_server "$BIN/initdb" -D "$dir/data" -A trust --no-sync >"$OUT/logs/initdb.log" 2>&1 ||
+		die "initdb failed (log $OUT/logs/initdb.log)"
+	pgc_as_server valgrind --tool=callgrind --callgrind-out-file=/dev/null \
+		"$BIN/postgres" --single -D "$dir/data" -c shared_preload_libraries=outbox \
+		-c outbox.enabled=off postgres <"$OUT/scripts/$w.sql" >"$OUT/logs/$w.out" 2>"$OUT/logs/$w.err" ||
+		die "the single-user backend failed on $w (log $OUT/logs/$w.err)"
+	grep -q 'ERROR' "$OUT/logs/$w.out" && die "$w: $(grep -m1 ERROR "$OUT/logs/$w.out")"
+	rm -rf -- "$dir"
+	sed -n 's/.*Collected : \([0-9]*\).*/\1/p' "$OUT/logs/$w.err"
+}
+
+instructions() {
+	command -v valgrind >/dev/null || die "valgrind is not installed"
+	mkdir -p "$OUT/scripts"
+	{
+		echo "SET client_min_messages = warning;"
+		echo "CREATE EXTENSION outbox CASCADE;"
+		echo "SELECT outbox.create_topic('t');"
+		echo "SELECT outbox.offer('t', '{\"n\": 0}');"
+	} >"$OUT/scripts/w0.sql"
+	cp "$OUT/scripts/w0.sql" "$OUT/scripts/w1.sql"
+	for ((i = 1; i <= 5000; i++)); do
+		echo "SELECT outbox.offer('t', '{\"n\": $i}');"
+	done >>"$OUT/scripts/w1.sql"
+	cp "$OUT/scripts/w1.sql" "$OUT/scripts/w2.sql"
+	for ((i = 1; i <= 51; i++)); do
+		echo "SELECT outbox.ack(array_agg(id), min(lease_token::text)::uuid) FROM outbox.claim('t', 100);"
+	done >>"$OUT/scripts/w2.sql"
+	echo "SELECT available + leased AS left FROM outbox.stats;" >>"$OUT/scripts/w2.sql"
+	chmod -R a+rX "$OUT"
+
+	local run v order w0 w1 w2
+	for ((run = 1; run <= RUNS; run++)); do
+		order="a b"
+		[ $((run % 2)) = 0 ] && order="b a"
+		for v in $order; do
+			install_variant "$v"
+			w0=$(count_script w0)
+			w1=$(count_script w1)
+			w2=$(count_script w2)
+			grep -q 'left = "0"' "$OUT/logs/w2.out" || die "w2 did not drain every event"
+			rec instr offer "$v" "$run" "$(awk -v a="$w1" -v b="$w0" 'BEGIN { printf "%.0f", (a - b) / 5000 }')"
+			rec instr drain "$v" "$run" "$(awk -v a="$w2" -v b="$w1" 'BEGIN { printf "%.0f", (a - b) / 5001 }')"
+			log "  round $run ${NAME_OF[$v]}: offer $(awk -v a="$w1" -v b="$w0" 'BEGIN { printf "%.0f", (a - b) / 5000 }') instructions, drain $(awk -v a="$w2" -v b="$w1" 'BEGIN { printf "%.0f", (a - b) / 5001 }') instructions per event"
+		done
+	done
+
+	log "report"
+	{
+		echo "# What the metrics cost, in instructions"
+		echo
+		echo "- command: \`$CMDLINE\`, commit $COMMIT, $(date -u '+%Y-%m-%d %H:%M UTC')"
+		echo "- Valgrind callgrind, single-user backend, $RUNS round(s) per variant"
+		echo
+		echo "| point | A: with metrics | B: OUTBOX_NO_METRICS | A ÷ B (median, min–max) |"
+		echo "|---|--:|--:|--:|"
+		for point in offer drain; do
+			awk -F'\t' -v p="$point" '
+				$1 == "instr" && $2 == p { v[$3 "," $4] = $5; if ($4 > n) n = $4 }
+				function med(arr, k,   i, j, t) {
+					for (i = 1; i <= k; i++) for (j = i + 1; j <= k; j++) if (arr[j] < arr[i]) { t = arr[i]; arr[i] = arr[j]; arr[j] = t }
+					return (k % 2) ? arr[(k + 1) / 2] : (arr[k / 2] + arr[k / 2 + 1]) / 2
+				}
+				END {
+					for (i = 1; i <= n; i++) { a[i] = v["a," i]; b[i] = v["b," i]; r[i] = v["a," i] / v["b," i] }
+					lo = r[1]; hi = r[1]
+					for (i = 1; i <= n; i++) { if (r[i] < lo) lo = r[i]; if (r[i] > hi) hi = r[i] }
+					name = (p == "offer") ? "offer, 1 event per transaction, per event" : "drain, claim 100 + ack, per event"
+					printf "| %s | %d | %d | %.4f× (%.4f×–%.4f×) |\n", name, med(a, n), med(b, n), med(r, n), lo, hi
+				}' "$RAW"
+		done
+	} >"$OUT/instructions.md"
+	cat "$OUT/instructions.md"
+	log "wrote $OUT/instructions.md"
+}
+
+if [ "$INSTR" = 1 ]; then
+	pgc_on_exit 'finish'
+	instructions
+	exit 0
+fi
+
 # ---------------------------------------------------------------- cluster
 DIR=$(mktemp -d /tmp/outbox-metrics.XXXXXX)
 SETTINGS=(shared_buffers=1GB max_wal_size=4GB checkpoint_timeout=15min
@@ -157,7 +257,6 @@ q() {
 	local db=$1; shift
 	"$BIN/psql" -X -q -At -v ON_ERROR_STOP=1 -d "$db" -c "$*"
 }
-rec() { printf '%s\t%s\t%s\t%s\t%s\n' "$@" >>"$RAW"; }
 checkpoint() { q postgres "CHECKPOINT" >/dev/null; }
 rate() { awk -v n="$1" -v s="$2" 'BEGIN { printf "%.1f", n / s }'; }
 
