@@ -348,7 +348,7 @@ sub crash_lines
 	{
 		$down = 1 if /received (?:fast|smart|immediate) shutdown request/;
 		next if defined $killed
-		  && (/server process \(PID $killed\) was terminated by signal 9: Killed/
+		  && (/(?:server process|client backend) \(PID $killed\) was terminated by signal 9: Killed/
 			|| /all server processes terminated; reinitializing/);
 		push @lines, $_
 		  if /terminated by signal|PANIC|TRAP:|server process .* was terminated|all server processes terminated; reinitializing/
@@ -481,7 +481,7 @@ for my $how ('immediate', 'sigkill', 'immediate')
 		scalar(keys %$available) . ' 0 0 0', "$label: stats agree");
 	my @crash = crash_lines($offset, $killed);
 	is(join("\n", @crash), '', "$label: the server log tells of no other crash");
-	like(slurp_file($node->logfile, $offset), qr/server process \(PID $killed\) was terminated by signal 9/,
+	like(slurp_file($node->logfile, $offset), qr/(?:server process|client backend) \(PID $killed\) was terminated by signal 9/,
 		"$label: the backend was killed and the server reinitialised")
 	  if defined $killed;
 	is($node->safe_psql('postgres', $dead_letters), $dead_before, "$label: the dead letters are intact");
