@@ -60,4 +60,11 @@
 	index_beginscan((heap), (index), (snap), (nkeys), (norderbys))
 #endif
 
+/* Is this process a background worker? */
+#if PG_VERSION_NUM >= 170000
+#define OutboxAmBackgroundWorker()	AmBackgroundWorkerProcess()
+#else
+#define OutboxAmBackgroundWorker()	IsBackgroundWorker
+#endif
+
 #endif							/* OUTBOX_COMPAT_H */

@@ -30,6 +30,9 @@ extern void outbox_database_changed(Oid dbid, bool present);
 extern void outbox_database_dropping(Oid dbid);
 extern void outbox_wake_worker(Oid dbid);
 
+/* A restore loads the database (restore.c): its worker keeps away */
+extern void outbox_database_restoring(Oid dbid);
+
 /* The launcher */
 extern void outbox_databases_launcher_started(Latch *latch);
 extern void outbox_databases_prune(const Oid *dbs, int ndbs,
@@ -42,5 +45,6 @@ extern void outbox_databases_worker_started(Oid dbid, Latch *latch);
 extern void outbox_databases_worker_leaving(Oid dbid);
 extern bool outbox_databases_take_reap_request(Oid dbid);
 extern void outbox_databases_set_present(Oid dbid, bool present);
+extern bool outbox_databases_restore_running(Oid dbid);
 
 #endif							/* OUTBOX_DATABASES_H */

@@ -13,7 +13,7 @@
 /* storage.c */
 extern char *outbox_partman_schema(void);
 extern void outbox_partman_call(const char *sql, int expected);
-extern void outbox_ensure_storage(void);
+extern bool outbox_ensure_storage(void);
 extern void outbox_storage_ready(void);
 extern void outbox_storage_init(void);
 

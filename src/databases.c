@@ -12,9 +12,10 @@
  *	  (latches are set and SIGTERM sent after it is released, from values
  *	  read under it).  It is never held together with another outbox lock.
  *
- *	  Sessions reach the workers only through the three notifications
- *	  below (outbox_database_changed, outbox_database_dropping,
- *	  outbox_wake_worker), so that nothing below the worker calls into it.
+ *	  Sessions reach the workers only through the notifications below
+ *	  (outbox_database_changed, outbox_database_dropping,
+ *	  outbox_wake_worker, outbox_database_restoring), so that nothing below
+ *	  the worker calls into it.
  *
  *-------------------------------------------------------------------------
  */
@@ -25,6 +26,7 @@
 
 #include "miscadmin.h"
 #include "storage/ipc.h"
+#include "storage/procarray.h"
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
 
@@ -46,6 +48,7 @@ typedef struct DbEntry
 	bool		reap_requested; /* a consumer left with leases to hand back */
 	TimestampTz checked_at;		/* last start of a worker for it */
 	TimestampTz dropping_since; /* DROP DATABASE seen, or 0 */
+	pid_t		restoring_pid;	/* a session restoring a dump into it, or 0 */
 } DbEntry;
 
 typedef struct DbTable
@@ -226,6 +229,25 @@ outbox_wake_worker(Oid dbid)
 		SetLatch(latch);
 }
 
+/*
+ * This session restores a dump into its database (the restore guard
+ * accepted it): until the session ends, the database's worker leaves the
+ * half-loaded tables alone.  Must not fail.
+ */
+void
+outbox_database_restoring(Oid dbid)
+{
+	DbEntry    *d;
+
+	if (table == NULL)
+		return;					/* not preloaded */
+	LWLockAcquire(table->lock, LW_EXCLUSIVE);
+	d = entry(dbid, true);
+	if (d != NULL)
+		d->restoring_pid = MyProcPid;
+	LWLockRelease(table->lock);
+}
+
 /* ----------------------------------------------------------------------
  * The launcher
  * ---------------------------------------------------------------------- */
@@ -369,4 +391,32 @@ outbox_databases_set_present(Oid dbid, bool present)
 	if (d != NULL)
 		d->state = present ? DB_PRESENT : DB_ABSENT;
 	LWLockRelease(table->lock);
+}
+
+/*
+ * Is a session restoring a dump into the database still there?  The
+ * process is looked up after the table's lock is released.
+ */
+bool
+outbox_databases_restore_running(Oid dbid)
+{
+	DbEntry    *d;
+	pid_t		pid = 0;
+
+	LWLockAcquire(table->lock, LW_SHARED);
+	d = entry(dbid, false);
+	if (d != NULL)
+		pid = d->restoring_pid;
+	LWLockRelease(table->lock);
+	if (pid == 0)
+		return false;
+	if (BackendPidGetProc(pid) != NULL)
+		return true;
+
+	LWLockAcquire(table->lock, LW_EXCLUSIVE);
+	d = entry(dbid, false);
+	if (d != NULL && d->restoring_pid == pid)
+		d->restoring_pid = 0;
+	LWLockRelease(table->lock);
+	return false;
 }

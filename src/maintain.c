@@ -84,8 +84,12 @@ outbox_do_maintain(bool one_partition)
 		return false;
 	}
 
-	/* Partitions ahead (and the hand-over to pg_partman on first use) */
-	outbox_ensure_storage();
+	/*
+	 * Partitions ahead (and the hand-over to pg_partman on first use).  In
+	 * the worker, a log not handed over yet waits for a session.
+	 */
+	if (!outbox_ensure_storage())
+		return false;
 
 	SPI_connect();
 	partman = outbox_partman_schema();

@@ -15,10 +15,12 @@
  *-------------------------------------------------------------------------
  */
 #include "outbox.h"
+#include "databases.h"
 #include "schema.h"
 #include "spi_util.h"
 
 #include "commands/trigger.h"
+#include "miscadmin.h"
 #include "utils/builtins.h"
 
 PG_FUNCTION_INFO_V1(outbox_restore_guard);
@@ -42,7 +44,7 @@ version_cmp(const char *a, const char *b)
 	return 0;
 }
 
-/* Does this database already hold outbox topics or events? */
+/* Does this database already hold outbox state of its own? */
 static bool
 holds_an_outbox(void)
 {
@@ -53,7 +55,11 @@ holds_an_outbox(void)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	rc = SPI_execute("SELECT EXISTS (SELECT FROM outbox.topic)"
-					 " OR EXISTS (SELECT FROM outbox.event)",
+					 " OR EXISTS (SELECT FROM outbox.event)"
+					 " OR EXISTS (SELECT FROM outbox.retry)"
+					 " OR EXISTS (SELECT FROM outbox.dead_letter)"
+					 " OR EXISTS (SELECT FROM outbox.dedupe)"
+					 " OR EXISTS (SELECT FROM outbox.tenant_access)",
 					 true, 1);
 	outbox_spi_check(rc, SPI_OK_SELECT, "restore guard");
 	holds = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
@@ -109,6 +115,12 @@ outbox_restore_guard(PG_FUNCTION_ARGS)
 				 errdetail("The restoring session is ended so that none of the dump's outbox data is mixed with the topics and events already here."),
 				 errhint("Restore into a new, empty database.")));
 
-	/* accepted: the table keeps the row of this database's own install */
+	/*
+	 * Accepted: the table keeps the row of this database's own install.
+	 * The rest of the dump loads after this row; the database's worker
+	 * keeps away until this session ends (a reap would trim
+	 * acknowledgements whose watermarks are not loaded yet).
+	 */
+	outbox_database_restoring(MyDatabaseId);
 	return PointerGetDatum(NULL);
 }

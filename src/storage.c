@@ -146,13 +146,19 @@ rename_day_partitions(void)
 	char	  **from;
 	char	  **to;
 
-	rc = SPI_execute("SELECT c.relname, "
-					 "pg_catalog.replace(c.relname::pg_catalog.text, '_', '') "
+	rc = SPI_execute("SELECT c.relname, x.to_name "
 					 "FROM pg_catalog.pg_inherits i "
-					 "JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) i.inhrelid "
+					 "JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) i.inhrelid, "
+					 "LATERAL (SELECT pg_catalog.regexp_replace(c.relname::pg_catalog.text, "
+					 "  '^event_p([0-9]{4})_([0-9]{2})_([0-9]{2})$', 'event_p\\1\\2\\3') AS to_name) x "
 					 "WHERE i.inhparent OPERATOR(pg_catalog.=) 'outbox.event'::pg_catalog.regclass "
+					 "AND c.relnamespace OPERATOR(pg_catalog.=) 'outbox'::pg_catalog.regnamespace "
 					 "AND c.relname::pg_catalog.text OPERATOR(pg_catalog.~) "
-					 "'^event_p[0-9]{4}_[0-9]{2}_[0-9]{2}$'", false, 0);
+					 "'^event_p[0-9]{4}_[0-9]{2}_[0-9]{2}$' "
+					 "AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_class t "
+					 "  WHERE t.relnamespace OPERATOR(pg_catalog.=) c.relnamespace "
+					 "  AND t.relname OPERATOR(pg_catalog.=) x.to_name::pg_catalog.name)",
+					 false, 0);
 	outbox_spi_check(rc, SPI_OK_SELECT, "storage");
 	n = SPI_processed;
 	from = palloc(sizeof(char *) * (n + 1));
@@ -160,10 +166,7 @@ rename_day_partitions(void)
 	for (i = 0; i < n; i++)
 	{
 		from[i] = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
-		/* "eventp..." once the underscores went: put the first one back */
-		to[i] = psprintf("event_%s",
-						 SPI_getvalue(SPI_tuptable->vals[i],
-									  SPI_tuptable->tupdesc, 2) + strlen("event"));
+		to[i] = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2);
 	}
 	for (i = 0; i < n; i++)
 	{
@@ -267,8 +270,10 @@ index_partitions(void)
  * Make sure outbox.event is handed to pg_partman, and has a partition for
  * now.  The first use in a database hands it over; later calls have
  * pg_partman make what is missing.  Two sessions never do it at once.
+ * Returns false, having done nothing, in the worker when the log was not
+ * handed over yet.
  */
-void
+bool
 outbox_ensure_storage(void)
 {
 	LOCKTAG		tag;
@@ -288,6 +293,18 @@ outbox_ensure_storage(void)
 
 	SPI_connect();
 	partman = outbox_partman_schema();
+	if (!log_configured(partman) && OutboxAmBackgroundWorker())
+	{
+		/*
+		 * The hand-over is a session's (the first offer or maintain()), not
+		 * the worker's: the worker starts when CREATE EXTENSION commits,
+		 * and in a restore the log gets the dump's partitions and indexes
+		 * well before pg_partman's configuration, whose schema sorts after
+		 * outbox, is loaded.
+		 */
+		SPI_finish();
+		return false;
+	}
 	if (!log_configured(partman))
 	{
 		const char *type = partman_range_type();
@@ -343,6 +360,7 @@ outbox_ensure_storage(void)
 	}
 	index_partitions();
 	SPI_finish();
+	return true;
 }
 
 /*

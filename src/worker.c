@@ -487,6 +487,14 @@ outbox_worker_main(Datum main_arg)
 		now = GetCurrentTimestamp();
 		if (outbox_databases_take_reap_request(dbid))
 			next_reap = now;
+		if (outbox_databases_restore_running(dbid))
+		{
+			/* a restore is loading the database: leave its tables alone */
+			int64		later = now + (int64) outbox_reap_interval * 1000;
+
+			next_reap = Max(next_reap, later);
+			next_maintain = Max(next_maintain, later);
+		}
 		if (now >= next_reap)
 		{
 			if (!run_unit(UNIT_REAP, cxt))

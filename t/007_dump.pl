@@ -19,6 +19,7 @@ $node->init;
 $node->append_conf('postgresql.conf', qq{
 shared_preload_libraries = 'outbox'
 outbox.enabled = off
+max_worker_processes = 16
 });
 $node->start;
 $node->safe_psql('postgres', 'CREATE DATABASE src');
@@ -211,6 +212,39 @@ for my $format ('custom', 'plain')
 	is($node->safe_psql($db, q{SELECT (SELECT count(*) FROM outbox.topic) + (SELECT count(*) FROM outbox.event)
 		+ (SELECT count(*) FROM outbox.acked) + (SELECT count(*) FROM outbox.retry)}),
 		'0', "$format: none of its outbox data was loaded");
+}
+
+# The database's worker runs while a restore loads it: it must not touch
+# what is half loaded.  The acknowledgements load before the watermarks
+# (outbox.topic_state sorts after outbox.acked_*); a pause of longer than
+# one period of the acknowledgement generations (10 s) between them, as a
+# slow restore would have, gives the worker's reaps every chance to trim
+# acknowledgements whose watermark is not loaded yet.
+$node->append_conf('postgresql.conf', qq{
+outbox.enabled = on
+outbox.reap_interval = 100
+outbox.maintenance_interval = 1
+});
+$node->reload;
+{
+	my $plain = slurp_file("$dir/src.plain");
+	my $n = ($plain =~ s/^(COPY outbox\.acked_1 .*?^\\\.\n)/$1\nSELECT pg_catalog.pg_sleep(11);\n/ms);
+	is($n, 1, 'a pause put into the plain dump after the acknowledgements');
+	open(my $fh, '>', "$dir/slow.plain") or die;
+	print $fh $plain;
+	close($fh);
+	$node->safe_psql('postgres', 'CREATE DATABASE slow');
+	my ($ok, $err) = restore('plain', "$dir/slow.plain", 'slow');
+	ok($ok, 'a slow restore with the worker running exits 0');
+	is($err, '', 'and reports no error') or diag($err);
+	for my $t (sort keys %tables)
+	{
+		is(table_digest('slow', $tables{$t}), $before{$t}, "slow restore: outbox.$t restored row by row");
+	}
+	ok($node->poll_query_until('slow',
+		q{SELECT count(*) > 0 FROM pg_stat_activity WHERE backend_type = 'outbox worker' AND datname = 'slow'}),
+		'the worker runs in the restored database')
+	  or diag(join('', grep { /outbox|launcher/i } split(/^/m, slurp_file($node->logfile))));
 }
 
 $node->stop;
