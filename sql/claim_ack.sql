@@ -70,3 +70,21 @@ SELECT clock_timestamp() AS t0 \gset
 SELECT outbox.offer('other', '{"o": 2}') > 0;
 SELECT count(*) AS at_once FROM outbox.claim('other', wait => '10 seconds');
 SELECT clock_timestamp() - :'t0'::timestamptz < interval '5 seconds' AS did_not_wait;
+
+-- a claim and the ack, nack or dead letter of its lease in one transaction
+-- that rolls back (or in a savepoint rolled back): nothing stays leased
+SELECT outbox.offer('other', '{"rb": 1}') AS rb_id \gset
+BEGIN;
+CREATE TEMP TABLE c5 AS SELECT id, lease_token FROM outbox.claim('other', lease => '1 hour');
+SELECT outbox.ack(id, lease_token) AS acked_in_xact FROM c5;
+ROLLBACK;
+SELECT available, leased FROM outbox.stats WHERE topic = 'other';
+BEGIN;
+CREATE TEMP TABLE c6 AS SELECT id, lease_token FROM outbox.claim('other', lease => '1 hour');
+SAVEPOINT s;
+SELECT outbox.nack(id, lease_token, 'no') AS nacked FROM c6;
+ROLLBACK TO SAVEPOINT s;
+SELECT outbox.dead_letter(id, lease_token, 'no') AS dead FROM c6;
+ROLLBACK;
+SELECT available, leased, dead FROM outbox.stats WHERE topic = 'other';
+SELECT id = :rb_id AS same_event, attempt FROM outbox.claim('other');

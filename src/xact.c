@@ -828,8 +828,14 @@ xact_finish(bool commit)
 		{
 			LWLockAcquire(outbox_shared->lock, LW_EXCLUSIVE);
 			xs.counted_topic = NULL;
-			for (int i = 0; i < xs.nops; i++)
-				settle_op(&xs.ops[i], commit);
+
+			/*
+			 * At commit in order; at abort in reverse, so that the undo of
+			 * a settle (an ack of a lease this transaction made) comes
+			 * before the undo of the claim that made the lease.
+			 */
+			for (int k = 0; k < xs.nops; k++)
+				settle_op(&xs.ops[commit ? k : xs.nops - 1 - k], commit);
 			xs.counted_topic = NULL;
 			if (commit)
 				settle_counts();
@@ -953,7 +959,8 @@ outbox_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 			xs.scan_subid == mySubid)
 			scan_abandoned();
 
-		for (int i = 0; i < xs.nops; i++)
+		/* in reverse, as at abort of the whole transaction */
+		for (int i = xs.nops - 1; i >= 0; i--)
 		{
 			if (xs.ops[i].subid != mySubid || xs.ops[i].done)
 				continue;
