@@ -8,8 +8,35 @@
 # verbose, so that every error shows its SQLSTATE.  Valid calls are mixed in
 # (real topics, lease tokens captured with \gset) so that the state the
 # hostile calls meet is real: leased, retried, dead, delayed events.
+#
+# The session keeps a ledger of what the calls returned (ledger.sql), in
+# the temporary table fuzz_ledger, written by the statement that makes the
+# call: a call that fails, or whose transaction or savepoint rolls back,
+# leaves no entry, and a read-only transaction may write it.  Entries (n:
+# the statement that wrote them):
+#   offer        id returned by offer or offer_batch, and the topic named
+#   claim        id, topic and lease_token returned by claim
+#   ack          id of an ack that returned true, or of a count that names
+#                every id the client held under the token; 'ack?' when the
+#                count leaves open which of them (and without id if it
+#                counts more than the client held)
+#   nack         id, token and what nack returned ('retry' or 'dead')
+#   dead_letter  id and token of a dead_letter that returned true
+#   redrive      count of a redrive that sent any back, and the ids it
+#                named of those the client had seen die
+#   replay       topic and count of a replay that offered any
+#   drop         topic of a drop_topic that succeeded
+# Every 2000 calls, outside a transaction, the server is audited against
+# the ledger; a claim that hands out an event the ledger has acked, or seen
+# die and not redriven, is reported at once, also in a transaction that
+# then rolls back; both as warnings "fuzz ledger: ...".  At the end the
+# ledger is copied to the table fuzz_ledger for run.sh's checks.  The
+# session releases its leases when it ends (outbox.release_on_disconnect),
+# and every delay it can make is a second at most, so that all falls due
+# for run.sh's final drain.
 use strict;
 use warnings;
+use FindBin qw($RealBin);
 
 my ($seed, $calls) = @ARGV;
 die "usage: fuzz.pl SEED CALLS\n" unless defined $calls;
@@ -42,9 +69,19 @@ my @bigint = ('NULL', '-1', '0', '1', ':cid', ':cid', ':cid', '92233720368547758
 my @interval = ('NULL', "'0'", "'-1 second'", "'1 microsecond'", "'10 milliseconds'",
 	"'30 seconds'", "'1 day'", "'1 day 1 second'", "'-1 year'", "'100 years'",
 	"'2147483647 days'", "'1 mon'", "'1 hour'", "'61 minutes'", "'infinity'");
+# Delays (available_at, retry_after, backoffs) and retentions: what is
+# accepted delays an event by a second at most, so that all falls due for
+# run.sh's drain; longer delays are refused (past a cap, or past every
+# topic's retention).
 my @ts = ('NULL', "'infinity'", "'-infinity'", 'now()', "now() + interval '50 milliseconds'",
-	"now() - interval '1 day'", "'1970-01-01'", "'294276-12-31'", "now() + interval '1 day'",
+	"now() - interval '1 day'", "'1970-01-01'", "'294276-12-31'", "now() + interval '1 second'",
 	"'9999-12-31'", "now() + interval '8 days'");
+my @delay = ('NULL', "'0'", "'-1 second'", "'1 microsecond'", "'10 milliseconds'",
+	"'300 milliseconds'", "'1 second'", "'-1 year'", "'367 days'", "'100 years'",
+	"'2147483647 days'", "'infinity'");
+my @retention = ('NULL', "'0'", "'-1 second'", "'1 microsecond'", "'10 milliseconds'",
+	"'1 second'", "'1 hour'", "'1 day'", "'7 days'", "'-1 year'", "'36601 days'",
+	"'2147483647 days'", "'infinity'");
 my @uuid = ('NULL', 'gen_random_uuid()', ":'ctok'", ":'ctok'", ":'ctok'",
 	"'00000000-0000-0000-0000-000000000000'", "'not-a-uuid'");
 my @bool = ('NULL', 'true', 'false');
@@ -73,8 +110,8 @@ sub text_array
 
 # name => [ [argname, generator], ... ]
 my %fn = (
-	create_topic => [[topic => \@text], [max_attempts => \@int], [retention => \@interval],
-		[backoff_base => \@interval], [backoff_max => \@interval], [ordered => \@bool]],
+	create_topic => [[topic => \@text], [max_attempts => \@int], [retention => \@retention],
+		[backoff_base => \@delay], [backoff_max => \@delay], [ordered => \@bool]],
 	drop_topic => [[topic => [@text, "'f9'"]], [force => \@bool]],
 	offer => [[topic => \@topic], [payload => \@jsonb], [key => \@text], [type => \@text],
 		[headers => \@jsonb], [tenant => \@text], [dedupe_key => \@text], [available_at => \@ts]],
@@ -82,7 +119,7 @@ my %fn = (
 		[types => 'text_array'], [headers => 'jsonb_array'], [tenant => \@text]],
 	ack_one => [[id => \@bigint], [lease_token => \@uuid]],
 	ack_many => [[ids => \@ids], [lease_token => \@uuid]],
-	nack => [[id => \@bigint], [lease_token => \@uuid], [error => \@text], [retry_after => \@interval]],
+	nack => [[id => \@bigint], [lease_token => \@uuid], [error => \@text], [retry_after => \@delay]],
 	extend_lease => [[ids => \@ids], [lease_token => \@uuid], [lease => \@interval]],
 	dead_letter => [[id => \@bigint], [lease_token => \@uuid], [reason => \@text]],
 	redrive => [[ids => \@ids], [reason => \@text]],
@@ -100,78 +137,176 @@ sub value
 	return pick(@$gen);
 }
 
+# Arguments a call always passes: create_topic's backoff_max, so that no
+# topic waits the default minute between attempts.
+my %always = (create_topic => 'backoff_max');
+
+# The SQL of a call, and its arguments by name.
 sub call
 {
 	my ($name) = @_;
 	my @args = @{ $fn{$name} };
 	my $sqlname = $name =~ /^ack_/ ? 'ack' : $name;
-	my @parts;
+	my (@parts, %arg);
 	my $named = rand() < 0.5;
+	my $keep = $always{$name} // '';
+	my ($upto) = grep { $args[$_][0] eq $keep } 0 .. $#args;
+	$upto //= 0;
 	for my $i (0 .. $#args)
 	{
 		my ($argname, $gen) = @{ $args[$i] };
 		# required arguments always; optional ones sometimes
-		next if $i >= 2 && rand() < 0.4 && $named;
+		next if $i >= 2 && $argname ne $keep && rand() < 0.4 && $named;
 		my $v = value($gen);
+		$arg{$argname} = $v;
 		push @parts, $named ? "$argname => $v" : $v;
-		last if !$named && $i >= 1 && rand() < 0.3;
+		last if !$named && $i >= 1 && $i >= $upto && rand() < 0.3;
 	}
-	return "SELECT outbox.$sqlname(" . join(', ', @parts) . ")";
+	return ("outbox.$sqlname(" . join(', ', @parts) . ")", %arg);
 }
+
+# Ledger entries are numbered by the statement that writes them.
+my $n = 0;
+
+# An ack (CALL returns a boolean or a count) of IDS under TOKEN, and its
+# entries: the ids the client holds under the token (claimed under it,
+# not settled under it since) among IDS.  If the count says all of them,
+# they are acked; if fewer, 'ack?' names them all and which ones is open;
+# if more, an 'ack?' entry without id says so.  IDS and TOKEN are
+# evaluated a second time only if the ack counted any, in the snapshot the
+# call's arguments saw.
+sub ledger_ack
+{
+	my ($ids, $token, $call) = @_;
+	$n++;
+	return "WITH r AS MATERIALIZED (SELECT ($call)::int AS k), "
+	  . "c AS (SELECT DISTINCT l.id FROM pg_temp.fuzz_ledger l "
+	  . "WHERE l.op = 'claim' AND l.token = (SELECT ($token)::uuid) AND l.id = ANY ((SELECT ($ids)::bigint[])::bigint[]) "
+	  . "AND NOT EXISTS (SELECT 1 FROM pg_temp.fuzz_ledger s "
+	  . "WHERE s.op IN ('ack', 'nack', 'dead_letter') AND s.id = l.id AND s.token = l.token)) "
+	  . "INSERT INTO pg_temp.fuzz_ledger (n, op, id, token, result) "
+	  . "SELECT $n, CASE WHEN r.k = (SELECT count(*) FROM c) THEN 'ack' ELSE 'ack?' END, "
+	  . "c.id, ($token)::uuid, r.k::text FROM r LEFT JOIN c ON true WHERE r.k > 0";
+}
+
+# Arguments the ledger evaluates again, where a cheaper expression says the
+# same: an array of one id 2,000,000 times; names no topic can have (longer
+# than 63 bytes: the call fails).  Constant arguments are built when the
+# statement is planned, for the ledger too.
+my %again = ("array_fill(:cid::bigint, ARRAY[2000000])" => 'ARRAY[:cid]',
+	"repeat('z', 100000)" => 'NULL', "repeat('h', 4000000)" => 'NULL');
+
+# A call of NAME as a statement that also writes its ledger entries.
+sub statement
+{
+	my ($name) = @_;
+	my ($call, %a) = call($name);
+	for my $v (values %a) { $v = $again{$v} if exists $again{$v}; }
+
+	return ledger_ack("ARRAY[($a{id})::bigint]", $a{lease_token}, $call) if $name eq 'ack_one';
+	return ledger_ack($a{ids}, $a{lease_token}, $call) if $name eq 'ack_many';
+	$n++;
+	my $w = "WITH r AS MATERIALIZED (SELECT $call AS k) INSERT INTO pg_temp.fuzz_ledger";
+	return "INSERT INTO pg_temp.fuzz_ledger (n, op, topic, id) SELECT $n, 'offer', ($a{topic})::text, $call"
+	  if $name eq 'offer';
+	return "INSERT INTO pg_temp.fuzz_ledger (n, op, topic, id) SELECT $n, 'offer', ($a{topic})::text, b FROM $call b"
+	  if $name eq 'offer_batch';
+	return "$w (n, op, id, token, result) SELECT $n, 'nack', ($a{id})::bigint, ($a{lease_token})::uuid, r.k "
+	  . "FROM r WHERE r.k IS NOT NULL"
+	  if $name eq 'nack';
+	return "$w (n, op, id, token, result) SELECT $n, 'dead_letter', ($a{id})::bigint, ($a{lease_token})::uuid, "
+	  . "'true' FROM r WHERE r.k"
+	  if $name eq 'dead_letter';
+	# of the ids it names, those the client saw die (evaluated as for acks)
+	return "$w (n, op, ids, result) SELECT $n, 'redrive', ARRAY(SELECT d.id FROM (SELECT DISTINCT l.id "
+	  . "FROM pg_temp.fuzz_ledger l WHERE l.op = 'dead_letter' OR (l.op = 'nack' AND l.result = 'dead') OFFSET 0) d "
+	  . "WHERE d.id = ANY ((SELECT ($a{ids})::bigint[])::bigint[])), r.k::text FROM r WHERE r.k > 0"
+	  if $name eq 'redrive';
+	return "$w (n, op, topic, result) SELECT $n, 'replay', ($a{topic})::text, r.k::text FROM r WHERE r.k > 0"
+	  if $name eq 'replay';
+	return "$w (n, op, topic) SELECT $n, 'drop', ($a{topic})::text FROM r" if $name eq 'drop_topic';
+	return "SELECT $call";
+}
+
+# offer_batch of COUNT events to f1, in the ledger
+sub seed
+{
+	my ($count) = @_;
+	$n++;
+	return "INSERT INTO pg_temp.fuzz_ledger (n, op, topic, id) SELECT $n, 'offer', 'f1', b FROM "
+	  . "outbox.offer_batch('f1', ARRAY(SELECT jsonb_build_object('seed', g) FROM generate_series(1, $count) g)) b;\n";
+}
+
+my @fixed = (
+	"SELECT outbox.create_topic('f1', max_attempts => 2, backoff_base => '1 millisecond', backoff_max => '10 milliseconds');\n",
+	"SELECT outbox.create_topic('f2', max_attempts => 1, retention => '1 hour');\n",
+	"SELECT outbox.create_topic('f3', backoff_max => '1 second');\n",
+	"SELECT outbox.create_topic('f4', backoff_max => '1 second'); "
+	  . "SELECT outbox.isolate_tenants('f4');\n");
 
 print "\\set ON_ERROR_STOP off\n\\set ON_ERROR_ROLLBACK on\n\\set VERBOSITY verbose\n\\set SHOW_CONTEXT never\n";
 print "SET client_min_messages = warning;\n";
+# leases still held at the end fall due when the session ends
+print "SET outbox.release_on_disconnect = on;\n";
 print "\\set cid 1\n\\set ctok 00000000-0000-0000-0000-000000000000\n";
 print "CREATE TABLE IF NOT EXISTS victim (x int);\n";
-# the client's own record of the acks that returned true and committed
-print "CREATE TABLE IF NOT EXISTS fuzz_acked (id bigint NOT NULL);\n";
+# the ledger, and the audit of the server against it
+print "\\i $RealBin/ledger.sql\n";
 # a role bound to tenant 'a' makes part of the calls
 print "DO \$\$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'fuzz_bound') THEN "
   . "CREATE ROLE fuzz_bound; END IF; END \$\$;\n";
-print "GRANT outbox_producer, outbox_consumer TO fuzz_bound; GRANT INSERT ON fuzz_acked TO fuzz_bound;\n";
+print "GRANT outbox_producer, outbox_consumer TO fuzz_bound; GRANT SELECT, INSERT ON pg_temp.fuzz_ledger TO fuzz_bound;\n";
 print "SELECT outbox.grant_tenant('fuzz_bound', 'a');\n";
-print "SELECT outbox.create_topic('f1', max_attempts => 2, backoff_base => '1 millisecond', backoff_max => '10 milliseconds');\n";
-print "SELECT outbox.create_topic('f2', max_attempts => 1, retention => '1 hour');\n";
-print "SELECT outbox.create_topic('f3');\n";
-print "SELECT outbox.create_topic('f4'); SELECT outbox.isolate_tenants('f4');\n";
-print "SELECT count(*) FROM outbox.offer_batch('f1', ARRAY(SELECT jsonb_build_object('seed', g) FROM generate_series(1, 200) g));\n";
+print @fixed;
+print seed(200);
 # one 100 MB payload, built on the server
-print "SELECT outbox.offer('f3', jsonb_build_object('huge', repeat('x', 100 * 1024 * 1024))) > 0;\n";
+$n++;
+print "INSERT INTO pg_temp.fuzz_ledger (n, op, topic, id) "
+  . "SELECT $n, 'offer', 'f3', outbox.offer('f3', jsonb_build_object('huge', repeat('x', 100 * 1024 * 1024)));\n";
 
 my @names = sort keys %fn;
 my $in_xact = 0;
 my $made = 0;
+my $audited = 0;
 while ($made < $calls)
 {
 	my $r = rand();
+	if ($made >= $audited + 2000 && !$in_xact)
+	{
+		$audited = $made;
+		print "SELECT pg_temp.fuzz_audit_now(" . ($n + 1) . ");\n";
+	}
 	if ($made % 500 == 0 && !$in_xact)
 	{
 		# topics the calls dropped come back, with some events
-		print "SELECT outbox.create_topic('f1', max_attempts => 2, backoff_base => '1 millisecond', backoff_max => '10 milliseconds');\n";
-		print "SELECT outbox.create_topic('f2', max_attempts => 1, retention => '1 hour');\n";
-		print "SELECT outbox.create_topic('f3');\n";
-		print "SELECT outbox.create_topic('f4'); SELECT outbox.isolate_tenants('f4');\n";
-		print "SELECT count(*) FROM outbox.offer_batch('f1', ARRAY(SELECT jsonb_build_object('seed', g) FROM generate_series(1, 50) g));\n";
+		print @fixed;
+		print seed(50);
 	}
 	if ($r < 0.08)
 	{
 		# a real claim: remember one id and the token
 		my $t = pick(@topics);
 		my $lease = pick("'30 seconds'", "'10 milliseconds'", "'1 hour'");
-		print "SELECT id AS cid, lease_token AS ctok FROM outbox.claim($t, "
-		  . pick(1, 5, 50) . ", lease => $lease) LIMIT 1 \\gset\n";
+		$n++;
+		print "WITH c AS MATERIALIZED (SELECT * FROM outbox.claim($t, " . pick(1, 5, 50) . ", lease => $lease)), "
+		  . "l AS (INSERT INTO pg_temp.fuzz_ledger (n, op, topic, id, token) "
+		  . "SELECT $n, 'claim', c.topic, c.id, c.lease_token FROM c) "
+		  . "SELECT id AS cid, lease_token AS ctok FROM c LIMIT 1 \\gset\n";
 		$made++;
 	}
 	elsif ($r < 0.10)
 	{
-		# a real ack of the last claimed event, recorded when it returns true
-		print "INSERT INTO fuzz_acked SELECT :cid WHERE outbox.ack(:cid, :'ctok');\n";
+		# a real ack of the last claimed event
+		print ledger_ack('ARRAY[:cid]', ":'ctok'", "outbox.ack(:cid, :'ctok')") . ";\n";
 		$made++;
 	}
 	elsif ($r < 0.12)
 	{
-		print "SELECT count(*) FROM outbox.claim(" . pick(@topic) . ", " . pick(@int) . ", "
-		  . pick(@interval) . ", " . pick("'0'", "'0'", "'5 milliseconds'", "'-1 second'", "'2 hours'", 'NULL') . ");\n";
+		$n++;
+		print "INSERT INTO pg_temp.fuzz_ledger (n, op, topic, id, token) "
+		  . "SELECT $n, 'claim', c.topic, c.id, c.lease_token FROM outbox.claim(" . pick(@topic) . ", "
+		  . pick(@int) . ", " . pick(@interval) . ", "
+		  . pick("'0'", "'0'", "'5 milliseconds'", "'-1 second'", "'2 hours'", 'NULL') . ") c;\n";
 		$made++;
 	}
 	elsif ($r < 0.13)
@@ -211,10 +346,12 @@ while ($made < $calls)
 	}
 	else
 	{
-		print call(pick(@names)) . ";\n";
+		print statement(pick(@names)) . ";\n";
 		$made++;
 	}
 }
 print "COMMIT;\n" if $in_xact;
 print "RESET ROLE;\n";
+# the ledger, for the checks in another session
+print "CREATE TABLE public.fuzz_ledger AS TABLE pg_temp.fuzz_ledger;\n";
 print "\\echo fuzz: $made calls\n";
