@@ -3,7 +3,7 @@
 -- basic behaviour those signatures promise.
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS outbox CASCADE;
-SELECT plan(112);
+SELECT plan(113);
 
 -- Input-argument defaults of a function, evaluated: '-' for an argument
 -- without a default, 'NULL' for DEFAULT NULL.
@@ -244,7 +244,13 @@ SELECT is((SELECT available FROM outbox.stats WHERE topic = 'contract_d'), 1::bi
 
 -- Housekeeping.
 SELECT lives_ok($$SELECT outbox.maintain()$$, 'maintain runs');
-SELECT ok(outbox.reap() >= 0, 'reap returns a count');
+SELECT ok((SELECT count(*) FROM pg_catalog.pg_inherits i
+           JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid
+           WHERE i.inhparent = 'outbox.event'::regclass
+             AND (regexp_match(pg_get_expr(c.relpartbound, c.oid), 'TO \(''([^'']+)''\)'))[1]::timestamptz
+                 >= now() + interval '4 days') >= 1,
+          'after maintain a partition covers four days from now');
+SELECT is(outbox.reap(), 0, 'reap hands back nothing while no lease has expired');
 
 SELECT * FROM finish();
 ROLLBACK;
