@@ -18,7 +18,7 @@ REGRESS_OPTS = --temp-instance=./tmp_check --temp-config=./test/outbox-test.conf
 # Isolation specs, on their own private instance.
 ISOLATION = inflight claim_race dedupe_race ack_reap stale_token tenant_part \
 	redrive_claim drop_offer nack_expiry settle_claim maintain_twice \
-	slot_handover scan_commit alter_visible
+	slot_handover scan_commit alter_visible reap_open_claim
 ISOLATION_OPTS = --temp-instance=./tmp_check_iso --temp-config=./test/outbox-test.conf
 
 # Perl TAP tests (t/): the background worker and crash recovery.

@@ -124,6 +124,9 @@ typedef struct OutboxEntry
 	uint8		state;			/* OutboxEntryState */
 	uint8		source;			/* OutboxEntrySource */
 	bool		finishing;		/* an ack, nack or reap is in progress */
+	bool		claim_open;		/* the claiming transaction has not ended:
+								 * the lease is not reaped, whatever its
+								 * expiry (its end may yet undo it) */
 	int32		attempt;		/* leases of this event, this one included */
 	pg_uuid_t	token;
 	TimestampTz expires_at;

@@ -864,6 +864,7 @@ claim_once(ClaimState *cs, pg_uuid_t *token, TimestampTz expires_at)
 		}
 		e->state = ENTRY_LEASED;
 		e->finishing = false;
+		e->claim_open = true;
 		e->attempt++;
 		e->token = *token;
 		e->expires_at = expires_at;

@@ -889,6 +889,17 @@ outbox_watermark_candidates(int32 **topic_ids, int64 **incarnations,
 	return n;
 }
 
+/*
+ * A lease another transaction made and has not ended yet: not reaped, for
+ * that transaction may roll back (its own transaction reaps it freely:
+ * the reap would roll back with it).
+ */
+static inline bool
+claim_in_flight(OutboxEntry *e)
+{
+	return e->claim_open && e->owner != OutboxProcNumber(MyProc);
+}
+
 typedef struct ExpiryScan
 {
 	TimestampTz now;
@@ -902,7 +913,7 @@ count_expired(OutboxEntry *e, int topic, void *arg)
 {
 	ExpiryScan *st = (ExpiryScan *) arg;
 
-	if (!e->finishing && e->expires_at <= st->now)
+	if (!e->finishing && !claim_in_flight(e) && e->expires_at <= st->now)
 		st->n++;
 	return true;
 }
@@ -914,7 +925,7 @@ mark_expired(OutboxEntry *e, int topic, void *arg)
 
 	if (st->n >= st->max)
 		return false;
-	if (e->finishing || e->expires_at > st->now)
+	if (e->finishing || claim_in_flight(e) || e->expires_at > st->now)
 		return true;
 	e->finishing = true;
 	st->out[st->n].id = e->key.event_id;
@@ -1204,6 +1215,7 @@ outbox_entry_ready(int topic, int64 event_id)
 	e->state = ENTRY_READY;
 	e->source = SRC_MAIN;
 	e->finishing = false;
+	e->claim_open = false;
 	e->attempt = 0;
 	memset(&e->token, 0, sizeof(e->token));
 	e->expires_at = 0;

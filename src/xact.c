@@ -476,6 +476,8 @@ settle_op(XactOp *op, bool commit)
 						record_latency(c, false, e->created_at);
 				}
 #endif
+				/* from now on an expiry reaps it */
+				e->claim_open = false;
 				return;
 			}
 			if (e->finishing)
