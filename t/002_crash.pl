@@ -182,7 +182,7 @@ sub read_client
 	my $problem = sub { push @{ $r{problems} }, "$who: $_[0]" };
 
 	my $exit = eval { $c->{h}->result(0) } // 'none';
-	$problem->("psql exited with $exit, not 2 (connection lost)") if $exit ne '2';
+	$problem->("psql exited with $exit, not 2 or 3 (connection lost)") if $exit ne '2' && $exit ne '3';
 	my %at;
 	for my $line (split /\n/, $c->{err})
 	{

@@ -54,6 +54,13 @@ $node->safe_psql('src', q{SELECT outbox.dead_letter(id, lease_token, 'poison') F
 $node->safe_psql('src', q{SELECT outbox.redrive(ARRAY(SELECT min(id) FROM outbox.dead_letters), 'fixed the parser')});
 $node->safe_psql('src', q{SELECT outbox.reap()});
 $node->safe_psql('src', q{CREATE TABLE held AS SELECT id FROM outbox.claim('d', 50, lease => '1 hour')});
+# 20 acked above the held leases: only outbox.acked says they are settled,
+# the watermark stays below the held ones.
+$node->safe_psql('src', q{
+	SELECT sum(outbox.ack(ids, tok)) FROM (
+		SELECT array_agg(id) AS ids, min(lease_token::text)::uuid AS tok
+		FROM outbox.claim('d', 20)) c;
+});
 
 my $counts = q{SELECT string_agg(topic || ': available ' || available || ', leased ' || leased
 	|| ', delayed ' || delayed || ', dead ' || dead, '; ' ORDER BY topic) FROM outbox.stats};
@@ -237,10 +244,26 @@ $node->reload;
 	my ($ok, $err) = restore('plain', "$dir/slow.plain", 'slow');
 	ok($ok, 'a slow restore with the worker running exits 0');
 	is($err, '', 'and reports no error') or diag($err);
-	for my $t (sort keys %tables)
+	# acknowledgements at or below the watermark may be trimmed by the
+	# worker once the restore is done: they are checked by what is
+	# delivered, the other tables row by row
+	for my $t (grep { $_ ne 'acked' } sort keys %tables)
 	{
 		is(table_digest('slow', $tables{$t}), $before{$t}, "slow restore: outbox.$t restored row by row");
 	}
+	my @got;
+	for (1 .. 100)
+	{
+		my $ids = $node->safe_psql('slow', q{
+			SELECT string_agg(c.id::text, ',' ORDER BY c.id) FROM outbox.claim('d', 1000) c
+			WHERE outbox.ack(c.id, c.lease_token)});
+		last if $ids eq '';
+		push @got, split(/,/, $ids);
+	}
+	my %was_acked = map { $_ => 1 } split(/,/, $acked);
+	is(scalar(grep { $was_acked{$_} } @got), 0, 'slow restore: nothing acked before the dump comes back');
+	is(join(',', sort { $a <=> $b } @got), join(',', sort { $a <=> $b } @exp),
+		'slow restore: every undelivered event is delivered, once');
 	ok($node->poll_query_until('slow',
 		q{SELECT count(*) > 0 FROM pg_stat_activity WHERE backend_type = 'outbox worker' AND datname = 'slow'}),
 		'the worker runs in the restored database')
