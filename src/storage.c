@@ -116,16 +116,21 @@ log_configured(const char *partman)
 	return SPI_processed > 0;
 }
 
-/* Has the log a default partition already?  Caller is connected to SPI. */
+/*
+ * Has the log a default partition already (holding rows, if with_rows)?
+ * Caller is connected to SPI.
+ */
 static bool
-has_default_partition(void)
+has_default_partition(bool with_rows)
 {
 	int			rc;
 
-	rc = SPI_execute("SELECT 1 FROM pg_catalog.pg_inherits i "
-					 "JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) i.inhrelid "
-					 "WHERE i.inhparent OPERATOR(pg_catalog.=) 'outbox.event'::pg_catalog.regclass "
-					 "AND c.relname OPERATOR(pg_catalog.=) 'event_default'", true, 1);
+	rc = SPI_execute(psprintf("SELECT 1 FROM pg_catalog.pg_inherits i "
+							  "JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) i.inhrelid "
+							  "WHERE i.inhparent OPERATOR(pg_catalog.=) 'outbox.event'::pg_catalog.regclass "
+							  "AND c.relname OPERATOR(pg_catalog.=) 'event_default'%s",
+							  with_rows ? " AND EXISTS (SELECT 1 FROM outbox.event_default)" : ""),
+					 false, 1);
 	outbox_spi_check(rc, SPI_OK_SELECT, "storage");
 	return SPI_processed > 0;
 }
@@ -278,7 +283,6 @@ outbox_ensure_storage(void)
 {
 	LOCKTAG		tag;
 	char	   *partman;
-	int			rc;
 
 	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, 0, 0, OUTBOX_LOCK_STORAGE);
 	(void) LockAcquire(&tag, ExclusiveLock, false, false);
@@ -317,7 +321,7 @@ outbox_ensure_storage(void)
 		 * are; the default partition is made only if it is missing.
 		 */
 		const char *default_table =
-			(strcmp(type, "range") == 0 && has_default_partition()) ?
+			(strcmp(type, "range") == 0 && has_default_partition(false)) ?
 			", p_default_table => false" : "";
 
 		if (strcmp(type, "range") == 0)
@@ -345,13 +349,7 @@ outbox_ensure_storage(void)
 		 * a partition for a day the default partition holds rows of: have
 		 * it move them into partitions of their days first.
 		 */
-		rc = SPI_execute("SELECT 1 FROM pg_catalog.pg_inherits i "
-						 "JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) i.inhrelid "
-						 "WHERE i.inhparent OPERATOR(pg_catalog.=) 'outbox.event'::pg_catalog.regclass "
-						 "AND c.relname OPERATOR(pg_catalog.=) 'event_default' "
-						 "AND EXISTS (SELECT 1 FROM outbox.event_default)", false, 1);
-		outbox_spi_check(rc, SPI_OK_SELECT, "storage");
-		if (SPI_processed > 0)
+		if (has_default_partition(true))
 			outbox_partman_call(psprintf("SELECT %s.partition_data_time(p_parent_table => 'outbox.event', "
 										 "p_batch_count => 1000000, p_analyze => false)", partman),
 								SPI_OK_SELECT);

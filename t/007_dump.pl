@@ -103,6 +103,22 @@ my $max_id = $node->safe_psql('src', 'SELECT max(id) FROM outbox.event');
 my @exp = split /,/, $expected;
 cmp_ok(scalar(@exp), '>=', 500, scalar(@exp) . ' events still to deliver, the 50 leased ones among them');
 
+# Claims and acks topic d of a database until it is empty; the ids.
+sub drain
+{
+	my ($db) = @_;
+	my @got;
+	for (1 .. 100)
+	{
+		my $ids = $node->safe_psql($db, q{
+			SELECT string_agg(c.id::text, ',' ORDER BY c.id) FROM outbox.claim('d', 1000) c
+			WHERE outbox.ack(c.id, c.lease_token)});
+		last if $ids eq '';
+		push @got, split(/,/, $ids);
+	}
+	return @got;
+}
+
 my $dir = PostgreSQL::Test::Utils::tempdir;
 for my $format ('custom', 'plain')
 {
@@ -137,15 +153,7 @@ for my $format ('custom', 'plain')
 	cmp_ok($new_id, '>', $max_id, "$format: a new offer's id is above every restored id");
 
 	# Drain: exactly the undelivered events and the new one come out.
-	my @got;
-	for (1 .. 100)
-	{
-		my $ids = $node->safe_psql($db, q{
-			SELECT string_agg(c.id::text, ',' ORDER BY c.id) FROM outbox.claim('d', 1000) c
-			WHERE outbox.ack(c.id, c.lease_token)});
-		last if $ids eq '';
-		push @got, split(/,/, $ids);
-	}
+	my @got = drain($db);
 	my %acked = map { $_ => 1 } split(/,/, $acked);
 	is(scalar(grep { $acked{$_} } @got), 0, "$format: nothing acked before the dump comes back");
 	is(join(',', sort { $a <=> $b } @got), join(',', sort { $a <=> $b } (@exp, $new_id)),
@@ -251,15 +259,7 @@ $node->reload;
 	{
 		is(table_digest('slow', $tables{$t}), $before{$t}, "slow restore: outbox.$t restored row by row");
 	}
-	my @got;
-	for (1 .. 100)
-	{
-		my $ids = $node->safe_psql('slow', q{
-			SELECT string_agg(c.id::text, ',' ORDER BY c.id) FROM outbox.claim('d', 1000) c
-			WHERE outbox.ack(c.id, c.lease_token)});
-		last if $ids eq '';
-		push @got, split(/,/, $ids);
-	}
+	my @got = drain('slow');
 	my %was_acked = map { $_ => 1 } split(/,/, $acked);
 	is(scalar(grep { $was_acked{$_} } @got), 0, 'slow restore: nothing acked before the dump comes back');
 	is(join(',', sort { $a <=> $b } @got), join(',', sort { $a <=> $b } @exp),
