@@ -67,4 +67,16 @@
 #define OutboxAmBackgroundWorker()	IsBackgroundWorker
 #endif
 
+/*
+ * A transactional logical decoding message.  PostgreSQL 17 added a flush
+ * argument (for non-transactional messages; not wanted here).
+ */
+#if PG_VERSION_NUM >= 170000
+#define outbox_log_logical_message(prefix, data, size) \
+	LogLogicalMessage((prefix), (data), (size), true, false)
+#else
+#define outbox_log_logical_message(prefix, data, size) \
+	LogLogicalMessage((prefix), (data), (size), true)
+#endif
+
 #endif							/* OUTBOX_COMPAT_H */

@@ -47,7 +47,7 @@
 #include "utils/uuid.h"
 
 /* The version of the SQL objects this library works with (schema.c) */
-#define OUTBOX_SCHEMA_VERSION	"1.4"
+#define OUTBOX_SCHEMA_VERSION	"1.5"
 
 /* Limits on arguments */
 #define OUTBOX_MAX_BATCH		10000

@@ -243,6 +243,7 @@ extern void outbox_topic_rescan(OutboxTopic *t);
 extern void outbox_entry_settled(OutboxTopic *t, OutboxEntry *e);
 extern void outbox_topic_passed(OutboxTopic *t, int64 scan_pos);
 extern OutboxOfferSlot *outbox_my_slot(void);
+extern int	outbox_offering_xids(TransactionId *xids, int max);
 typedef bool (*OutboxLeaseFn) (OutboxEntry *entry, int topic, void *arg);
 extern void outbox_foreach_lease(OutboxLeaseFn fn, void *arg);
 

@@ -24,6 +24,8 @@ typedef struct OutboxTopicInfo
 	bool		per_tenant;		/* each tenant's events apart */
 	bool		is_part;		/* one tenant's part of a per-tenant topic */
 	bool		cacheable;		/* the topic row is committed */
+	bool		wal;			/* delivered through the WAL, not claimed */
+	char		slot[NAMEDATALEN];	/* its logical replication slot, or "" */
 	char		name[OUTBOX_TOPIC_NAME_MAX + 1];
 	char		tenant[OUTBOX_TENANT_MAX + 1];	/* of a part, else "" */
 } OutboxTopicInfo;

@@ -61,12 +61,8 @@ PG_FUNCTION_INFO_V1(outbox_claim);
  * in outbox.retry, or dead.  After a restart the scan steps over them.
  */
 static const char *settled_sql =
-"SELECT u.id FROM outbox.acked a, pg_catalog.unnest(coalesce(a.ids, ARRAY[a.max_id])) AS u(id) "
-"WHERE a.topic_id = $1 AND a.max_id > $2 AND u.id > $2 AND u.id <= $3 "
-"UNION SELECT r.event_id FROM outbox.retry r "
-"WHERE r.topic_id = $1 AND r.event_id > $2 AND r.event_id <= $3 "
-"UNION SELECT d.id FROM outbox.dead_letter d "
-"WHERE d.topic_id = $1 AND d.id > $2 AND d.id <= $3 "
+"SELECT k.id FROM outbox._settled() k "
+"WHERE k.topic_id = $1 AND k.id > $2 AND k.id <= $3 "
 "ORDER BY 1";
 
 /*
@@ -201,13 +197,8 @@ topic_init(ClaimState *cs)
 	values[0] = Int32GetDatum(cs->info->topic_id);
 	values[1] = Int64GetDatum(watermark);
 	rc = SPI_execute_snapshot(outbox_plan(PLAN_MAX_ID,
-										  "SELECT GREATEST("
-										  "(SELECT max(a.max_id) FROM outbox.acked a "
-										  "  WHERE a.topic_id = $1 AND a.max_id > $2), "
-										  "(SELECT max(r.event_id) FROM outbox.retry r "
-										  "  WHERE r.topic_id = $1 AND r.event_id > $2), "
-										  "(SELECT max(d.id) FROM outbox.dead_letter d "
-										  "  WHERE d.topic_id = $1 AND d.id > $2))",
+										  "SELECT max(k.id) FROM outbox._settled() k "
+										  "WHERE k.topic_id = $1 AND k.id > $2",
 										  2, btypes),
 							  values, NULL, snap, InvalidSnapshot, true, false, 1);
 	outbox_spi_check(rc, SPI_OK_SELECT, "claim");
@@ -1155,6 +1146,12 @@ outbox_claim(PG_FUNCTION_ARGS)
 	SPI_connect();
 	outbox_lock_topic(name, AccessShareLock);
 	outbox_lookup_topic(name, &info);
+	if (info.wal)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("topic \"%s\" is delivered through the WAL and cannot be claimed", name),
+				 errdetail("Its events are sent as logical decoding messages with prefix \"outbox\"."),
+				 errhint("Read them from the logical replication slot \"%s\".", info.slot)));
 	if (tenant != NULL && !claim_tenant_part(&info, tenant, deadline))
 	{
 		/* the tenant has offered nothing to the topic yet */

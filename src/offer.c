@@ -9,6 +9,7 @@
  */
 #include "outbox.h"
 #include "eventlog.h"
+#include "offer.h"
 #include "schema.h"
 #include "shmem.h"
 #include "spi_util.h"
@@ -16,11 +17,13 @@
 #include "tenant.h"
 #include "topic.h"
 #include "util.h"
+#include "walmsg.h"
 #include "xact.h"
 
 #include "catalog/pg_type.h"
 #include "fmgr.h"
 #include "funcapi.h"
+#include "access/xact.h"
 #include "miscadmin.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -140,19 +143,29 @@ dedupe_claim(const OutboxTopicInfo *info, const char *tenant,
 }
 
 /*
- * offer(topic, payload, key, type, headers, tenant, dedupe_key,
- * available_at) returns bigint: stores one event in the caller's
- * transaction and returns its id (or, for a dedupe key seen within the
- * topic's retention, the id of the event stored under it).
+ * A topic delivered through the WAL takes no delayed offers, and needs
+ * wal_level = logical for every offer (the setting may have changed since
+ * the topic was made).
  */
-Datum
-outbox_offer(PG_FUNCTION_ARGS)
+static void
+check_wal_offer(const OutboxTopicInfo *info, bool delayed)
 {
-	char	   *name;
-	char	   *tenant;
-	char	   *dedupe_key;
+	if (!info->wal)
+		return;
+	if (delayed)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("topic \"%s\" is delivered through the WAL and takes no delayed offers",
+						info->name),
+				 errdetail("Its events are sent when the offering transaction commits."),
+				 errhint("Offer without available_at, or use a topic with delivery => 'claim'.")));
+	outbox_wal_require_logical("an offer to a topic delivered through the WAL");
+}
+
+int64
+outbox_offer_one(OutboxOffer *o)
+{
 	bool		delayed = false;
-	TimestampTz available_at = 0;
 	OutboxTopicInfo info;
 	bool		shared;
 	int64		id = 0;
@@ -162,49 +175,39 @@ outbox_offer(PG_FUNCTION_ARGS)
 	static const Oid argtypes[8] = {INT8OID, INT4OID, TIMESTAMPTZOID, TEXTOID,
 	TEXTOID, TEXTOID, JSONBOID, JSONBOID};
 
-	outbox_require_writable("outbox.offer()");
-	outbox_require_schema();
-	outbox_storage_ready();
-	name = outbox_text_arg(fcinfo, 0, "topic", true);
-	tenant = outbox_text_arg(fcinfo, 5, "tenant", false);
-	dedupe_key = outbox_text_arg(fcinfo, 6, "dedupe_key", false);
-
-	if (PG_ARGISNULL(1))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("\"payload\" must not be null"),
-				 errhint("Pass 'null'::jsonb for an event without a payload.")));
-	if (!PG_ARGISNULL(4))
-		check_headers(PG_GETARG_JSONB_P(4), "headers");
-	if (!PG_ARGISNULL(7))
+	if (o->headers != (Datum) 0)
+		check_headers(DatumGetJsonbP(o->headers), "headers");
+	if (o->has_available_at)
 	{
-		available_at = PG_GETARG_TIMESTAMPTZ(7);
-		if (TIMESTAMP_NOT_FINITE(available_at))
+		if (TIMESTAMP_NOT_FINITE(o->available_at))
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("\"available_at\" must be a finite timestamp")));
-		delayed = available_at > GetCurrentTimestamp();
+		delayed = o->available_at > GetCurrentTimestamp();
 	}
 
 	SPI_connect();
-	shared = offer_prepare(name, &tenant, &info);
+	shared = offer_prepare(o->topic, &o->tenant, &info);
+	check_wal_offer(&info, delayed);
 	if (delayed)
-		outbox_check_delay(&info, available_at - GetCurrentTimestamp(), "available_at");
+		outbox_check_delay(&info, o->available_at - GetCurrentTimestamp(), "available_at");
 
 	/* Announce the offer before drawing an id: see outbox.h. */
 	if (shared && !delayed)
 		outbox_xact_offer_register(info.topic_id, info.incarnation);
+	else if (info.wal)
+		(void) GetTopTransactionId();	/* walsync.c: an xid before the id */
 
 	id = outbox_next_event_id();
-	if (dedupe_key != NULL)
+	if (o->dedupe_key != NULL)
 	{
 		int64		existing;
 
-		existing = dedupe_claim(&info, tenant, dedupe_key, id);
+		existing = dedupe_claim(&info, o->tenant, o->dedupe_key, id);
 		if (existing != 0)
 		{
 			SPI_finish();
-			PG_RETURN_INT64(existing);
+			return existing;
 		}
 	}
 
@@ -214,12 +217,12 @@ outbox_offer(PG_FUNCTION_ARGS)
 		row.id = id;
 		row.topic_id = info.topic_id;
 		row.delayed = delayed;
-		row.available_at = available_at;
-		row.key = PG_ARGISNULL(2) ? (Datum) 0 : PG_GETARG_DATUM(2);
-		row.type = PG_ARGISNULL(3) ? (Datum) 0 : PG_GETARG_DATUM(3);
-		row.tenant = tenant ? CStringGetTextDatum(tenant) : (Datum) 0;
-		row.payload = PG_GETARG_DATUM(1);
-		row.headers = PG_ARGISNULL(4) ? (Datum) 0 : PG_GETARG_DATUM(4);
+		row.available_at = o->available_at;
+		row.key = o->key;
+		row.type = o->type;
+		row.tenant = o->tenant ? CStringGetTextDatum(o->tenant) : (Datum) 0;
+		row.payload = o->payload;
+		row.headers = o->headers;
 
 		/* straight into the partition; an INSERT where that does not apply */
 		if (!outbox_log_insert(&row))
@@ -251,7 +254,7 @@ outbox_offer(PG_FUNCTION_ARGS)
 
 		rvalues[0] = Int64GetDatum(id);
 		rvalues[1] = Int32GetDatum(info.topic_id);
-		rvalues[2] = TimestampTzGetDatum(available_at);
+		rvalues[2] = TimestampTzGetDatum(o->available_at);
 		rc = outbox_exec(PLAN_OFFER_RETRY,
 						 "INSERT INTO outbox.retry (event_id, topic_id, available_at) "
 						 "VALUES ($1, $2, $3)",
@@ -259,12 +262,52 @@ outbox_offer(PG_FUNCTION_ARGS)
 		outbox_spi_check(rc, SPI_OK_INSERT, "offer");
 	}
 
+	if (info.wal)
+		outbox_wal_emit(&info, id, o->key, o->type, o->payload, o->headers,
+						o->tenant, GetCurrentTransactionStartTimestamp());
+
 	if (shared)
 		outbox_xact_offered(info.topic_id, info.incarnation, id, delayed,
-							available_at);
+							o->available_at);
 
 	SPI_finish();
-	PG_RETURN_INT64(id);
+	return id;
+}
+
+/*
+ * offer(topic, payload, key, type, headers, tenant, dedupe_key,
+ * available_at) returns bigint: stores one event in the caller's
+ * transaction and returns its id (or, for a dedupe key seen within the
+ * topic's retention, the id of the event stored under it).
+ */
+Datum
+outbox_offer(PG_FUNCTION_ARGS)
+{
+	OutboxOffer o;
+
+	outbox_require_writable("outbox.offer()");
+	outbox_require_schema();
+	outbox_storage_ready();
+	memset(&o, 0, sizeof(o));
+	o.topic = outbox_text_arg(fcinfo, 0, "topic", true);
+	o.tenant = outbox_text_arg(fcinfo, 5, "tenant", false);
+	o.dedupe_key = outbox_text_arg(fcinfo, 6, "dedupe_key", false);
+
+	if (PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("\"payload\" must not be null"),
+				 errhint("Pass 'null'::jsonb for an event without a payload.")));
+	o.payload = PG_GETARG_DATUM(1);
+	o.key = PG_ARGISNULL(2) ? (Datum) 0 : PG_GETARG_DATUM(2);
+	o.type = PG_ARGISNULL(3) ? (Datum) 0 : PG_GETARG_DATUM(3);
+	o.headers = PG_ARGISNULL(4) ? (Datum) 0 : PG_GETARG_DATUM(4);
+	if (!PG_ARGISNULL(7))
+	{
+		o.has_available_at = true;
+		o.available_at = PG_GETARG_TIMESTAMPTZ(7);
+	}
+	PG_RETURN_INT64(outbox_offer_one(&o));
 }
 
 /* A one-dimensional array argument of the given length, or NULL. */
@@ -349,8 +392,11 @@ outbox_offer_batch(PG_FUNCTION_ARGS)
 
 	SPI_connect();
 	shared = offer_prepare(name, &tenant, &info);
+	check_wal_offer(&info, false);
 	if (shared)
 		outbox_xact_offer_register(info.topic_id, info.incarnation);
+	else if (info.wal)
+		(void) GetTopTransactionId();	/* walsync.c: an xid before the ids */
 
 	memset(nulls, ' ', sizeof(nulls));
 	values[0] = Int32GetDatum(info.topic_id);
@@ -369,12 +415,20 @@ outbox_offer_batch(PG_FUNCTION_ARGS)
 	}
 	nulls[4] = tenant ? ' ' : 'n';
 	values[4] = tenant ? CStringGetTextDatum(tenant) : (Datum) 0;
-	rc = outbox_exec(PLAN_OFFER_BATCH,
-					 "INSERT INTO outbox.event (id, topic_id, key, type, tenant, payload, headers) "
-					 "SELECT pg_catalog.nextval('outbox.event_id_seq'), $1, u.k, u.t, $5, u.p, u.h "
-					 "FROM ROWS FROM (pg_catalog.unnest($2), pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($6)) AS u(p, k, t, h) "
-					 "RETURNING id",
-					 6, argtypes, values, nulls, false, 0);
+	if (info.wal)
+		rc = outbox_exec(PLAN_OFFER_BATCH_WAL,
+						 "INSERT INTO outbox.event (id, topic_id, key, type, tenant, payload, headers) "
+						 "SELECT pg_catalog.nextval('outbox.event_id_seq'), $1, u.k, u.t, $5, u.p, u.h "
+						 "FROM ROWS FROM (pg_catalog.unnest($2), pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($6)) AS u(p, k, t, h) "
+						 "RETURNING id, key, type, payload, headers, created_at",
+						 6, argtypes, values, nulls, false, 0);
+	else
+		rc = outbox_exec(PLAN_OFFER_BATCH,
+						 "INSERT INTO outbox.event (id, topic_id, key, type, tenant, payload, headers) "
+						 "SELECT pg_catalog.nextval('outbox.event_id_seq'), $1, u.k, u.t, $5, u.p, u.h "
+						 "FROM ROWS FROM (pg_catalog.unnest($2), pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($6)) AS u(p, k, t, h) "
+						 "RETURNING id",
+						 6, argtypes, values, nulls, false, 0);
 	outbox_spi_check(rc, SPI_OK_INSERT_RETURNING, "offer_batch");
 
 	for (uint64 i = 0; i < SPI_processed; i++)
@@ -383,6 +437,25 @@ outbox_offer_batch(PG_FUNCTION_ARGS)
 		Datum		id = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc,
 									   1, &isnull);
 
+		if (info.wal)
+		{
+			HeapTuple	tup = SPI_tuptable->vals[i];
+			TupleDesc	desc = SPI_tuptable->tupdesc;
+			bool		n2,
+						n3,
+						n4,
+						n5,
+						n6;
+			Datum		k = SPI_getbinval(tup, desc, 2, &n2);
+			Datum		t = SPI_getbinval(tup, desc, 3, &n3);
+			Datum		p = SPI_getbinval(tup, desc, 4, &n4);
+			Datum		h = SPI_getbinval(tup, desc, 5, &n5);
+			Datum		c = SPI_getbinval(tup, desc, 6, &n6);
+
+			outbox_wal_emit(&info, DatumGetInt64(id), n2 ? (Datum) 0 : k,
+							n3 ? (Datum) 0 : t, p, n5 ? (Datum) 0 : h, tenant,
+							DatumGetTimestampTz(c));
+		}
 		if (shared)
 			outbox_xact_offered(info.topic_id, info.incarnation,
 								DatumGetInt64(id), false, 0);

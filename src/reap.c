@@ -16,6 +16,7 @@
 #include "spi_util.h"
 #include "topic.h"
 #include "util.h"
+#include "walsync.h"
 #include "xact.h"
 
 #include "access/xact.h"
@@ -265,6 +266,7 @@ outbox_do_reap(void)
 	{
 		SPI_connect();
 		trim_acks();
+		(void) outbox_wal_progress();
 		SPI_finish();
 		return 0;
 	}
@@ -295,6 +297,7 @@ outbox_do_reap(void)
 	}
 	advance_watermarks();
 	trim_acks();
+	(void) outbox_wal_progress();
 	SPI_finish();
 
 	return nexpired;

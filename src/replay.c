@@ -16,7 +16,9 @@
 #include "tenant.h"
 #include "topic.h"
 #include "util.h"
+#include "walmsg.h"
 #include "xact.h"
+#include "access/xact.h"
 
 #include "catalog/pg_type.h"
 #include "fmgr.h"
@@ -33,8 +35,7 @@ PG_FUNCTION_INFO_V1(outbox_replay);
  */
 static const char *replay_sql =
 "WITH s AS (SELECT watermark FROM outbox.topic_state WHERE topic_id = $1), "
-"a AS MATERIALIZED (SELECT u.id FROM outbox.acked a, s, pg_catalog.unnest(coalesce(a.ids, ARRAY[a.max_id])) AS u(id) "
-"                   WHERE a.topic_id = $1 AND a.max_id > s.watermark), "
+"a AS MATERIALIZED (SELECT k.id FROM outbox._acked() k WHERE k.topic_id = $1), "
 "src AS (SELECT e.* FROM outbox.event e, s "
 "        WHERE e.topic_id = $1 AND e.created_at >= $2 "
 "        AND ($3::timestamptz IS NULL OR e.created_at < $3) "
@@ -48,7 +49,7 @@ static const char *replay_sql =
 "INSERT INTO outbox.event (id, topic_id, key, type, tenant, payload, headers, origin_id) "
 "SELECT pg_catalog.nextval('outbox.event_id_seq'), $1, src.key, src.type, src.tenant, "
 "       src.payload, src.headers, src.id FROM src "
-"RETURNING id";
+"RETURNING id, key, type, tenant, payload, headers, created_at";
 
 /*
  * replay(topic, since, until, key, tenant) returns integer: how many events
@@ -103,6 +104,11 @@ outbox_replay(PG_FUNCTION_ARGS)
 	SPI_connect();
 	outbox_lock_topic(name, AccessShareLock);
 	outbox_lookup_topic(name, &info);
+	if (info.wal)
+	{
+		outbox_wal_require_logical("a replay of a topic delivered through the WAL");
+		(void) GetTopTransactionId();	/* walsync.c: an xid before the ids */
+	}
 
 	/* which logs: the topic's, or its tenant parts' too */
 	if (!info.per_tenant)
@@ -152,18 +158,29 @@ outbox_replay(PG_FUNCTION_ARGS)
 		rc = outbox_exec(PLAN_REPLAY, replay_sql, 5, types, values, nulls, false, 0);
 		outbox_spi_check(rc, SPI_OK_INSERT_RETURNING, "replay");
 		n = SPI_processed;
-		if (shared)
+		for (uint64 i = 0; i < n; i++)
 		{
-			for (uint64 i = 0; i < n; i++)
-			{
-				bool		isnull;
+			HeapTuple	tup = SPI_tuptable->vals[i];
+			TupleDesc	desc = SPI_tuptable->tupdesc;
+			bool		isnull;
+			int64		id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
 
-				outbox_xact_offered(ids[k], incarnations[k],
-									DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i],
-																SPI_tuptable->tupdesc,
-																1, &isnull)),
-									false, 0);
+			if (info.wal)
+			{
+				Datum		d[7];
+				bool		dn[7];
+				char	   *evtenant;
+
+				for (int c = 2; c <= 7; c++)
+					d[c - 1] = SPI_getbinval(tup, desc, c, &dn[c - 1]);
+				evtenant = dn[3] ? NULL : TextDatumGetCString(d[3]);
+				outbox_wal_emit(&info, id, dn[1] ? (Datum) 0 : d[1],
+								dn[2] ? (Datum) 0 : d[2], d[4],
+								dn[5] ? (Datum) 0 : d[5], evtenant,
+								DatumGetTimestampTz(d[6]));
 			}
+			if (shared)
+				outbox_xact_offered(ids[k], incarnations[k], id, false, 0);
 		}
 		total += n;
 	}

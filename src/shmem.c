@@ -1244,6 +1244,29 @@ outbox_my_slot(void)
 }
 
 /*
+ * The transactions of this database that announced offers and have not
+ * ended (walsync.c waits for them).  Returns how many, at most max (the
+ * number of offer slots is enough).
+ */
+int
+outbox_offering_xids(TransactionId *xids, int max)
+{
+	int			n = 0;
+
+	LWLockAcquire(outbox_shared->lock, LW_SHARED);
+	for (int i = 0; i < outbox_shared->nslots && n < max; i++)
+	{
+		OutboxOfferSlot *slot = &outbox_shared->slots[i];
+
+		if (slot->dbid == MyDatabaseId && TransactionIdIsValid(slot->xid) &&
+			(slot->ntopics > 0 || slot->any))
+			xids[n++] = slot->xid;
+	}
+	LWLockRelease(outbox_shared->lock);
+	return n;
+}
+
+/*
  * Call fn for every lease of the current database's topics, until it
  * returns false.  Caller holds the shared state lock.
  */

@@ -27,6 +27,7 @@
 #include "tenant.h"
 #include "topic.h"
 #include "util.h"
+#include "walmsg.h"
 #include "xact.h"
 
 #include "catalog/namespace.h"
@@ -34,6 +35,7 @@
 #include "common/hashfn.h"
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "replication/slot.h"
 #include "storage/lock.h"
 #include "commands/trigger.h"
 #include "utils/builtins.h"
@@ -133,7 +135,7 @@ outbox_topic_changed(PG_FUNCTION_ARGS)
 
 #define TOPIC_COLUMNS \
 	"topic_id, incarnation, max_attempts, retention, backoff_base, backoff_max, ordered, name, xmin, " \
-	"per_tenant, tenant"
+	"per_tenant, tenant, delivery = 'wal', slot"
 
 void
 outbox_check_topic_name(const char *name)
@@ -186,6 +188,9 @@ topic_from_tuple(HeapTuple tup, TupleDesc desc, OutboxTopicInfo *info)
 	name = SPI_getvalue(tup, desc, 11);
 	info->is_part = (name != NULL);
 	strlcpy(info->tenant, name ? name : "", sizeof(info->tenant));
+	info->wal = DatumGetBool(SPI_getbinval(tup, desc, 12, &isnull));
+	name = SPI_getvalue(tup, desc, 13);
+	strlcpy(info->slot, name ? name : "", sizeof(info->slot));
 }
 
 /*
@@ -331,9 +336,10 @@ outbox_lookup_topic_part(const OutboxTopicInfo *topic, const char *tenant,
 			break;
 		rc = outbox_exec(PLAN_TOPIC_PART_CREATE,
 						 "WITH p AS (INSERT INTO outbox.topic (name, max_attempts, retention, "
-						 "  backoff_base, backoff_max, ordered, parent_id, tenant) "
+						 "  backoff_base, backoff_max, ordered, parent_id, tenant, delivery, slot) "
 						 "  SELECT t.name, t.max_attempts, t.retention, t.backoff_base, "
-						 "    t.backoff_max, t.ordered, t.topic_id, $2 FROM outbox.topic t "
+						 "    t.backoff_max, t.ordered, t.topic_id, $2, t.delivery, t.slot "
+						 "  FROM outbox.topic t "
 						 "  WHERE t.topic_id = $1 "
 						 "  ON CONFLICT (parent_id, tenant) WHERE parent_id IS NOT NULL DO NOTHING "
 						 "  RETURNING topic_id) "
@@ -457,27 +463,30 @@ check_settings(FunctionCallInfo fcinfo, int first, int64 kept_base,
 
 /*
  * create_topic(topic, max_attempts, retention, backoff_base, backoff_max,
- * ordered): a new topic, refused if one of that name exists.
+ * ordered, delivery, slot): a new topic, refused if one of that name
+ * exists.  delivery 'wal' needs a slot name and wal_level = logical.
  */
 Datum
 outbox_create_topic(PG_FUNCTION_ARGS)
 {
 	char	   *name;
 	bool		ordered;
-	Datum		values[6];
+	char	   *delivery;
+	bool		wal;
+	Datum		values[8];
+	char		nulls[8];
 	int			rc;
-	static const Oid argtypes[6] = {TEXTOID, INT4OID, INTERVALOID, INTERVALOID,
-	INTERVALOID, BOOLOID};
+	static const Oid argtypes[8] = {TEXTOID, INT4OID, INTERVALOID, INTERVALOID,
+	INTERVALOID, BOOLOID, TEXTOID, NAMEOID};
+	static const char *const argnames[7] = {"max_attempts", "retention",
+		"backoff_base", "backoff_max", "ordered", "delivery"};
 
 	outbox_require_writable("outbox.create_topic()");
 	outbox_require_schema();
 	name = outbox_text_arg(fcinfo, 0, "topic", true);
 
-	for (int i = 1; i < 6; i++)
-		outbox_require_arg(fcinfo, i, i == 1 ? "max_attempts" :
-						   i == 2 ? "retention" :
-						   i == 3 ? "backoff_base" :
-						   i == 4 ? "backoff_max" : "ordered");
+	for (int i = 1; i < 7; i++)
+		outbox_require_arg(fcinfo, i, argnames[i - 1]);
 	outbox_check_topic_name(name);
 	check_settings(fcinfo, 1, 0, 0);
 	outbox_refuse_if_bound("outbox.create_topic()");
@@ -488,17 +497,42 @@ outbox_create_topic(PG_FUNCTION_ARGS)
 				 errmsg("ordered topics are not supported yet"),
 				 errhint("Create the topic with ordered => false.")));
 
+	delivery = outbox_text_arg(fcinfo, 6, "delivery", true);
+	if (strcmp(delivery, "claim") != 0 && strcmp(delivery, "wal") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid value for \"delivery\": \"%s\"", delivery),
+				 errhint("Use 'claim' (relays claim and ack) or 'wal' (a logical replication slot reads the topic).")));
+	wal = (strcmp(delivery, "wal") == 0);
+	if (wal)
+	{
+		if (PG_ARGISNULL(7))
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("\"slot\" must not be null with delivery => 'wal'"),
+					 errhint("Name the logical replication slot that delivers the topic, such as Debezium's slot.name.")));
+		(void) ReplicationSlotValidateName(NameStr(*PG_GETARG_NAME(7)), ERROR);
+		outbox_wal_require_logical("a topic delivered through the WAL");
+	}
+	else if (!PG_ARGISNULL(7))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("\"slot\" applies only with delivery => 'wal'"),
+				 errhint("Leave slot NULL for a topic that relays claim.")));
+
 	outbox_lock_topic(name, AccessExclusiveLock);
 
 	SPI_connect();
+	memset(nulls, ' ', sizeof(nulls));
 	values[0] = CStringGetTextDatum(name);
-	for (int i = 1; i < 6; i++)
-		values[i] = PG_GETARG_DATUM(i);
+	for (int i = 1; i < 8; i++)
+		values[i] = PG_ARGISNULL(i) ? (Datum) 0 : PG_GETARG_DATUM(i);
+	nulls[7] = PG_ARGISNULL(7) ? 'n' : ' ';
 	rc = SPI_execute_with_args(
-							   "WITH t AS (INSERT INTO outbox.topic (name, max_attempts, retention, backoff_base, backoff_max, ordered) "
-							   "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (name) WHERE parent_id IS NULL DO NOTHING RETURNING topic_id) "
+							   "WITH t AS (INSERT INTO outbox.topic (name, max_attempts, retention, backoff_base, backoff_max, ordered, delivery, slot) "
+							   "VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (name) WHERE parent_id IS NULL DO NOTHING RETURNING topic_id) "
 							   "INSERT INTO outbox.topic_state (topic_id) SELECT topic_id FROM t",
-							   6, (Oid *) argtypes, values, NULL, false, 0);
+							   8, (Oid *) argtypes, values, nulls, false, 0);
 	outbox_spi_check(rc, SPI_OK_INSERT, "create_topic");
 	if (SPI_processed == 0)
 		ereport(ERROR,
@@ -561,7 +595,7 @@ outbox_alter_topic(PG_FUNCTION_ARGS)
 
 /*
  * _topic_fixed(): row trigger on outbox.topic, refusing a change of what is
- * fixed when a topic is made (ordered).
+ * fixed when a topic is made (ordered, delivery and slot).
  */
 Datum
 outbox_topic_fixed(PG_FUNCTION_ARGS)
@@ -573,11 +607,35 @@ outbox_topic_fixed(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("outbox._topic_fixed() may only be called as a row trigger on update")));
-	ereport(ERROR,
-			(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-			 errmsg("the \"ordered\" setting of a topic cannot be changed"),
-			 errdetail("A topic is ordered or not from its creation on."),
-			 errhint("Create a new topic with the setting wanted.")));
+	{
+		HeapTuple	oldtup = trigdata->tg_trigtuple;
+		HeapTuple	newtup = trigdata->tg_newtuple;
+		TupleDesc	desc = RelationGetDescr(trigdata->tg_relation);
+		const char *setting = "ordered";
+		int			attno = SPI_fnumber(desc, "ordered");
+		bool		isnull1,
+					isnull2;
+		Datum		d1 = heap_getattr(oldtup, attno, desc, &isnull1);
+		Datum		d2 = heap_getattr(newtup, attno, desc, &isnull2);
+
+		if (isnull1 == isnull2 && (isnull1 || DatumGetBool(d1) == DatumGetBool(d2)))
+		{
+			attno = SPI_fnumber(desc, "delivery");
+			d1 = heap_getattr(oldtup, attno, desc, &isnull1);
+			d2 = heap_getattr(newtup, attno, desc, &isnull2);
+			setting = (isnull1 != isnull2 ||
+					   (!isnull1 && strcmp(TextDatumGetCString(d1),
+										   TextDatumGetCString(d2)) != 0)) ?
+				"delivery" : "slot";
+		}
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("the \"%s\" setting of a topic cannot be changed", setting),
+				 strcmp(setting, "ordered") == 0 ?
+				 errdetail("A topic is ordered or not from its creation on.") :
+				 errdetail("How a topic is delivered, and through which slot, is fixed when it is created."),
+				 errhint("Create a new topic with the setting wanted.")));
+	}
 	return PointerGetDatum(NULL);
 }
 
@@ -598,6 +656,7 @@ outbox_drop_topic(PG_FUNCTION_ARGS)
 	int64	   *incarnations;
 	int			n;
 	static const Oid intarg[1] = {INT4OID};
+	static const Oid textarg[1] = {TEXTOID};
 
 	outbox_require_writable("outbox.drop_topic()");
 	outbox_require_schema();
@@ -611,6 +670,31 @@ outbox_drop_topic(PG_FUNCTION_ARGS)
 
 	SPI_connect();
 	outbox_lookup_topic(name, &info);
+
+	/* a capture trigger would make every write to its table fail */
+	values[0] = CStringGetTextDatum(name);
+	rc = SPI_execute_with_args("SELECT tg.tgrelid::pg_catalog.regclass::pg_catalog.text "
+							   "FROM pg_catalog.pg_trigger tg "
+							   "WHERE tg.tgfoid OPERATOR(pg_catalog.=) 'outbox._capture()'::pg_catalog.regprocedure "
+							   "AND tg.tgparentid OPERATOR(pg_catalog.=) 0 "
+							   "AND tg.tgnargs OPERATOR(pg_catalog.>=) 1 "
+							   "AND pg_catalog.convert_from(pg_catalog.substring(tg.tgargs, 1, "
+							   "    pg_catalog.position(tg.tgargs, '\\x00'::pg_catalog.bytea) OPERATOR(pg_catalog.-) 1), 'UTF8') "
+							   "    OPERATOR(pg_catalog.=) $1 "
+							   "LIMIT 1",
+							   1, (Oid *) textarg, values, NULL, true, 1);
+	outbox_spi_check(rc, SPI_OK_SELECT, "drop_topic");
+	if (SPI_processed > 0)
+	{
+		char	   *table = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+
+		ereport(ERROR,
+				(errcode(ERRCODE_DEPENDENT_OBJECTS_STILL_EXIST),
+				 errmsg("topic \"%s\" is captured from table %s", name, table),
+				 errdetail("Every change of the table's rows is offered to the topic."),
+				 errhint("Call outbox.uncapture('%s', '%s') first.", table, name)));
+	}
+
 	n = outbox_topic_family(info.topic_id, &ids, &incarnations);
 
 	for (int i = 0; i < n && !force; i++)
@@ -630,8 +714,7 @@ outbox_drop_topic(PG_FUNCTION_ARGS)
 								   "OR EXISTS (SELECT 1 FROM outbox.event e "
 								   "  JOIN outbox.topic_state s USING (topic_id) "
 								   "  WHERE e.topic_id = $1 AND e.id > s.watermark "
-								   "  AND NOT EXISTS (SELECT 1 FROM outbox.acked a "
-								   "    WHERE a.topic_id = $1 AND a.max_id >= e.id AND e.id = ANY (coalesce(a.ids, ARRAY[a.max_id]))))",
+								   "  AND e.id NOT IN (SELECT k.id FROM outbox._acked() k WHERE k.topic_id = $1))",
 								   1, (Oid *) intarg, values, NULL, true, 1);
 		outbox_spi_check(rc, SPI_OK_SELECT, "drop_topic");
 		pending = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],

@@ -55,8 +55,8 @@ $node->safe_psql('old', q{
 });
 
 $node->safe_psql('old', q{ALTER EXTENSION outbox UPDATE});
-is($node->safe_psql('old', "SELECT extversion FROM pg_extension WHERE extname = 'outbox'"), '1.4',
-	'updated to 1.4');
+is($node->safe_psql('old', "SELECT extversion FROM pg_extension WHERE extname = 'outbox'"), '1.5',
+	'updated to 1.5');
 
 # The schema, as the catalogs describe it (the log's daily partitions left
 # out: they are the same on both sides and made by pg_partman).

@@ -3,7 +3,7 @@
 -- basic behaviour those signatures promise.
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS outbox CASCADE;
-SELECT plan(113);
+SELECT plan(126);
 
 -- Input-argument defaults of a function, evaluated: '-' for an argument
 -- without a default, 'NULL' for DEFAULT NULL.
@@ -41,9 +41,9 @@ CREATE TEMP TABLE expect_fn (
     defaults  text
 );
 INSERT INTO expect_fn VALUES
- (1, 'create_topic', '{text,integer,interval,interval,interval,boolean}', 'void',
-  'topic text, max_attempts integer, retention interval, backoff_base interval, backoff_max interval, ordered boolean',
-  '-, 5, 7 days, 00:00:01, 00:01:00, false'),
+ (1, 'create_topic', '{text,integer,interval,interval,interval,boolean,text,name}', 'void',
+  'topic text, max_attempts integer, retention interval, backoff_base interval, backoff_max interval, ordered boolean, delivery text, slot name',
+  '-, 5, 7 days, 00:00:01, 00:01:00, false, claim, NULL'),
  (2, 'drop_topic', '{text,boolean}', 'void',
   'topic text, force boolean',
   '-, false'),
@@ -83,7 +83,9 @@ INSERT INTO expect_fn VALUES
   'topic text, max_attempts integer, retention interval, backoff_base interval, backoff_max interval',
   '-, NULL, NULL, NULL, NULL'),
  (16, 'reset_metrics', '{}', 'void', '', ''),
- (17, 'metrics_histograms', '{}', 'setof record', '', '');
+ (17, 'metrics_histograms', '{}', 'setof record', '', ''),
+ (18, 'capture', '{regclass,text}', 'void', 'source regclass, topic text', '-, -'),
+ (19, 'uncapture', '{regclass,text}', 'boolean', 'source regclass, topic text', '-, -');
 
 CREATE FUNCTION pg_temp.fn(n name, a name[]) RETURNS regprocedure
 LANGUAGE sql AS $$
@@ -94,22 +96,22 @@ SELECT has_schema('outbox', 'schema outbox exists');
 SELECT is(current_setting('search_path'), (SELECT reset_val FROM pg_settings WHERE name = 'search_path'),
           'CREATE EXTENSION outbox leaves the session search_path alone');
 
--- 17 x has_function
+-- 19 x has_function
 SELECT has_function('outbox', name, args,
                     format('function outbox.%s(%s) exists', name, array_to_string(args, ', ')))
   FROM expect_fn ORDER BY ord;
 
--- 17 x function_returns
+-- 19 x function_returns
 SELECT function_returns('outbox', name, args, returns,
                         format('outbox.%s(%s) returns %s', name, array_to_string(args, ', '), returns))
   FROM expect_fn ORDER BY ord;
 
--- 17 x argument names
+-- 19 x argument names
 SELECT is(pg_get_function_identity_arguments(pg_temp.fn(name, args)), identity,
           format('outbox.%s(%s) has the argument names of the contract', name, array_to_string(args, ', ')))
   FROM expect_fn ORDER BY ord;
 
--- 17 x defaults
+-- 19 x defaults
 SELECT is(pg_temp.arg_defaults(pg_temp.fn(name, args)), defaults,
           format('outbox.%s(%s) has the defaults of the contract', name, array_to_string(args, ', ')))
   FROM expect_fn ORDER BY ord;
@@ -127,9 +129,9 @@ SELECT is((SELECT string_agg(format('%s/%s', e.name, coalesce(p.n, 0)), ' ' ORDE
              LEFT JOIN (SELECT proname, count(*) AS n FROM pg_proc
                          WHERE pronamespace = 'outbox'::regnamespace GROUP BY proname) p
                     ON p.proname = e.name),
-          'ack/2 alter_topic/1 claim/1 create_topic/1 dead_letter/1 drop_topic/1 extend_lease/1 '
+          'ack/2 alter_topic/1 capture/1 claim/1 create_topic/1 dead_letter/1 drop_topic/1 extend_lease/1 '
           'maintain/1 metrics_histograms/1 nack/1 offer/1 offer_batch/1 reap/1 redrive/1 replay/1 '
-          'reset_metrics/1',
+          'reset_metrics/1 uncapture/1',
           'each contract function has exactly its contract overloads');
 
 -- Views
@@ -161,6 +163,14 @@ SELECT is(pg_get_function_result(pg_temp.fn('metrics_histograms', '{}')),
           'TABLE(topic text, histogram text, le double precision[], bucket bigint[], sum double precision, count bigint)',
           'outbox.metrics_histograms returns the columns Prometheus needs');
 SELECT has_column('outbox', 'topics', 'ordered', 'outbox.topics has column ordered');
+SELECT col_type_is('outbox', 'topics', 'delivery', 'text', 'outbox.topics has column delivery (text)');
+SELECT col_type_is('outbox', 'topics', 'slot', 'name', 'outbox.topics has column slot (name)');
+SELECT throws_ok($$SELECT outbox.create_topic('contract_w', delivery => 'wal', slot => 'contract_slot')$$,
+                 '55000', NULL, 'delivery => ''wal'' needs wal_level = logical');
+SELECT throws_ok($$SELECT outbox.create_topic('contract_w', delivery => 'kafka')$$,
+                 '22023', NULL, 'an unknown delivery is refused');
+SELECT throws_ok($$SELECT outbox.create_topic('contract_w', slot => 'contract_slot')$$,
+                 '22023', NULL, 'a slot without delivery => ''wal'' is refused');
 
 -- Topics: settings given and defaults, one row per topic.
 SELECT lives_ok($$SELECT outbox.create_topic('contract_t')$$, 'create_topic with defaults');

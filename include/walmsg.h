@@ -1,0 +1,23 @@
+/*-------------------------------------------------------------------------
+ *
+ * walmsg.h
+ *	  The logical decoding message an offer to a WAL topic emits (walmsg.c).
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef OUTBOX_WALMSG_H
+#define OUTBOX_WALMSG_H
+
+#include "outbox.h"
+#include "topic.h"
+
+/* The prefix of every message outbox emits. */
+#define OUTBOX_WAL_PREFIX	"outbox"
+
+extern void outbox_wal_require_logical(const char *what);
+extern void outbox_wal_emit(const OutboxTopicInfo *topic, int64 id,
+							Datum key, Datum type, Datum payload,
+							Datum headers, const char *tenant,
+							TimestampTz created_at);
+
+#endif							/* OUTBOX_WALMSG_H */
