@@ -25,9 +25,10 @@ ALTER TABLE outbox.topic
  * every event with an id at or below "below" ended (committed or rolled
  * back) before "lsn"; once the slot has confirmed "lsn" they are delivered
  * and the watermark moves to "below".  Until the transactions in "xids"
- * end, "lsn" is not known yet.  slot_lost: the slot was found missing, and
- * the topic's undelivered events are sent again when it is back.
- * Runtime state, not dumped.
+ * end, "lsn" is not known yet.  resend_through: events up to this id may
+ * have been offered while the slot was missing, so that no slot carries
+ * their messages; they are emitted again once it exists.  Runtime state,
+ * not dumped.
  */
 CREATE TABLE outbox.wal_progress (
 	topic_id	integer PRIMARY KEY REFERENCES outbox.topic ON DELETE CASCADE,
@@ -35,7 +36,7 @@ CREATE TABLE outbox.wal_progress (
 	xids		bigint[],
 	lsn			pg_lsn,
 	made_at		timestamptz,
-	slot_lost	boolean NOT NULL DEFAULT false
+	resend_through bigint
 );
 COMMENT ON TABLE outbox.wal_progress IS
 	'Per WAL topic: how far its watermark moves once its slot confirms an LSN';

@@ -15,6 +15,7 @@
 #define OUTBOX_WAL_PREFIX	"outbox"
 
 extern void outbox_wal_require_logical(const char *what);
+extern void outbox_wal_check_slot(const OutboxTopicInfo *topic);
 extern void outbox_wal_emit(const OutboxTopicInfo *topic, int64 id,
 							Datum key, Datum type, Datum payload,
 							Datum headers, const char *tenant,

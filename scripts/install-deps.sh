@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs what building, testing and demonstrating outbox needs on Debian 12:
 # PostgreSQL 15 server and headers, pg_partman, pgTAP, pg_prove and the Perl
-# modules the TAP tests use.  Safe to run again; it installs only what is
-# missing.  Runs as root, or through sudo for a normal user.
+# modules the TAP tests use, wal2json, and Node.js with npm (t/019_wal_delivery
+# reads the WAL with wal2json and with a Node.js client).  Safe to run again;
+# it installs only what is missing.  Runs as root, or through sudo for a
+# normal user.
 #
 # OUTBOX_PG_MAJOR=N installs PostgreSQL N's packages instead (what
 # scripts/pgchroot.sh does inside a chroot of a newer Debian suite); there,
@@ -12,12 +14,16 @@ set -euo pipefail
 PGV=${OUTBOX_PG_MAJOR:-15}
 pkgs=(make gcc "postgresql-$PGV" "postgresql-server-dev-$PGV" "postgresql-$PGV-partman"
       "postgresql-$PGV-pgtap" libtap-parser-sourcehandler-pgtap-perl
-      libipc-run-perl faketime prometheus-postgres-exporter prometheus)
+      libipc-run-perl faketime prometheus-postgres-exporter prometheus
+      "postgresql-$PGV-wal2json")
+# Node.js and npm: the examples (on 15) and the WAL client of
+# t/019_wal_delivery (everywhere).  A Node.js installed otherwise (with its
+# own npm) is used as it is.
+command -v npm >/dev/null || pkgs+=(nodejs npm)
 # contrib is part of postgresql-N; the metapackage follows the suite's default
 if [ "$PGV" = 15 ]; then
 	pkgs+=(postgresql-contrib)
-	pkgs+=(python3-psycopg)                         # examples/python
-	command -v npm >/dev/null || pkgs+=(nodejs npm) # examples/node
+	pkgs+=(python3-psycopg) # examples/python
 fi
 # benchmarks only: PgQ (a baseline) and gnuplot (bench/charts.sh)
 if [ "${OUTBOX_BENCH_DEPS:-0}" = 1 ]; then

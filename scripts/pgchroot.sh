@@ -76,6 +76,22 @@ in_chroot() {
 	' in_chroot "$dir" "$@"
 }
 
+# The certificates the machine itself trusts beyond Debian's list (a
+# company's or a proxy's, in /usr/local/share/ca-certificates) are trusted
+# inside too: npm fetches over HTTPS (t/019_wal_delivery).  Copied again
+# whenever they differ.
+sync_ca() {
+	local dir=$1 src=/usr/local/share/ca-certificates
+	local dst=$dir/usr/local/share/ca-certificates
+	[ -d "$src" ] || return 0
+	diff -r "$src" "$dst" >/dev/null 2>&1 && return 0
+	rm -rf -- "$dst"
+	mkdir -p "$dst"
+	cp -R "$src/." "$dst/"
+	in_chroot "$dir" update-ca-certificates --fresh >/dev/null 2>&1 ||
+		die "update-ca-certificates failed in the chroot"
+}
+
 # Refuses to delete a directory that has anything mounted below it.
 remove_tree() {
 	local d=$1
@@ -117,6 +133,7 @@ build() {
 	cp /etc/resolv.conf "$new/etc/resolv.conf" 2>/dev/null || true
 	in_chroot "$new" apt-get update -qq || die "apt-get update failed in the $SUITE chroot"
 	check_suite "$new"
+	sync_ca "$new"
 	mkdir -p "$new/opt/outbox"
 	cp "$ROOT/scripts/install-deps.sh" "$new/opt/outbox/install-deps.sh"
 	in_chroot "$new" env OUTBOX_PG_MAJOR="$V" bash /opt/outbox/install-deps.sh ||
@@ -181,7 +198,9 @@ case "$ACTION" in
 		# A shared lock: a rebuild waits until no command runs in the chroot.
 		exec 9>"$LOCK"
 		flock -s 9
-		# Packages the scripts added since the chroot was built.
+		# Packages the scripts added since the chroot was built, and the
+		# machine's certificates as they are now.
+		sync_ca "$DIR"
 		cp "$ROOT/scripts/install-deps.sh" "$DIR/opt/outbox/install-deps.sh"
 		in_chroot "$DIR" env OUTBOX_PG_MAJOR="$V" bash /opt/outbox/install-deps.sh >&2 ||
 			die "installing missing packages failed in the chroot"

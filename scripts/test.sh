@@ -239,7 +239,7 @@ all_suites() {
 	echo pgtap
 	echo concurrency
 	echo fuzz
-	# the chroots carry neither Node.js nor psycopg; the upgrade goes from
+	# the chroots carry no psycopg; the upgrade goes from
 	# the machine's 15 to the chroots' 17 and 18, not from inside one
 	[ -n "${OUTBOX_IN_CHROOT:-}" ] || echo examples
 	# make dist archives the git checkout, which the chroots' copies are not

@@ -263,8 +263,11 @@ outbox_offer_one(OutboxOffer *o)
 	}
 
 	if (info.wal)
+	{
+		outbox_wal_check_slot(&info);
 		outbox_wal_emit(&info, id, o->key, o->type, o->payload, o->headers,
 						o->tenant, GetCurrentTransactionStartTimestamp());
+	}
 
 	if (shared)
 		outbox_xact_offered(info.topic_id, info.incarnation, id, delayed,
@@ -393,6 +396,8 @@ outbox_offer_batch(PG_FUNCTION_ARGS)
 	SPI_connect();
 	shared = offer_prepare(name, &tenant, &info);
 	check_wal_offer(&info, false);
+	if (info.wal)
+		outbox_wal_check_slot(&info);
 	if (shared)
 		outbox_xact_offer_register(info.topic_id, info.incarnation);
 	else if (info.wal)

@@ -152,6 +152,13 @@ outbox_replay(PG_FUNCTION_ARGS)
 		bool		shared = outbox_shmem_available();
 		uint64		n;
 
+		if (info.wal)
+		{
+			OutboxTopicInfo part = info;
+
+			part.topic_id = ids[k];
+			outbox_wal_check_slot(&part);
+		}
 		if (shared)
 			outbox_xact_offer_register(ids[k], incarnations[k]);
 		values[0] = Int32GetDatum(ids[k]);

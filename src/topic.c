@@ -342,7 +342,9 @@ outbox_lookup_topic_part(const OutboxTopicInfo *topic, const char *tenant,
 						 "  FROM outbox.topic t "
 						 "  WHERE t.topic_id = $1 "
 						 "  ON CONFLICT (parent_id, tenant) WHERE parent_id IS NOT NULL DO NOTHING "
-						 "  RETURNING topic_id) "
+						 "  RETURNING topic_id, delivery, slot), "
+						 "w AS (INSERT INTO outbox.wal_progress (topic_id) "
+						 "  SELECT p.topic_id FROM p WHERE p.delivery = 'wal') "
 						 "INSERT INTO outbox.topic_state (topic_id) SELECT topic_id FROM p",
 						 2, argtypes, values, NULL, false, 0);
 		outbox_spi_check(rc, SPI_OK_INSERT, "topic part");
@@ -480,6 +482,7 @@ outbox_create_topic(PG_FUNCTION_ARGS)
 	INTERVALOID, BOOLOID, TEXTOID, NAMEOID};
 	static const char *const argnames[7] = {"max_attempts", "retention",
 		"backoff_base", "backoff_max", "ordered", "delivery"};
+	bool		isnull;
 
 	outbox_require_writable("outbox.create_topic()");
 	outbox_require_schema();
@@ -528,13 +531,18 @@ outbox_create_topic(PG_FUNCTION_ARGS)
 	for (int i = 1; i < 8; i++)
 		values[i] = PG_ARGISNULL(i) ? (Datum) 0 : PG_GETARG_DATUM(i);
 	nulls[7] = PG_ARGISNULL(7) ? 'n' : ' ';
+	/* a WAL topic starts with its row of outbox.wal_progress (walsync.c) */
 	rc = SPI_execute_with_args(
 							   "WITH t AS (INSERT INTO outbox.topic (name, max_attempts, retention, backoff_base, backoff_max, ordered, delivery, slot) "
-							   "VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (name) WHERE parent_id IS NULL DO NOTHING RETURNING topic_id) "
-							   "INSERT INTO outbox.topic_state (topic_id) SELECT topic_id FROM t",
+							   "  VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (name) WHERE parent_id IS NULL DO NOTHING "
+							   "  RETURNING topic_id, delivery, slot), "
+							   "s AS (INSERT INTO outbox.topic_state (topic_id) SELECT topic_id FROM t), "
+							   "w AS (INSERT INTO outbox.wal_progress (topic_id) "
+							   "  SELECT t.topic_id FROM t WHERE t.delivery = 'wal') "
+							   "SELECT count(*) FROM t",
 							   8, (Oid *) argtypes, values, nulls, false, 0);
-	outbox_spi_check(rc, SPI_OK_INSERT, "create_topic");
-	if (SPI_processed == 0)
+	outbox_spi_check(rc, SPI_OK_SELECT, "create_topic");
+	if (DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)) == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_DUPLICATE_OBJECT),
 				 errmsg("topic \"%s\" already exists", name)));

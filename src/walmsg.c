@@ -9,10 +9,20 @@
  *	  aggregateid, type, payload as JSON) and headers, tenant and
  *	  created_at.
  *
+ *	  An offer made while the topic's slot is missing (or not yet able to
+ *	  decode) notes in outbox.wal_progress that its topic's events are to
+ *	  be emitted again once the slot exists (walsync.c).
+ *
  *-------------------------------------------------------------------------
  */
 #include "outbox.h"
+#include "spi_util.h"
 #include "walmsg.h"
+
+#include "catalog/pg_type.h"
+#include "miscadmin.h"
+#include "replication/slot.h"
+#include "storage/spin.h"
 
 #include "access/xlog.h"
 #include "datatype/timestamp.h"
@@ -52,6 +62,48 @@ append_jsonb(StringInfo buf, Datum jsonb)
 	Jsonb	   *jb = DatumGetJsonbP(jsonb);
 
 	(void) JsonbToCString(buf, &jb->root, VARSIZE(jb));
+}
+
+/* Can the slot decode a transaction that commits from now on? */
+static bool
+slot_ready(const char *name)
+{
+	ReplicationSlot *slot;
+	bool		ready = false;
+
+	LWLockAcquire(ReplicationSlotControlLock, LW_SHARED);
+	slot = SearchNamedReplicationSlot(name, false);
+	if (slot != NULL)
+	{
+		SpinLockAcquire(&slot->mutex);
+		ready = slot->data.database == MyDatabaseId &&
+			!XLogRecPtrIsInvalid(slot->data.confirmed_flush);
+		SpinLockRelease(&slot->mutex);
+	}
+	LWLockRelease(ReplicationSlotControlLock);
+	return ready;
+}
+
+/*
+ * Before emitting messages of a WAL topic: if its slot cannot carry them,
+ * have them emitted again once it can.  Caller is connected to SPI.
+ */
+void
+outbox_wal_check_slot(const OutboxTopicInfo *topic)
+{
+	static const Oid types[1] = {INT4OID};
+	Datum		values[1];
+	int			rc;
+
+	if (slot_ready(topic->slot))
+		return;
+	values[0] = Int32GetDatum(topic->topic_id);
+	rc = outbox_exec(PLAN_WAL_SLOT_MISSING,
+					 "UPDATE outbox.wal_progress SET resend_through = 9223372036854775807 "
+					 "WHERE topic_id = $1 "
+					 "AND resend_through IS DISTINCT FROM 9223372036854775807",
+					 1, types, values, NULL, false, 0);
+	outbox_spi_check(rc, SPI_OK_UPDATE, "offer");
 }
 
 /* created_at in UTC, as ISO 8601 with microseconds: 2026-11-30T01:02:03.000004Z */

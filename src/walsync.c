@@ -32,8 +32,13 @@
  *	  is not the one a slot reads now: when the server is not the one
  *	  outbox.wal_origin names (a restore into another cluster, pg_upgrade,
  *	  a promoted standby: another system identifier or timeline), and when
- *	  a topic's slot comes back after it was found missing.  A consumer may
- *	  then see an event twice, never not at all.
+ *	  a topic's slot exists again after some of its events were offered
+ *	  while it was missing: an offer that finds the slot missing notes it
+ *	  (resend_through, walmsg.c), and so does a reap that finds it missing,
+ *	  up to the last id drawn.  A consumer may then see an event twice.
+ *	  The one case not covered: a slot dropped and made again between two
+ *	  reaps, while events it had not confirmed were offered before the
+ *	  drop.
  *
  *	  The tick is conservative: an event may be reported undelivered for a
  *	  reap interval or two after its slot confirmed it, never the reverse.
@@ -67,14 +72,15 @@ typedef struct WalTopic
 	ArrayType  *xids;			/* int8[] */
 	bool		has_lsn;
 	XLogRecPtr	lsn;
-	bool		slot_lost;
+	bool		has_resend;		/* resend_through is set */
+	int64		resend_through;
 	bool		confirmed_known;	/* the slot exists */
 	XLogRecPtr	confirmed;
 } WalTopic;
 
 static const char *topics_sql =
 "SELECT t.topic_id, t.name, s.watermark, k.topic_id IS NOT NULL, k.below, k.xids, k.lsn, "
-"       coalesce(k.slot_lost, false), r.slot_name IS NOT NULL, r.confirmed_flush_lsn "
+"       k.resend_through, r.slot_name IS NOT NULL, r.confirmed_flush_lsn "
 "FROM outbox.topic t "
 "JOIN outbox.topic_state s ON s.topic_id OPERATOR(pg_catalog.=) t.topic_id "
 "LEFT JOIN outbox.wal_progress k ON k.topic_id OPERATOR(pg_catalog.=) t.topic_id "
@@ -143,7 +149,7 @@ running_offerers(void)
 static void
 progress_save(WalTopic *w)
 {
-	static const Oid types[5] = {INT4OID, INT8OID, INT8ARRAYOID, PG_LSNOID, BOOLOID};
+	static const Oid types[5] = {INT4OID, INT8OID, INT8ARRAYOID, PG_LSNOID, INT8OID};
 	Datum		values[5];
 	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
 	int			rc;
@@ -152,19 +158,21 @@ progress_save(WalTopic *w)
 	values[1] = Int64GetDatum(w->below);
 	values[2] = PointerGetDatum(w->xids);
 	values[3] = LSNGetDatum(w->lsn);
-	values[4] = BoolGetDatum(w->slot_lost);
+	values[4] = Int64GetDatum(w->resend_through);
+	if (!w->has_resend)
+		nulls[4] = 'n';
 	if (!w->has_tick)
 		nulls[1] = nulls[2] = nulls[3] = 'n';
 	else if (!w->has_lsn)
 		nulls[3] = 'n';
 	rc = outbox_exec(PLAN_WAL_PROGRESS_SAVE,
 					 "INSERT INTO outbox.wal_progress AS p "
-					 "  (topic_id, below, xids, lsn, made_at, slot_lost) "
+					 "  (topic_id, below, xids, lsn, made_at, resend_through) "
 					 "VALUES ($1, $2, $3, $4, CASE WHEN $2 IS NULL THEN NULL ELSE pg_catalog.now() END, $5) "
 					 "ON CONFLICT (topic_id) DO UPDATE SET below = $2, xids = $3, lsn = $4, "
 					 "  made_at = CASE WHEN $2 IS NULL THEN NULL "
 					 "    WHEN p.below IS NOT DISTINCT FROM $2 THEN p.made_at ELSE pg_catalog.now() END, "
-					 "  slot_lost = $5",
+					 "  resend_through = $5",
 					 5, types, values, nulls, false, 0);
 	outbox_spi_check(rc, SPI_OK_INSERT, "WAL progress");
 	w->has_row = true;
@@ -190,6 +198,21 @@ tick_confirmed(WalTopic *w)
 	w->has_lsn = false;
 }
 
+/* The last id drawn from the event sequence so far. */
+static int64
+last_id(void)
+{
+	bool		isnull;
+	int			rc;
+
+	rc = outbox_exec(PLAN_WAL_LAST_ID,
+					 "SELECT last_value FROM outbox.event_id_seq",
+					 0, NULL, NULL, NULL, true, 1);
+	outbox_spi_check(rc, SPI_OK_SELECT, "WAL tick");
+	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+									   SPI_tuptable->tupdesc, 1, &isnull));
+}
+
 /* A new tick, if the topic has events above its watermark. */
 static void
 tick_make(WalTopic *w)
@@ -212,12 +235,7 @@ tick_make(WalTopic *w)
 		return;
 
 	/* the last id drawn first, then who may still hold one */
-	rc = outbox_exec(PLAN_WAL_LAST_ID,
-					 "SELECT last_value FROM outbox.event_id_seq",
-					 0, NULL, NULL, NULL, true, 1);
-	outbox_spi_check(rc, SPI_OK_SELECT, "WAL tick");
-	below = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
-										SPI_tuptable->tupdesc, 1, &isnull));
+	below = last_id();
 	if (below <= w->watermark)
 		return;
 	w->xids = running_offerers();
@@ -233,10 +251,10 @@ tick_make(WalTopic *w)
  * Returns how many.
  */
 static int64
-resend(WalTopic *w)
+resend(WalTopic *w, int64 through)
 {
-	static const Oid types[2] = {INT4OID, INT8OID};
-	Datum		values[2];
+	static const Oid types[3] = {INT4OID, INT8OID, INT8OID};
+	Datum		values[3];
 	OutboxTopicInfo info;
 	Portal		portal;
 	int64		sent = 0;
@@ -248,13 +266,15 @@ resend(WalTopic *w)
 
 	values[0] = Int32GetDatum(w->topic_id);
 	values[1] = Int64GetDatum(w->watermark);
+	values[2] = Int64GetDatum(through);
 	portal = SPI_cursor_open(NULL,
 							 outbox_plan(PLAN_WAL_RESEND,
 										 "SELECT id, key, type, payload, headers, tenant, created_at "
 										 "FROM outbox.event "
 										 "WHERE topic_id = $1 AND id OPERATOR(pg_catalog.>) $2 "
+										 "AND id OPERATOR(pg_catalog.<=) $3 "
 										 "ORDER BY id",
-										 2, types),
+										 3, types),
 							 values, NULL, true);
 	for (;;)
 	{
@@ -360,15 +380,16 @@ outbox_wal_progress(void)
 			if (!isnull)
 				w->lsn = DatumGetLSN(d);
 		}
-		w->slot_lost = DatumGetBool(SPI_getbinval(tup, desc, 8, &isnull));
-		w->confirmed_known = DatumGetBool(SPI_getbinval(tup, desc, 9, &isnull));
+		d = SPI_getbinval(tup, desc, 8, &isnull);
+		w->has_resend = !isnull;
+		if (!isnull)
+			w->resend_through = DatumGetInt64(d);
+		/* a slot that is still being made has confirmed nothing yet */
 		d = SPI_getbinval(tup, desc, 10, &isnull);
-		if (isnull)
-			w->confirmed_known = false; /* a slot that never confirmed */
-		else
+		w->confirmed_known = !isnull &&
+			DatumGetBool(SPI_getbinval(tup, desc, 9, &isnull));
+		if (w->confirmed_known)
 			w->confirmed = DatumGetLSN(d);
-		if (!DatumGetBool(SPI_getbinval(tup, desc, 9, &isnull)))
-			w->slot_lost = true;	/* below: noted, or found again */
 	}
 	SPI_freetuptable(SPI_tuptable);
 
@@ -378,15 +399,14 @@ outbox_wal_progress(void)
 	{
 		WalTopic   *w = &topics[i];
 		bool		slot_exists = w->confirmed_known;
-		bool		was_lost = w->slot_lost;
 		bool		changed = false;
 
 		CHECK_FOR_INTERRUPTS();
 		MemoryContextSwitchTo(spicxt);
 
-		if (new_origin || (was_lost && slot_exists))
+		if (slot_exists && (new_origin || w->has_resend))
 		{
-			int64		sent = resend(w);
+			int64		sent = resend(w, new_origin ? PG_INT64_MAX : w->resend_through);
 
 			if (sent > 0)
 				ereport(LOG,
@@ -394,18 +414,30 @@ outbox_wal_progress(void)
 								(long long) sent, w->name),
 						 errdetail(new_origin ?
 								   "This server's WAL does not hold the messages they were offered with (a restore, an upgrade or a promotion)." :
-								   "Its slot was missing and exists again.")));
+								   "Its slot was missing, or could not decode yet, when they were offered.")));
 			/* a tick made before these messages would count them delivered */
 			w->has_tick = false;
 			w->has_lsn = false;
-			w->slot_lost = false;
+			w->has_resend = false;
 			progress_save(w);
 			continue;
 		}
 		if (!slot_exists)
 		{
-			if (!w->has_row || !was_lost)
-				progress_save(w);	/* note the slot lost */
+			/*
+			 * Whatever was offered so far may never reach a slot: up to
+			 * the last id drawn (offers from now on note themselves, see
+			 * walmsg.c).
+			 */
+			int64		last = last_id();
+
+			if (last > w->watermark &&
+				(!w->has_resend || w->resend_through < last))
+			{
+				w->has_resend = true;
+				w->resend_through = last;
+				progress_save(w);
+			}
 			continue;
 		}
 

@@ -38,7 +38,7 @@ $node->safe_psql('old', q{
 # The library refuses to work on the old schema, with a hint.
 my ($rc, $out, $err) = $node->psql('old', q{SELECT outbox.create_topic('early')},
 	extra_params => ['-v', 'VERBOSITY=verbose']);
-like($err, qr/ERROR:  55000: the outbox extension in this database is version 1\.0, but the library is version 1\.4/,
+like($err, qr/ERROR:  55000: the outbox extension in this database is version 1\.0, but the library is version 1\.5/,
 	'a schema older than the library: 55000');
 like($err, qr/HINT:  ALTER EXTENSION outbox UPDATE/, 'with the hint to update');
 $node->safe_psql('old', q{
