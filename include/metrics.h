@@ -1,9 +1,10 @@
 /*-------------------------------------------------------------------------
  *
  * metrics.h
- *	  Delivery counters and latency histograms per topic (metrics.c for the
- *	  arithmetic and the SQL functions; shmem.c keeps them in shared
- *	  memory; xact.c counts at commit).
+ *	  Delivery counters and latency histograms per topic: their layout and
+ *	  the arithmetic of their buckets (here), the SQL functions (metrics.c);
+ *	  shmem.c keeps them in shared memory and counts at commit what xact.c
+ *	  recorded.
  *
  *-------------------------------------------------------------------------
  */
@@ -11,6 +12,9 @@
 #define OUTBOX_METRICS_H
 
 #include "postgres.h"
+
+#include <math.h>
+
 #include "datatype/timestamp.h"
 
 /*
@@ -52,6 +56,40 @@ typedef enum OutboxCount
 
 extern int	outbox_metrics_topics;
 
-extern void outbox_histogram_add(OutboxHistogram *h, int64 usec);
+/* The bucket of a latency: see above */
+static inline int
+outbox_latency_bucket(int64 usec)
+{
+	double		octaves;
+	int			k;
+
+	if ((double) usec < OUTBOX_LAT_UNIT_USEC)
+		return 0;
+	octaves = log2((double) usec / OUTBOX_LAT_UNIT_USEC);
+	k = (int) floor(octaves * OUTBOX_LAT_PER_OCTAVE);
+	if (k >= OUTBOX_LAT_PER_OCTAVE * OUTBOX_LAT_OCTAVES)
+		return OUTBOX_LAT_BUCKETS - 1;
+	return 1 + Max(k, 0);
+}
+
+/* The lower edge of bucket b (b >= 1), in microseconds */
+static inline double
+outbox_latency_bucket_low_usec(int b)
+{
+	return OUTBOX_LAT_UNIT_USEC * pow(2.0, (double) (b - 1) / OUTBOX_LAT_PER_OCTAVE);
+}
+
+/*
+ * Count one latency (shmem.c, under the shared state lock held
+ * exclusively).
+ */
+static inline void
+outbox_histogram_add(OutboxHistogram *h, int64 usec)
+{
+	h->buckets[outbox_latency_bucket(usec)]++;
+	h->sum_usec += usec;
+	if (usec > h->max_usec)
+		h->max_usec = usec;
+}
 
 #endif							/* OUTBOX_METRICS_H */

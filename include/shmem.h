@@ -4,61 +4,17 @@
  *	  Shared delivery state (shmem.c): topic slots, the hash of leases and
  *	  ready events, offer slots, counters, and the functions over them.
  *
+ *	  The structs of the shared state, and the lock that protects them, are
+ *	  private to shmem.c; its top comment says how they are locked.  What
+ *	  is declared here are the functions other files call, and the values
+ *	  they pass in or get copied out.
+ *
  *-------------------------------------------------------------------------
  */
 #ifndef OUTBOX_SHMEM_H
 #define OUTBOX_SHMEM_H
 
 #include "outbox.h"
-
-/*
- * A topic's shared state, all of it protected by the shared state lock
- * (OutboxShared.lock).  Claims of a topic take turns by a heavyweight lock
- * (OUTBOX_LOCK_SCAN, claim.c), which they hold while they read the log
- * without any LWLock; "scanning" says one is between its snapshot and the
- * moment it sets the scan position, and offers that commit meanwhile leave
- * their ids in the handoff for it (xact.c).
- */
-#define OUTBOX_HANDOFF			128
-
-typedef struct OutboxHandoff
-{
-	TransactionId xid;			/* the offering transaction */
-	int64		id;
-} OutboxHandoff;
-
-typedef struct OutboxTopic
-{
-	bool		in_use;
-	Oid			dbid;
-	int32		topic_id;
-	int64		incarnation;
-
-	bool		scanning;		/* a claim reads the log */
-	pid_t		scanner;		/* its pid */
-	int			nhandoff;
-	bool		handoff_overflow;	/* some ids found no room: */
-	int64		handoff_min;	/* the least of them */
-	OutboxHandoff handoff[OUTBOX_HANDOFF];
-
-	bool		initialized;	/* scan_pos loaded from the watermark */
-	int64		scan_pos;		/* every committed event <= this was seen */
-	int64		recovery_until; /* step over settled events up to here */
-	uint64		scan_epoch;		/* new whenever scan_pos moves down or the
-								 * slot changes hands; unique among slots */
-	int64		watermark;		/* last durable watermark */
-	TimestampTz next_retry_at;	/* outbox.retry has nothing due before */
-	dlist_head	leases;			/* OutboxEntry, state LEASED */
-	dlist_head	ready;			/* OutboxEntry, state READY, FIFO */
-	dlist_head	settled;		/* OutboxEntry, state SETTLED (see shmem.c) */
-	int			nleases;
-	int			nready;
-	int			nsettled;
-	int			nretry_leases;	/* leases whose event sits in outbox.retry */
-	int			ninflight;		/* offer slots that name this topic */
-	ConditionVariable cv;		/* claims waiting for events */
-	pg_atomic_uint64 wakes;		/* times cv was broadcast (outbox_topic_wake) */
-} OutboxTopic;
 
 /*
  * A topic's counters since server start, kept apart from its slot so that
@@ -88,21 +44,14 @@ typedef struct OutboxCounters
 	int32		latency;		/* its OutboxLatency, or -1 */
 } OutboxCounters;
 
-/* A scan position left by a topic that gave its slot up (shmem.c) */
-typedef struct OutboxParked
+/* A scan position left by a topic that gave its slot up, as copied for reap */
+typedef struct OutboxParkedPosition
 {
-	Oid			dbid;			/* InvalidOid: free */
+	Oid			dbid;
 	int32		topic_id;
 	int64		incarnation;
 	int64		pos;			/* every event <= pos is settled */
-} OutboxParked;
-
-typedef enum OutboxEntryState
-{
-	ENTRY_READY,
-	ENTRY_LEASED,
-	ENTRY_SETTLED				/* settled where a rescan will pass again */
-} OutboxEntryState;
+} OutboxParkedPosition;
 
 typedef enum OutboxEntrySource
 {
@@ -110,82 +59,10 @@ typedef enum OutboxEntrySource
 	SRC_RETRY					/* has a row in outbox.retry */
 } OutboxEntrySource;
 
-typedef struct OutboxEntryKey
-{
-	Oid			dbid;
-	uint32		pad;			/* always zero */
-	int64		event_id;
-} OutboxEntryKey;
-
-typedef struct OutboxEntry
-{
-	OutboxEntryKey key;
-	int			topic;			/* index in OutboxShared.topics */
-	uint8		state;			/* OutboxEntryState */
-	uint8		source;			/* OutboxEntrySource */
-	bool		finishing;		/* an ack, nack or reap is in progress */
-	bool		claim_open;		/* the claiming transaction has not ended:
-								 * the lease is not reaped, whatever its
-								 * expiry (its end may yet undo it) */
-	int32		attempt;		/* leases of this event, this one included */
-	pg_uuid_t	token;
-	TimestampTz expires_at;
-	TimestampTz claimed_at;
-	TimestampTz created_at;		/* the event's, for the latency metrics */
-	int			owner;			/* pgprocno of the claiming backend */
-	bool		release_on_exit;	/* owner set outbox.release_on_disconnect */
-	dlist_node	node;			/* in the topic's leases or ready list */
-} OutboxEntry;
-
-/*
- * What an offering transaction announces, per backend.  lo is a lower bound
- * on the ids it may hold in that topic; passed is the highest scan position
- * a claim set while the transaction was still in flight.
- */
-#define OUTBOX_LO_PENDING	PG_INT64_MAX	/* lo_any: no id drawn yet */
-
-typedef struct OutboxOfferSlot
-{
-	TransactionId xid;
-	Oid			dbid;
-	int			ntopics;
-	int			topic[OUTBOX_SLOT_TOPICS];
-	int64		lo[OUTBOX_SLOT_TOPICS];
-	int64		passed[OUTBOX_SLOT_TOPICS];
-	bool		any;			/* offers to topics not named above */
-	pg_atomic_uint64 lo_any;	/* their lower bound, or OUTBOX_LO_PENDING */
-} OutboxOfferSlot;
-
-typedef struct OutboxShared
-{
-	LWLock	   *lock;			/* the shared state lock */
-	int			max_topics;
-	int			clock;			/* where the search for a slot to free goes on */
-	int			nany;			/* offer slots with lo_any set */
-	uint64		epochs;			/* the last scan_epoch given to any slot */
-	int			parked_next;	/* the next entry of parked to overwrite */
-	OutboxParked parked[OUTBOX_PARKED];
-	int			nslots;
-	OutboxTopic *topics;
-	OutboxOfferSlot *slots;
-	OutboxLatency *latencies;	/* outbox.metrics_topics of them */
-	int			nlatencies;
-	int32		latency_free;	/* first free one, or -1 */
-} OutboxShared;
-
 /* shmem.c */
-extern OutboxShared *outbox_shared;
-extern HTAB *outbox_entries;
 extern void outbox_shmem_install_hooks(void);
 extern bool outbox_shmem_available(void);
 extern void outbox_require_shmem(const char *function);
-extern int	outbox_topic_acquire(int32 topic_id, int64 incarnation);
-extern int	outbox_topic_acquire_locked(int32 topic_id, int64 incarnation);
-extern int	outbox_topic_find(int32 topic_id);
-extern int	outbox_topic_find_locked(int32 topic_id);
-extern void outbox_topic_release_locked(int topic);
-extern OutboxCounters *outbox_counters(int32 topic_id, int64 incarnation);
-extern void outbox_counters_forget(Oid dbid, int32 topic_id);
 extern void outbox_counters_forget_database(Oid dbid);
 
 /* The leases of a topic, as copied for outbox.stats */
@@ -219,32 +96,150 @@ extern int	outbox_lease_extend(const int64 *ids, int n, const pg_uuid_t *token,
 								TimestampTz expires_at);
 extern int	outbox_leases_mark_expired(TimestampTz now, OutboxSettling *out,
 									   int max);
+extern bool outbox_leases_expire_own(void);
 extern void outbox_entry_topic_ids(const int64 *ids, int n, int32 *topic_ids);
 extern int	outbox_topic_lease_count(int32 topic_id, int64 incarnation);
-extern int	outbox_counters_count(void);
-extern int	outbox_counters_copy(OutboxCounters *out, int max);
-extern int	outbox_counters_copy_latency(OutboxCounters *out, int max,
-										 OutboxLatency *lat, int maxlat);
-extern OutboxLatency *outbox_counters_latency(OutboxCounters *c);
-extern void outbox_counters_reset(void);
-extern void outbox_parked_done(const OutboxParked *done, int n);
+extern void outbox_parked_done(const OutboxParkedPosition *done, int n);
 extern int	outbox_watermark_candidates(int32 **topic_ids, int64 **incarnations,
-										int64 **marks, OutboxParked **parked,
+										int64 **marks,
+										OutboxParkedPosition **parked,
 										int *nparked);
 extern int	outbox_leases_count_expired(TimestampTz now);
-extern bool outbox_topic_matches(int topic, int32 topic_id, int64 incarnation);
-extern OutboxEntry *outbox_entry_find(int64 event_id);
-extern OutboxEntry *outbox_entry_enter(int64 event_id, bool *found);
-extern void outbox_entry_remove(OutboxEntry *entry);
-extern bool outbox_entry_ready(int topic, int64 event_id);
-extern void outbox_topic_forget(int topic);
-extern void outbox_topic_wake(OutboxTopic *t);
-extern void outbox_topic_rescan(OutboxTopic *t);
-extern void outbox_entry_settled(OutboxTopic *t, OutboxEntry *e);
-extern void outbox_topic_passed(OutboxTopic *t, int64 scan_pos);
-extern OutboxOfferSlot *outbox_my_slot(void);
 extern int	outbox_offering_xids(TransactionId *xids, int max);
-typedef bool (*OutboxLeaseFn) (OutboxEntry *entry, int topic, void *arg);
-extern void outbox_foreach_lease(OutboxLeaseFn fn, void *arg);
+
+/*
+ * Claims (claim.c).  A claim finds or makes its topic's slot, says it is
+ * scanning, reads holding no LWLock, and ends its scan by making its leases
+ * and setting the scan position in one critical section.
+ */
+
+/* The topic's scan as a claim finds it before it reads the log */
+typedef struct OutboxScanView
+{
+	int64		scan_pos;
+	int64		recovery_until;
+	uint64		scan_epoch;
+	TimestampTz next_retry_at;
+	int			nretry_leases;
+} OutboxScanView;
+
+/* An event a claim may lease */
+typedef struct OutboxCandidate
+{
+	int64		id;
+	uint8		source;			/* OutboxEntrySource */
+	bool		from_ready;		/* taken from the topic's ready list */
+	int32		attempts;		/* attempts made before this lease */
+	TimestampTz created_at;		/* the event's, or 0 (latency metrics) */
+	bool		leased;			/* out: a lease was made */
+	int32		attempt;		/* out: of the lease made */
+} OutboxCandidate;
+
+/* What a claim brings to the end of its scan, and what it takes back */
+typedef struct OutboxScanEnd
+{
+	int			topic;			/* the topic's slot */
+	const pg_uuid_t *token;
+	TimestampTz now;
+	TimestampTz expires_at;
+	OutboxCandidate *cand;		/* ready events, retries, then the log's */
+	int			ncand;
+	const int64 *junk;			/* ready ids whose event is gone */
+	int			njunk;
+	Snapshot	snap;			/* the log scan's, or NULL if it did not run */
+	OutboxScanView seen;		/* the topic as the scan found it */
+	int64		scanned;		/* the highest id the scan examined */
+	bool		retry_exhausted;	/* every due retry was read */
+	TimestampTz next_retry;		/* then: when to look in outbox.retry again */
+	/* out: */
+	int			nleased;
+	bool		full;			/* the lease hash is full */
+	bool		capped;			/* the topic holds its share of leases */
+} OutboxScanEnd;
+
+extern int	outbox_topic_acquire(int32 topic_id, int64 incarnation);
+extern bool outbox_scan_begin(int topic, int32 topic_id, int64 incarnation,
+							  bool *initialized);
+extern void outbox_scan_view(int topic, OutboxScanView *view);
+extern int64 outbox_topic_watermark(int topic);
+extern void outbox_topic_init_scan(int topic, int64 watermark, int64 bound);
+extern int	outbox_topic_ready_ids(int topic, int64 *ids, int max);
+extern void outbox_entries_held(const int64 *ids, int n, bool *held);
+extern void outbox_scan_end(OutboxScanEnd *s);
+extern void outbox_scan_abandon(int topic);
+extern int	outbox_retry_leases_verify(int topic, const pg_uuid_t *token,
+									   OutboxCandidate *cand, int ncand,
+									   const int64 *found_ids,
+									   const int32 *found_attempts,
+									   int nfound);
+extern uint64 outbox_topic_wakes(int topic);
+extern bool outbox_topic_prepare_to_sleep(int topic, uint64 wakes);
+extern void outbox_topic_sleep(int topic, long ms);
+extern TimestampTz outbox_topic_next_retry(int topic);
+
+/*
+ * Transactions (xact.c).  xact.c records what the transaction did; these
+ * apply it to the shared state at the transaction's end.
+ */
+
+/* xact.c: what this transaction did to shared state, applied at its end */
+typedef enum OutboxOpKind
+{
+	OP_CLAIMED,					/* a lease made by this transaction */
+	OP_ACK,						/* an ack: the lease ends at commit */
+	OP_FINISH,					/* a nack, dead letter or reap: ends at commit */
+	OP_EXTENDED					/* nothing to undo */
+} OutboxOpKind;
+
+/* An operation of the transaction on a lease */
+typedef struct OutboxOp
+{
+	int64		event_id;
+	int			topic;
+	uint8		kind;			/* OutboxOpKind */
+	bool		done;			/* undone by a subtransaction abort */
+	SubTransactionId subid;
+	pg_uuid_t	token;
+	TimestampTz retry_at;		/* OP_FINISH: the event's retry row time */
+} OutboxOp;
+
+/* A count this transaction makes at commit (metrics) */
+typedef struct OutboxCountOp
+{
+	int32		topic_id;
+	int64		incarnation;
+	uint8		what;			/* OutboxCount */
+	int32		n;
+	SubTransactionId subid;		/* InvalidSubTransactionId: rolled back */
+} OutboxCountOp;
+
+/* What the transaction did to one topic: offers, a drop, a new watermark */
+typedef struct OutboxTopicChange
+{
+	int32		topic_id;
+	int64		incarnation;	/* 0: whatever the topic's is */
+	int			topic;			/* the slot our offer slot names, or -1 */
+	int			slot_index;		/* in our offer slot, or -1 */
+	const int64 *ids;			/* offered ids */
+	const SubTransactionId *subids; /* InvalidSubTransactionId: rolled back */
+	const bool *delayed;
+	int			nids;
+	bool		forget;			/* the topic was dropped */
+	int64		watermark;
+	TimestampTz retry_at;		/* earliest new outbox.retry time, or 0 */
+} OutboxTopicChange;
+
+extern int	outbox_offer_slot_register(int32 topic_id, int64 incarnation,
+									   TransactionId xid, int *slot_index,
+									   bool *lo_pending);
+extern void outbox_offer_slot_set_lo_any(int64 event_id);
+extern void outbox_offer_slot_reset(void);
+extern void outbox_offers_settle(const OutboxTopicChange *c, bool commit);
+extern void outbox_topic_settle(const OutboxTopicChange *c);
+extern void outbox_ops_settle(OutboxOp *ops, int nops, bool commit,
+							  const OutboxCountOp *counts, int ncounts);
+extern void outbox_ops_undo(OutboxOp *ops, int nops, SubTransactionId subid);
+extern void outbox_ops_keep_lease(OutboxOp *ops, int nops, int64 event_id);
+extern void outbox_forget_database_state(void);
 
 #endif							/* OUTBOX_SHMEM_H */

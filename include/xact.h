@@ -10,20 +10,14 @@
 #define OUTBOX_XACT_H
 
 #include "outbox.h"
+#include "shmem.h"
 
-/* xact.c: what this transaction did to shared state, applied at its end */
-typedef enum OutboxOpKind
-{
-	OP_CLAIMED,					/* a lease made by this transaction */
-	OP_ACK,						/* an ack: the lease ends at commit */
-	OP_FINISH,					/* a nack, dead letter or reap: ends at commit */
-	OP_EXTENDED					/* nothing to undo */
-} OutboxOpKind;
-
+/*
+ * xact.c: what this transaction did to shared state, applied at its end
+ * (by shmem.c; the kinds of operation, OutboxOpKind, are in shmem.h)
+ */
 extern void outbox_xact_init(void);
 extern void outbox_xact_reserve_ops(int n);
-extern void outbox_xact_add_op(OutboxOpKind kind, int64 event_id, int topic,
-							   TimestampTz retry_at);
 extern void outbox_xact_add_lease_op(OutboxOpKind kind, int64 event_id, int topic,
 									 TimestampTz retry_at, const pg_uuid_t *token);
 extern void outbox_xact_offer_register(int32 topic_id, int64 incarnation);

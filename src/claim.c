@@ -15,7 +15,7 @@
  *	  it sets the scan position it marks the offer slots of transactions in
  *	  flight in its snapshot (their events it could not see go on the ready
  *	  list when they commit), and puts on the ready list those that
- *	  committed while it read (the topic's handoff, xact.c).
+ *	  committed while it read (the topic's handoff, shmem.c).
  *
  *-------------------------------------------------------------------------
  */
@@ -97,23 +97,12 @@ static const char *retry_due_sql =
 "WHERE r.topic_id = $1 AND r.available_at <= $2 "
 "ORDER BY r.available_at, r.event_id LIMIT $3";
 
-typedef struct Candidate
-{
-	int64		id;
-	uint8		source;
-	bool		from_ready;
-	int32		attempts;		/* attempts made before this lease */
-	OutboxEventRow row;
-	bool		leased;
-	int32		attempt;		/* of the lease made */
-} Candidate;
-
 typedef struct ClaimState
 {
 	OutboxTopicInfo *info;
-	int			topic;
-	OutboxTopic *t;
-	Candidate  *cand;
+	int			topic;			/* the topic's shared slot, or -1 */
+	OutboxCandidate *cand;		/* what may be leased (shmem.h), */
+	OutboxEventRow *rows;		/* and its rows */
 	int			ncand;
 	int			batch;
 	OutboxLogScan *ls;			/* the log's partitions, opened and locked */
@@ -123,14 +112,17 @@ static void
 add_candidate(ClaimState *cs, const OutboxEventRow *row, uint8 source,
 			  bool from_ready, int32 attempts)
 {
-	Candidate  *c = &cs->cand[cs->ncand++];
+	OutboxCandidate *c = &cs->cand[cs->ncand];
 
+	cs->rows[cs->ncand++] = *row;
 	c->id = row->id;
-	c->row = *row;
 	c->source = source;
 	c->from_ready = from_ready;
 	c->attempts = attempts;
+	c->created_at = row->nulls[EV_CREATED_AT] ? 0 :
+		DatumGetTimestampTz(row->values[EV_CREATED_AT]);
 	c->leased = false;
+	c->attempt = 0;
 }
 
 /* A row fetched through SPI; its values live until SPI_finish. */
@@ -190,9 +182,7 @@ topic_init(ClaimState *cs)
 	 * below either is settled.  Only settled ids above it call for the
 	 * recovering scan.
 	 */
-	LWLockAcquire(outbox_shared->lock, LW_SHARED);
-	parked = cs->t->watermark;
-	LWLockRelease(outbox_shared->lock);
+	parked = outbox_topic_watermark(cs->topic);
 	watermark = Max(durable_watermark(cs, snap), parked);
 	values[0] = Int32GetDatum(cs->info->topic_id);
 	values[1] = Int64GetDatum(watermark);
@@ -211,17 +201,7 @@ topic_init(ClaimState *cs)
 			bound = DatumGetInt64(d);
 	}
 
-	LWLockAcquire(outbox_shared->lock, LW_EXCLUSIVE);
-	if (!cs->t->initialized)
-	{
-		watermark = Max(watermark, cs->t->watermark);
-		cs->t->watermark = watermark;
-		cs->t->scan_pos = watermark;
-		cs->t->recovery_until = Max(bound, watermark);
-		cs->t->next_retry_at = 0;
-		cs->t->initialized = true;
-	}
-	LWLockRelease(outbox_shared->lock);
+	outbox_topic_init_scan(cs->topic, watermark, bound);
 }
 
 /* Events handed back: fetch them, oldest first. */
@@ -229,27 +209,19 @@ static void
 take_ready(ClaimState *cs, int64 **junk, int *njunk)
 {
 	static const Oid types[2] = {INT4OID, INT8ARRAYOID};
+	int64	   *ready = palloc(sizeof(int64) * cs->batch);
 	Datum	   *ids;
-	int			nids = 0;
-	dlist_iter	it;
+	int			nids;
 	Datum		values[2];
 	int			rc;
 
-	LWLockAcquire(outbox_shared->lock, LW_SHARED);
-	ids = palloc(sizeof(Datum) * Max(1, Min(cs->batch, cs->t->nready)));
-	dlist_foreach(it, &cs->t->ready)
-	{
-		OutboxEntry *e = dlist_container(OutboxEntry, node, it.cur);
-
-		if (nids >= cs->batch)
-			break;
-		ids[nids++] = Int64GetDatum(e->key.event_id);
-	}
-	LWLockRelease(outbox_shared->lock);
-
+	nids = outbox_topic_ready_ids(cs->topic, ready, cs->batch);
 	*njunk = 0;
 	if (nids == 0)
 		return;
+	ids = palloc(sizeof(Datum) * nids);
+	for (int i = 0; i < nids; i++)
+		ids[i] = Int64GetDatum(ready[i]);
 
 	values[0] = Int32GetDatum(cs->info->topic_id);
 	values[1] = PointerGetDatum(construct_array(ids, nids, INT8OID, 8,
@@ -301,6 +273,8 @@ take_retry(ClaimState *cs, TimestampTz now, int nretry_leases)
 	int			rc;
 	SPITupleTable *tt;
 	uint64		n;
+	int64	   *ids;
+	bool	   *held;
 
 	values[0] = Int32GetDatum(cs->info->topic_id);
 	values[1] = TimestampTzGetDatum(now);
@@ -312,20 +286,29 @@ take_retry(ClaimState *cs, TimestampTz now, int nretry_leases)
 	tt = SPI_tuptable;
 	n = SPI_processed;
 
-	LWLockAcquire(outbox_shared->lock, LW_SHARED);
+	/* those that have no entry: nobody holds them */
+	ids = palloc(sizeof(int64) * Max(1, n));
+	held = palloc(sizeof(bool) * Max(1, n));
+	for (uint64 i = 0; i < n; i++)
+	{
+		bool		isnull;
+
+		ids[i] = DatumGetInt64(SPI_getbinval(tt->vals[i], tt->tupdesc,
+											 EV_ID + 1, &isnull));
+	}
+	outbox_entries_held(ids, (int) n, held);
 	for (uint64 i = 0; i < n && cs->ncand < cs->batch; i++)
 	{
 		bool		isnull;
 		OutboxEventRow row;
 
-		spi_row(tt->vals[i], tt->tupdesc, &row);
-		if (outbox_entry_find(row.id) != NULL)
+		if (held[i])
 			continue;
+		spi_row(tt->vals[i], tt->tupdesc, &row);
 		add_candidate(cs, &row, SRC_RETRY, false,
 					  DatumGetInt32(SPI_getbinval(tt->vals[i], tt->tupdesc,
 												  COL_ATTEMPTS, &isnull)));
 	}
-	LWLockRelease(outbox_shared->lock);
 
 	return n < (uint64) limit;
 }
@@ -516,54 +499,6 @@ scan_log(ClaimState *cs, Snapshot snap, int64 pos, int64 recovery_until,
 }
 
 /*
- * Mark the offer slots of transactions in flight in snap: the scan went
- * past ids they may hold.  Caller holds the shared state lock exclusively.
- */
-static void
-mark_passed(int topic, Snapshot snap, int64 pos)
-{
-	for (int i = 0; i < outbox_shared->nslots; i++)
-	{
-		OutboxOfferSlot *slot = &outbox_shared->slots[i];
-
-		for (int k = 0; k < slot->ntopics; k++)
-		{
-			if (slot->topic[k] != topic || slot->passed[k] >= pos)
-				continue;
-			if (XidInMVCCSnapshot(slot->xid, snap))
-				slot->passed[k] = pos;
-		}
-	}
-}
-
-/*
- * The highest scan position a scan with snap may take: below the ids of
- * every offering transaction in flight in snap whose offers its slot covers
- * by lo_any only (topics without a shared slot, or more than the slot
- * names).  Such a transaction's first id may still be unknown: then the
- * position stays where it was.  Caller holds the shared state lock.
- */
-static int64
-scan_cap(Snapshot snap, int64 old_pos)
-{
-	int64		cap = PG_INT64_MAX;
-
-	for (int i = 0; i < outbox_shared->nslots; i++)
-	{
-		OutboxOfferSlot *slot = &outbox_shared->slots[i];
-		int64		lo;
-
-		if (!slot->any || slot->dbid != MyDatabaseId ||
-			!XidInMVCCSnapshot(slot->xid, snap))
-			continue;
-		pg_read_barrier();
-		lo = (int64) pg_atomic_read_u64(&slot->lo_any);
-		cap = Min(cap, lo == OUTBOX_LO_PENDING ? old_pos : lo - 1);
-	}
-	return cap;
-}
-
-/*
  * Leases made from outbox.retry rest on rows read with a snapshot taken
  * before the shared state lock was: a nack, ack, dead letter or reap of the
  * event's previous lease may have committed in between, after the snapshot
@@ -620,38 +555,9 @@ verify_retry_leases(ClaimState *cs, const pg_uuid_t *token, TimestampTz now,
 														SPI_tuptable->tupdesc, 2, &isnull));
 	}
 
-	LWLockAcquire(outbox_shared->lock, LW_EXCLUSIVE);
-	for (int i = 0; i < cs->ncand; i++)
-	{
-		Candidate  *c = &cs->cand[i];
-		OutboxEntry *e;
-		int			j;
-
-		if (!c->leased || c->source != SRC_RETRY)
-			continue;
-		for (j = 0; j < (int) nfound; j++)
-			if (found_ids[j] == c->id)
-				break;
-		e = outbox_entry_find(c->id);
-		if (e == NULL || e->state != ENTRY_LEASED || e->topic != cs->topic ||
-			memcmp(&e->token, token, sizeof(pg_uuid_t)) != 0)
-			continue;			/* cannot happen: the lease is ours */
-		if (j < (int) nfound)
-		{
-			/* it stands; a reap may have counted an attempt meanwhile */
-			e->attempt = found_attempts[j] + 1;
-			c->attempt = e->attempt;
-			continue;
-		}
-		/* settled or moved to later meanwhile: undo the lease */
-		cs->t->nleases--;
-		cs->t->nretry_leases--;
-		outbox_entry_settled(cs->t, e);
-		c->leased = false;
-		nleased--;
-	}
-	LWLockRelease(outbox_shared->lock);
-	return nleased;
+	return nleased - outbox_retry_leases_verify(cs->topic, token, cs->cand,
+												cs->ncand, found_ids,
+												found_attempts, (int) nfound);
 }
 
 /*
@@ -667,47 +573,43 @@ scan_lock_tag(ClaimState *cs, LOCKTAG *tag)
 }
 
 /*
- * Offers that committed while the scan read the log, with a snapshot that
- * does not see them, and whose ids the scan went past: on the ready list.
- * Caller holds the shared state lock exclusively.
+ * The reading step of an attempt, holding no LWLock: the ready list's
+ * events, the due retries and the log, into cs's candidates.  s gets what
+ * the last step needs: the topic's scan as it was found, the snapshot of
+ * the log's scan and how far it went, and what was learnt of retries.
  */
 static void
-take_handoff(ClaimState *cs, Snapshot snap, int64 pos, int64 scanned)
+claim_read(ClaimState *cs, bool initialized, OutboxScanEnd *s)
 {
-	OutboxTopic *t = cs->t;
+	int64	   *junk = NULL;
 
-	for (int i = 0; i < t->nhandoff; i++)
+	if (!initialized)
+		topic_init(cs);
+
+	take_ready(cs, &junk, &s->njunk);
+	s->junk = junk;
+	outbox_scan_view(cs->topic, &s->seen);
+
+	if (cs->ncand < cs->batch && s->seen.next_retry_at <= s->now)
 	{
-		OutboxHandoff *h = &t->handoff[i];
-
-		if (h->id > pos || !XidInMVCCSnapshot(h->xid, snap))
-			continue;
-		if (!outbox_entry_ready(cs->topic, h->id))
-		{
-			/* scan again; what this claim leased up to scanned stays covered */
-			outbox_topic_rescan(t);
-			if (scanned > t->recovery_until)
-				t->recovery_until = scanned;
-			return;
-		}
+		s->retry_exhausted = take_retry(cs, s->now, s->seen.nretry_leases);
+		/*
+		 * Remember when the next retry falls due, but look again within a
+		 * second whatever it says, so that no change to outbox.retry can
+		 * leave an event unseen for long.
+		 */
+		if (s->retry_exhausted)
+			s->next_retry = Min(next_retry_time(cs, s->now),
+								s->now + USECS_PER_SEC);
 	}
-}
 
-/*
- * A claim that stops leasing at candidate i (out of lease entries, or the
- * topic's share used up): the scan position goes below the first event it
- * found in the log that it did not lease (candidates from the log come
- * last, in id order), so the next scan finds it again.
- */
-static int64
-resume_before(ClaimState *cs, int i, int64 pos)
-{
-	for (int j = i; j < cs->ncand; j++)
+	s->scanned = s->seen.scan_pos;
+	if (cs->ncand < cs->batch)
 	{
-		if (cs->cand[j].source == SRC_MAIN && !cs->cand[j].from_ready)
-			return Min(pos, cs->cand[j].id - 1);
+		s->snap = RegisterSnapshot(GetLatestSnapshot());
+		s->scanned = scan_log(cs, s->snap, s->seen.scan_pos,
+							  s->seen.recovery_until, s->seen.scan_epoch);
 	}
-	return pos;
 }
 
 /*
@@ -726,211 +628,56 @@ resume_before(ClaimState *cs, int i, int64 pos)
 static pg_noinline int
 claim_once(ClaimState *cs, pg_uuid_t *token, TimestampTz expires_at)
 {
-	OutboxTopic *t = cs->t;
-	TimestampTz now = GetCurrentTimestamp();
-	int64	   *junk = NULL;
-	int			njunk = 0;
-	bool		retry_due;
-	bool		retry_exhausted = false;
-	TimestampTz seen_next_retry;
-	TimestampTz new_next_retry = 0;
-	int			nretry_leases;
-	int64		old_pos;
-	int64		new_pos;
-	int64		recovery_until;
-	uint64		epoch;
-	Snapshot	snap = NULL;
-	int			nleased = 0;
-	bool		full = false;
-	bool		capped = false;
-	int			room;
+	OutboxScanEnd s;
 	bool		initialized;
-	int64		scanned;
+	int			nleased;
 	LOCKTAG		tag;
 
 	cs->ncand = 0;
+	memset(&s, 0, sizeof(s));
+	s.topic = cs->topic;
+	s.token = token;
+	s.now = GetCurrentTimestamp();
+	s.expires_at = expires_at;
 
 	scan_lock_tag(cs, &tag);
 	(void) LockAcquire(&tag, ExclusiveLock, false, false);
 
 	/* 1. the slot is still the topic's, and it is being scanned */
 	outbox_xact_scan_begin(cs->topic);
-	LWLockAcquire(outbox_shared->lock, LW_EXCLUSIVE);
-	if (!outbox_topic_matches(cs->topic, cs->info->topic_id, cs->info->incarnation))
+	if (!outbox_scan_begin(cs->topic, cs->info->topic_id, cs->info->incarnation,
+						   &initialized))
 	{
 		/* the slot was given to another topic meanwhile */
-		LWLockRelease(outbox_shared->lock);
 		outbox_xact_scan_end();
 		LockRelease(&tag, ExclusiveLock, false);
 		return -1;
 	}
-	t->scanning = true;
-	t->scanner = MyProcPid;
-	t->nhandoff = 0;
-	t->handoff_overflow = false;
-	initialized = t->initialized;
-	LWLockRelease(outbox_shared->lock);
 
 	/* 2. read, holding no LWLock */
-	if (!initialized)
-		topic_init(cs);
-
-	take_ready(cs, &junk, &njunk);
-
-	LWLockAcquire(outbox_shared->lock, LW_SHARED);
-	seen_next_retry = t->next_retry_at;
-	retry_due = seen_next_retry <= now;
-	nretry_leases = t->nretry_leases;
-	old_pos = t->scan_pos;
-	recovery_until = t->recovery_until;
-	epoch = t->scan_epoch;
-	LWLockRelease(outbox_shared->lock);
-
-	if (cs->ncand < cs->batch && retry_due)
-	{
-		retry_exhausted = take_retry(cs, now, nretry_leases);
-		/*
-		 * Remember when the next retry falls due, but look again within a
-		 * second whatever it says, so that no change to outbox.retry can
-		 * leave an event unseen for long.
-		 */
-		if (retry_exhausted)
-			new_next_retry = Min(next_retry_time(cs, now), now + USECS_PER_SEC);
-	}
-
-	new_pos = old_pos;
-	if (cs->ncand < cs->batch)
-	{
-		snap = RegisterSnapshot(GetLatestSnapshot());
-		new_pos = scan_log(cs, snap, old_pos, recovery_until, epoch);
-	}
+	claim_read(cs, initialized, &s);
 
 	outbox_xact_reserve_ops(cs->ncand);
 
 	/* 3. lease, and set the scan position */
-	LWLockAcquire(outbox_shared->lock, LW_EXCLUSIVE);
-	room = outbox_max_leases_per_topic > 0 ?
-		outbox_max_leases_per_topic - t->nleases : INT_MAX;
+	s.cand = cs->cand;
+	s.ncand = cs->ncand;
+	outbox_scan_end(&s);
+	outbox_xact_scan_end();
 	for (int i = 0; i < cs->ncand; i++)
 	{
-		Candidate  *c = &cs->cand[i];
-		OutboxEntry *e;
-		bool		found;
-
-		if (room <= 0)
-		{
-			/*
-			 * The topic (or tenant part) holds its share of the lease pool:
-			 * the rest waits for its leases to end.
-			 */
-			capped = true;
-			new_pos = resume_before(cs, i, new_pos);
-			break;
-		}
-		if (c->from_ready)
-		{
-			e = outbox_entry_find(c->id);
-			if (e == NULL || e->state != ENTRY_READY || e->topic != cs->topic)
-				continue;
-			dlist_delete(&e->node);
-			t->nready--;
-		}
-		else
-		{
-			e = outbox_entry_enter(c->id, &found);
-			if (e == NULL)
-			{
-				/* out of room */
-				full = true;
-				new_pos = resume_before(cs, i, new_pos);
-				break;
-			}
-			if (found)
-				continue;		/* held or waiting already */
-			e->attempt = c->attempts;
-			e->source = c->source;
-			e->topic = cs->topic;
-			if (c->source == SRC_RETRY)
-				t->nretry_leases++;
-		}
-		e->state = ENTRY_LEASED;
-		e->finishing = false;
-		e->claim_open = true;
-		e->attempt++;
-		e->token = *token;
-		e->expires_at = expires_at;
-		e->claimed_at = now;
-		e->created_at = c->row.nulls[EV_CREATED_AT] ? 0 :
-			DatumGetTimestampTz(c->row.values[EV_CREATED_AT]);
-		e->owner = OutboxProcNumber(MyProc);
-		e->release_on_exit = outbox_release_on_disconnect;
-		dlist_push_tail(&t->leases, &e->node);
-		t->nleases++;
-		c->leased = true;
-		c->attempt = e->attempt;
-		outbox_xact_add_op(OP_CLAIMED, c->id, cs->topic, 0);
-		nleased++;
-		room--;
+		if (cs->cand[i].leased)
+			outbox_xact_add_lease_op(OP_CLAIMED, cs->cand[i].id, cs->topic,
+									 0, token);
 	}
 
-	/* Ready entries whose event no longer exists */
-	for (int i = 0; i < njunk; i++)
-	{
-		OutboxEntry *e = outbox_entry_find(junk[i]);
-
-		if (e && e->state == ENTRY_READY && e->topic == cs->topic)
-		{
-			outbox_entry_remove(e);
-			t->nready--;
-		}
-	}
-
-	scanned = new_pos;
-	if (snap != NULL && new_pos > old_pos)
-	{
-
-		/*
-		 * The position stays below ids of offers in flight that no slot
-		 * names one by one, below ids the handoff had no room for, and
-		 * where it is if the topic was told to scan again meanwhile; what
-		 * this scan handed out above it is stepped over as in recovery
-		 * until the position passes it.
-		 */
-		if (outbox_shared->nany > 0)
-			new_pos = Min(new_pos, Max(old_pos, scan_cap(snap, old_pos)));
-		if (t->handoff_overflow)
-			new_pos = Min(new_pos, Max(old_pos, t->handoff_min - 1));
-		if (t->scan_epoch != epoch)
-			new_pos = old_pos;
-		if (scanned > new_pos && scanned > t->recovery_until)
-			t->recovery_until = scanned;
-	}
-	if (snap != NULL && new_pos > old_pos)
-	{
-		take_handoff(cs, snap, new_pos, scanned);
-		if (t->scan_epoch == epoch)
-		{
-			t->scan_pos = new_pos;
-			outbox_topic_passed(t, new_pos);
-			if (t->ninflight > 0)
-				mark_passed(cs->topic, snap, new_pos);
-		}
-	}
-	if (retry_exhausted && !full && !capped && t->next_retry_at == seen_next_retry)
-		t->next_retry_at = new_next_retry;
-	t->scanning = false;
-	t->nhandoff = 0;
-	t->handoff_overflow = false;
-	outbox_xact_scan_end();
-	LWLockRelease(outbox_shared->lock);
-
-	if (snap != NULL)
-		UnregisterSnapshot(snap);
+	if (s.snap != NULL)
+		UnregisterSnapshot(s.snap);
 	LockRelease(&tag, ExclusiveLock, false);
 
-	nleased = verify_retry_leases(cs, token, now, nleased);
+	nleased = verify_retry_leases(cs, token, s.now, s.nleased);
 
-	if (full && nleased == 0)
+	if (s.full && nleased == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
 				 errmsg("too many outbox events are leased"),
@@ -949,7 +696,8 @@ emit_rows(ClaimState *cs, ReturnSetInfo *rsinfo, pg_uuid_t *token,
 	*tok = *token;
 	for (int i = 0; i < cs->ncand; i++)
 	{
-		Candidate  *c = &cs->cand[i];
+		OutboxCandidate *c = &cs->cand[i];
+		OutboxEventRow *row = &cs->rows[i];
 		Datum		values[11];
 		bool		nulls[11];
 		static const int cols[] = {EV_ID, -1, EV_KEY, EV_TYPE, EV_PAYLOAD,
@@ -962,15 +710,15 @@ emit_rows(ClaimState *cs, ReturnSetInfo *rsinfo, pg_uuid_t *token,
 		{
 			if (cols[k] < 0)
 				continue;
-			values[k] = c->row.values[cols[k]];
-			nulls[k] = c->row.nulls[cols[k]];
+			values[k] = row->values[cols[k]];
+			nulls[k] = row->nulls[cols[k]];
 		}
 		values[1] = topic_name;
 		values[7] = Int32GetDatum(c->attempt);
 		values[8] = UUIDPGetDatum(tok);
 		values[9] = TimestampTzGetDatum(expires_at);
-		values[10] = c->row.values[EV_CREATED_AT];
-		nulls[10] = c->row.nulls[EV_CREATED_AT];
+		values[10] = row->values[EV_CREATED_AT];
+		nulls[10] = row->nulls[EV_CREATED_AT];
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 }
@@ -979,28 +727,12 @@ emit_rows(ClaimState *cs, ReturnSetInfo *rsinfo, pg_uuid_t *token,
  * At the exit of a session that set outbox.release_on_disconnect, its
  * leases expire at once and its database's worker is asked to reap them.
  */
-static bool
-expire_own_lease(OutboxEntry *e, int topic, void *arg)
-{
-	if (e->owner == OutboxProcNumber(MyProc) && e->release_on_exit)
-	{
-		e->expires_at = 0;
-		*(bool *) arg = true;
-	}
-	return true;
-}
-
 static void
 release_on_exit(int code, Datum arg)
 {
-	bool		any = false;
-
-	if (outbox_shared == NULL)
+	if (!outbox_shmem_available())
 		return;
-	LWLockAcquire(outbox_shared->lock, LW_EXCLUSIVE);
-	outbox_foreach_lease(expire_own_lease, &any);
-	LWLockRelease(outbox_shared->lock);
-	if (any)
+	if (outbox_leases_expire_own())
 		outbox_wake_worker(MyDatabaseId);
 }
 
@@ -1058,7 +790,6 @@ claim_slot(ClaimState *cs, TimestampTz deadline)
 		if (topic >= 0)
 		{
 			cs->topic = topic;
-			cs->t = &outbox_shared->topics[topic];
 			return topic;
 		}
 		now = GetCurrentTimestamp();
@@ -1077,6 +808,47 @@ claim_slot(ClaimState *cs, TimestampTz deadline)
 					   outbox_max_topics),
 			 errhint("Ack or nack leased events, or raise outbox.max_topics and restart the server.")));
 	return -1;
+}
+
+/* claim()'s batch_size, lease and wait, checked */
+static void
+claim_args(FunctionCallInfo fcinfo, int32 *batch, int64 *lease_usec,
+		   int64 *wait_usec)
+{
+	outbox_require_arg(fcinfo, 1, "batch_size");
+	outbox_require_arg(fcinfo, 2, "lease");
+	outbox_require_arg(fcinfo, 3, "wait");
+	*batch = PG_GETARG_INT32(1);
+	if (*batch < 1 || *batch > OUTBOX_MAX_BATCH)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("\"batch_size\" must be between 1 and %d", OUTBOX_MAX_BATCH),
+				 errdetail("The value given was %d.", *batch)));
+	*lease_usec = outbox_interval_usec(PG_GETARG_INTERVAL_P(2), "lease", 0,
+									   OUTBOX_MAX_LEASE_USEC, false);
+	*wait_usec = outbox_interval_usec(PG_GETARG_INTERVAL_P(3), "wait", 0,
+									  OUTBOX_MAX_WAIT_USEC, true);
+}
+
+/*
+ * Sleep, unless the topic was woken since before the attempt (the
+ * subtransaction's end cancels any earlier preparation to sleep, so
+ * the count stands in for it): until an offer to the topic commits, a
+ * retry falls due, or deadline, and a second at most.
+ */
+static void
+claim_sleep(ClaimState *cs, uint64 wakes, TimestampTz now,
+			TimestampTz deadline)
+{
+	TimestampTz next_retry;
+	long		sleep_ms;
+
+	if (!outbox_topic_prepare_to_sleep(cs->topic, wakes))
+		return;
+	next_retry = outbox_topic_next_retry(cs->topic);
+	sleep_ms = (long) ((Min(deadline, Max(next_retry, now)) - now + 999) / 1000);
+	sleep_ms = Max(1, Min(sleep_ms, 1000));
+	outbox_topic_sleep(cs->topic, sleep_ms);
 }
 
 /*
@@ -1110,19 +882,7 @@ outbox_claim(PG_FUNCTION_ARGS)
 
 	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
 
-	outbox_require_arg(fcinfo, 1, "batch_size");
-	outbox_require_arg(fcinfo, 2, "lease");
-	outbox_require_arg(fcinfo, 3, "wait");
-	batch = PG_GETARG_INT32(1);
-	if (batch < 1 || batch > OUTBOX_MAX_BATCH)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("\"batch_size\" must be between 1 and %d", OUTBOX_MAX_BATCH),
-				 errdetail("The value given was %d.", batch)));
-	lease_usec = outbox_interval_usec(PG_GETARG_INTERVAL_P(2), "lease", 0,
-									  OUTBOX_MAX_LEASE_USEC, false);
-	wait_usec = outbox_interval_usec(PG_GETARG_INTERVAL_P(3), "wait", 0,
-									 OUTBOX_MAX_WAIT_USEC, true);
+	claim_args(fcinfo, &batch, &lease_usec, &wait_usec);
 	outbox_require_shmem("outbox.claim()");
 	if (outbox_release_on_disconnect)
 	{
@@ -1135,8 +895,10 @@ outbox_claim(PG_FUNCTION_ARGS)
 
 	memset(&cs, 0, sizeof(cs));
 	cs.info = &info;
+	cs.topic = -1;
 	cs.batch = batch;
-	cs.cand = palloc(sizeof(Candidate) * batch);
+	cs.cand = palloc(sizeof(OutboxCandidate) * batch);
+	cs.rows = palloc(sizeof(OutboxEventRow) * batch);
 
 	deadline = GetCurrentTimestamp() + wait_usec;
 	sub = (wait_usec > 0);
@@ -1165,15 +927,13 @@ outbox_claim(PG_FUNCTION_ARGS)
 	for (;;)
 	{
 		TimestampTz now;
-		TimestampTz next_retry;
-		long		sleep_ms;
 		int			got;
 		uint64		wakes;
 		ResourceOwner owner = CurrentResourceOwner;
 
-		if (cs.t == NULL && claim_slot(&cs, deadline) < 0)
+		if (cs.topic < 0 && claim_slot(&cs, deadline) < 0)
 			break;
-		wakes = pg_atomic_read_u64(&cs.t->wakes);
+		wakes = outbox_topic_wakes(cs.topic);
 
 		/*
 		 * With a wait, each attempt runs in a subtransaction of its own, so
@@ -1251,7 +1011,7 @@ outbox_claim(PG_FUNCTION_ARGS)
 		if (got < 0)
 		{
 			/* the slot went to another topic: find one again */
-			cs.t = NULL;
+			cs.topic = -1;
 			continue;
 		}
 
@@ -1264,24 +1024,7 @@ outbox_claim(PG_FUNCTION_ARGS)
 		SPI_connect();
 		spicxt = CurrentMemoryContext;
 
-		/*
-		 * Sleep, unless the topic was woken since before the attempt (the
-		 * subtransaction's end cancels any earlier preparation to sleep, so
-		 * the count stands in for it).
-		 */
-		ConditionVariablePrepareToSleep(&cs.t->cv);
-		if (pg_atomic_read_u64(&cs.t->wakes) != wakes)
-		{
-			ConditionVariableCancelSleep();
-			continue;
-		}
-		LWLockAcquire(outbox_shared->lock, LW_SHARED);
-		next_retry = cs.t->next_retry_at;
-		LWLockRelease(outbox_shared->lock);
-		sleep_ms = (long) ((Min(deadline, Max(next_retry, now)) - now + 999) / 1000);
-		sleep_ms = Max(1, Min(sleep_ms, 1000));
-		(void) ConditionVariableTimedSleep(&cs.t->cv, sleep_ms, PG_WAIT_EXTENSION);
-		ConditionVariableCancelSleep();
+		claim_sleep(&cs, wakes, now, deadline);
 	}
 
 	emit_rows(&cs, rsinfo, &token, expires_at);

@@ -1,12 +1,13 @@
 /*-------------------------------------------------------------------------
  *
  * metrics.c
- *	  The latency histograms' arithmetic (which bucket a latency goes in,
- *	  what percentile a histogram gives) and the SQL functions behind
- *	  outbox.metrics, outbox.metrics_histograms() and outbox.reset_metrics().
+ *	  The latency histograms' arithmetic (what percentile a histogram
+ *	  gives; which bucket a latency goes in is metrics.h's, with the
+ *	  buckets' layout) and the SQL functions behind outbox.metrics,
+ *	  outbox.metrics_histograms() and outbox.reset_metrics().
  *	  The counters and histograms themselves are kept in shared memory by
- *	  shmem.c and written at commit by xact.c, under the shared state lock;
- *	  nothing here writes to a table.
+ *	  shmem.c and written by it, under the shared state lock, when xact.c
+ *	  has it settle a committing transaction; nothing here writes to a table.
  *
  *-------------------------------------------------------------------------
  */
@@ -30,39 +31,6 @@ PG_FUNCTION_INFO_V1(outbox_metrics_kept);
 PG_FUNCTION_INFO_V1(outbox_reset_metrics);
 
 int			outbox_metrics_topics = 1024;
-
-/* The bucket of a latency: see metrics.h */
-static int
-latency_bucket(int64 usec)
-{
-	double		octaves;
-	int			k;
-
-	if ((double) usec < OUTBOX_LAT_UNIT_USEC)
-		return 0;
-	octaves = log2((double) usec / OUTBOX_LAT_UNIT_USEC);
-	k = (int) floor(octaves * OUTBOX_LAT_PER_OCTAVE);
-	if (k >= OUTBOX_LAT_PER_OCTAVE * OUTBOX_LAT_OCTAVES)
-		return OUTBOX_LAT_BUCKETS - 1;
-	return 1 + Max(k, 0);
-}
-
-/* The lower edge of bucket b (b >= 1), in microseconds */
-static double
-bucket_low_usec(int b)
-{
-	return OUTBOX_LAT_UNIT_USEC * pow(2.0, (double) (b - 1) / OUTBOX_LAT_PER_OCTAVE);
-}
-
-/* Count one latency.  Caller holds the shared state lock exclusively. */
-void
-outbox_histogram_add(OutboxHistogram *h, int64 usec)
-{
-	h->buckets[latency_bucket(usec)]++;
-	h->sum_usec += usec;
-	if (usec > h->max_usec)
-		h->max_usec = usec;
-}
 
 /*
  * _metrics(): per topic (and tenant part) of the current database, the
@@ -185,7 +153,7 @@ outbox_latency_quantile(PG_FUNCTION_ARGS)
 		else if (b == n - 1)
 			usec = (double) max_usec;
 		else
-			usec = bucket_low_usec(b) * pow(2.0, 0.5 / OUTBOX_LAT_PER_OCTAVE);
+			usec = outbox_latency_bucket_low_usec(b) * pow(2.0, 0.5 / OUTBOX_LAT_PER_OCTAVE);
 		break;
 	}
 	if (usec > (double) max_usec)

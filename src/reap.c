@@ -39,7 +39,7 @@ advance_watermarks(void)
 	int32	   *topic_ids;
 	int64	   *incarnations;
 	int64	   *marks;
-	OutboxParked *parked;
+	OutboxParkedPosition *parked;
 	int			nparked;
 	int			n;
 

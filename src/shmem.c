@@ -5,6 +5,12 @@
  *	  ready events, and the per-backend offer slots.  Present only when the
  *	  library is in shared_preload_libraries.
  *
+ *	  This file is the one owner of shared delivery state: the structs below
+ *	  are private to it, and every change of a lease, a ready event, a scan
+ *	  position, an offer slot or a counter is a function of it.  claim.c
+ *	  (the reading of the log) and xact.c (what a transaction did) call it;
+ *	  it calls neither.
+ *
  *	  A topic's shared slot is a cache, not a reservation.  The slot of a
  *	  topic with nothing leased, nothing on its ready list and no offer
  *	  naming it can be given to another topic when none is free; the topic
@@ -17,11 +23,57 @@
  *	  of up to outbox.metrics_topics topics (metrics.h) in a pool that
  *	  counters take from on first use and give back when they go.
  *
+ * LOCKING
+ *
  *	  Locking: one LWLock, the state lock (tranche "outbox_state"),
  *	  protects everything here, and is held only for short sections that
  *	  run no SQL and wait for nothing.  Claims of one topic take turns by a
  *	  heavyweight lock (claim.c); a topic whose claim is reading the log
  *	  ("scanning") keeps its slot.
+ *
+ *	  In detail, as pg_stat_statements documents its own:
+ *
+ *	  - The state lock (OutboxShared.lock) protects the topic slots and
+ *		their index (topic_index), the hash of entries (outbox_entries:
+ *		leases, ready events and SETTLED markers, with each topic's lists
+ *		and counts of them), the handoff, the offer slots, the parked
+ *		positions, the counters (topic_counters) and the pool of latency
+ *		histograms.  Reading any of it needs the lock in shared mode;
+ *		changing it, or finding or entering a hash entry that may be
+ *		added, needs it in exclusive mode.
+ *	  - Not protected by it: what is set once at startup (the lock, the
+ *		array pointers and sizes in OutboxShared); a topic's condition
+ *		variable and its count of wakes, an atomic that goes up before
+ *		every broadcast (outbox_topic_wake); and an offer slot's lo_any,
+ *		an atomic its backend sets, without the lock, to its first id
+ *		(outbox_offer_slot_set_lo_any) after announcing it under the lock
+ *		in exclusive mode, and that scans read under the lock after a read
+ *		barrier (scan_cap).
+ *	  - The lock is taken and released inside the public functions of this
+ *		file, never across a return to the caller, so no code of another
+ *		file runs while it is held, and no public function of this file may
+ *		be called with it held (each takes it).  The static functions named
+ *		*_locked, and those whose comment says "Caller holds the shared
+ *		state lock", run with it held.
+ *	  - While it is held nothing runs that can wait for long or for another
+ *		backend: no SQL, no heavyweight lock, no I/O of its own, no sleep on
+ *		a latch or a condition variable, no palloc (the memory a copy needs
+ *		is allocated before the lock is taken).  Interrupts are held off
+ *		meanwhile, so each such section must stay short.  Waking a
+ *		topic's waiters (a condition variable broadcast: a spinlock and
+ *		latches, no wait) is allowed.  Checking an xid against a snapshot
+ *		(XidInMVCCSnapshot) is too, as the heap's visibility checks do under
+ *		buffer locks: it may read pg_subtrans when the snapshot overflowed.
+ *		Claims read the log, outbox.retry and the settled ids with no
+ *		LWLock held: the heavyweight scan lock orders them.
+ *	  - Order: a claim takes its topic's heavyweight scan lock (advisory,
+ *		OUTBOX_LOCK_SCAN) first and the state lock only inside it, in short
+ *		sections (outbox_scan_begin, outbox_scan_view, outbox_scan_end);
+ *		nobody takes a heavyweight lock while holding the state lock.  The
+ *		launcher's table of databases has an LWLock of its own
+ *		("outbox_databases", databases.c): the two are never held together.
+ *	  - An error while it is held (none is expected) releases it at abort,
+ *		like every LWLock.
  *
  *-------------------------------------------------------------------------
  */
@@ -29,13 +81,161 @@
 #include "shmem.h"
 
 #include "miscadmin.h"
+#include "pgstat.h"
 #include "storage/ipc.h"
 #include "storage/shmem.h"
+#include "utils/snapmgr.h"
 
-OutboxShared *outbox_shared = NULL;
-HTAB	   *outbox_entries = NULL;
+/*
+ * A topic's shared state, all of it protected by the shared state lock
+ * (OutboxShared.lock).  Claims of a topic take turns by a heavyweight lock
+ * (OUTBOX_LOCK_SCAN, claim.c), which they hold while they read the log
+ * without any LWLock; "scanning" says one is between its snapshot and the
+ * moment it sets the scan position, and offers that commit meanwhile leave
+ * their ids in the handoff for it (outbox_offers_settle).
+ */
+#define OUTBOX_HANDOFF			128
+
+typedef struct OutboxHandoff
+{
+	TransactionId xid;			/* the offering transaction */
+	int64		id;
+} OutboxHandoff;
+
+typedef struct OutboxTopic
+{
+	bool		in_use;
+	Oid			dbid;
+	int32		topic_id;
+	int64		incarnation;
+
+	bool		scanning;		/* a claim reads the log */
+	pid_t		scanner;		/* its pid */
+	int			nhandoff;
+	bool		handoff_overflow;	/* some ids found no room: */
+	int64		handoff_min;	/* the least of them */
+	OutboxHandoff handoff[OUTBOX_HANDOFF];
+
+	bool		initialized;	/* scan_pos loaded from the watermark */
+	int64		scan_pos;		/* every committed event <= this was seen */
+	int64		recovery_until; /* step over settled events up to here */
+	uint64		scan_epoch;		/* new whenever scan_pos moves down or the
+								 * slot changes hands; unique among slots */
+	int64		watermark;		/* last durable watermark */
+	TimestampTz next_retry_at;	/* outbox.retry has nothing due before */
+	dlist_head	leases;			/* OutboxEntry, state LEASED */
+	dlist_head	ready;			/* OutboxEntry, state READY, FIFO */
+	dlist_head	settled;		/* OutboxEntry, state SETTLED (see
+								 * outbox_entry_settled) */
+	int			nleases;
+	int			nready;
+	int			nsettled;
+	int			nretry_leases;	/* leases whose event sits in outbox.retry */
+	int			ninflight;		/* offer slots that name this topic */
+	ConditionVariable cv;		/* claims waiting for events */
+	pg_atomic_uint64 wakes;		/* times cv was broadcast (outbox_topic_wake) */
+} OutboxTopic;
+
+/* A scan position left by a topic that gave its slot up */
+typedef struct OutboxParked
+{
+	Oid			dbid;			/* InvalidOid: free */
+	int32		topic_id;
+	int64		incarnation;
+	int64		pos;			/* every event <= pos is settled */
+} OutboxParked;
+
+typedef enum OutboxEntryState
+{
+	ENTRY_READY,
+	ENTRY_LEASED,
+	ENTRY_SETTLED				/* settled where a rescan will pass again */
+} OutboxEntryState;
+
+typedef struct OutboxEntryKey
+{
+	Oid			dbid;
+	uint32		pad;			/* always zero */
+	int64		event_id;
+} OutboxEntryKey;
+
+typedef struct OutboxEntry
+{
+	OutboxEntryKey key;
+	int			topic;			/* index in OutboxShared.topics */
+	uint8		state;			/* OutboxEntryState */
+	uint8		source;			/* OutboxEntrySource */
+	bool		finishing;		/* an ack, nack or reap is in progress */
+	bool		claim_open;		/* the claiming transaction has not ended:
+								 * the lease is not reaped, whatever its
+								 * expiry (its end may yet undo it) */
+	int32		attempt;		/* leases of this event, this one included */
+	pg_uuid_t	token;
+	TimestampTz expires_at;
+	TimestampTz claimed_at;
+	TimestampTz created_at;		/* the event's, for the latency metrics */
+	int			owner;			/* pgprocno of the claiming backend */
+	bool		release_on_exit;	/* owner set outbox.release_on_disconnect */
+	dlist_node	node;			/* in the topic's leases or ready list */
+} OutboxEntry;
+
+/*
+ * What an offering transaction announces, per backend.  lo is a lower bound
+ * on the ids it may hold in that topic; passed is the highest scan position
+ * a claim set while the transaction was still in flight.
+ */
+#define OUTBOX_LO_PENDING	PG_INT64_MAX	/* lo_any: no id drawn yet */
+
+typedef struct OutboxOfferSlot
+{
+	TransactionId xid;
+	Oid			dbid;
+	int			ntopics;
+	int			topic[OUTBOX_SLOT_TOPICS];
+	int64		lo[OUTBOX_SLOT_TOPICS];
+	int64		passed[OUTBOX_SLOT_TOPICS];
+	bool		any;			/* offers to topics not named above */
+	pg_atomic_uint64 lo_any;	/* their lower bound, or OUTBOX_LO_PENDING */
+} OutboxOfferSlot;
+
+typedef struct OutboxShared
+{
+	LWLock	   *lock;			/* the shared state lock */
+	int			max_topics;
+	int			clock;			/* where the search for a slot to free goes on */
+	int			nany;			/* offer slots with lo_any set */
+	uint64		epochs;			/* the last scan_epoch given to any slot */
+	int			parked_next;	/* the next entry of parked to overwrite */
+	OutboxParked parked[OUTBOX_PARKED];
+	int			nslots;
+	OutboxTopic *topics;
+	OutboxOfferSlot *slots;
+	OutboxLatency *latencies;	/* outbox.metrics_topics of them */
+	int			nlatencies;
+	int32		latency_free;	/* first free one, or -1 */
+} OutboxShared;
+
+static OutboxShared *outbox_shared = NULL;
+static HTAB *outbox_entries = NULL;
 static HTAB *topic_index = NULL;	/* (dbid, topic_id) -> slot */
 static HTAB *topic_counters = NULL; /* OutboxCounters */
+
+/*
+ * Functions that run with the shared state lock held, used before their
+ * definition
+ */
+static int	outbox_topic_find_locked(int32 topic_id);
+static OutboxCounters *outbox_counters(int32 topic_id, int64 incarnation);
+static void outbox_counters_forget(Oid dbid, int32 topic_id);
+static OutboxEntry *outbox_entry_find(int64 event_id);
+static void outbox_entry_remove(OutboxEntry *entry);
+typedef bool (*OutboxLeaseFn) (OutboxEntry *entry, int topic, void *arg);
+static void outbox_foreach_lease(OutboxLeaseFn fn, void *arg);
+static int	outbox_counters_count(void);
+static int	outbox_counters_copy(OutboxCounters *out, int max);
+static int	outbox_counters_copy_latency(OutboxCounters *out, int max,
+										 OutboxLatency *lat, int maxlat);
+static void outbox_counters_reset(void);
 
 typedef struct TopicIndexEntry
 {
@@ -162,7 +362,7 @@ outbox_shmem_install_hooks(void)
  * a claim that read it before its attempt and finds it changed after
  * preparing to sleep does not sleep (claim.c).
  */
-void
+static void
 outbox_topic_wake(OutboxTopic *t)
 {
 	pg_atomic_fetch_add_u64(&t->wakes, 1);
@@ -199,7 +399,7 @@ index_key(OutboxCountersKey *key, Oid dbid, int32 topic_id)
  * Find the shared slot of a topic of the current database, or -1.  Caller
  * holds the shared state lock.
  */
-int
+static int
 outbox_topic_find_locked(int32 topic_id)
 {
 	OutboxCountersKey key;
@@ -210,7 +410,7 @@ outbox_topic_find_locked(int32 topic_id)
 	return ie ? ie->topic : -1;
 }
 
-int
+static int
 outbox_topic_find(int32 topic_id)
 {
 	int			idx;
@@ -221,7 +421,7 @@ outbox_topic_find(int32 topic_id)
 	return idx;
 }
 
-bool
+static bool
 outbox_topic_matches(int topic, int32 topic_id, int64 incarnation)
 {
 	OutboxTopic *t = &outbox_shared->topics[topic];
@@ -270,7 +470,7 @@ topic_clear_locked(OutboxTopic *t)
 /*
  * The slot is free again.  Caller holds the shared state lock exclusively.
  */
-void
+static void
 outbox_topic_release_locked(int topic)
 {
 	OutboxTopic *t = &outbox_shared->topics[topic];
@@ -370,7 +570,7 @@ take_slot_locked(void)
  * (the extension was dropped and created again) is reset.  Caller holds
  * the shared state lock exclusively.
  */
-int
+static int
 outbox_topic_acquire_locked(int32 topic_id, int64 incarnation)
 {
 	int			idx = outbox_topic_find_locked(topic_id);
@@ -435,7 +635,7 @@ outbox_topic_acquire(int32 topic_id, int64 incarnation)
  * no slot.  Returns whether there is room now.
  */
 static void counters_drop(OutboxCounters *c);
-static int	parked_collect(OutboxParked *out, int max);
+static int	parked_collect(OutboxParkedPosition *out, int max);
 
 static bool
 counters_make_room(void)
@@ -494,7 +694,7 @@ counters_drop(OutboxCounters *c)
  * when there is no room for them.  Caller holds the shared state lock
  * exclusively.
  */
-OutboxCounters *
+static OutboxCounters *
 outbox_counters(int32 topic_id, int64 incarnation)
 {
 	OutboxCountersKey key;
@@ -530,7 +730,7 @@ outbox_counters(int32 topic_id, int64 incarnation)
  * first use; NULL when all outbox.metrics_topics are in use.  Caller holds
  * the shared state lock exclusively.
  */
-OutboxLatency *
+static OutboxLatency *
 outbox_counters_latency(OutboxCounters *c)
 {
 	OutboxLatency *l;
@@ -552,7 +752,7 @@ outbox_counters_latency(OutboxCounters *c)
  * but for the offered and acked counts of outbox.stats, which count from
  * server start.  Caller holds the shared state lock exclusively.
  */
-void
+static void
 outbox_counters_reset(void)
 {
 	HASH_SEQ_STATUS seq;
@@ -579,7 +779,7 @@ outbox_counters_reset(void)
  * their latency histograms too, up to maxlat of them: a copy's latency
  * field then indexes lat (or is -1).  Caller holds the shared state lock.
  */
-int
+static int
 outbox_counters_copy_latency(OutboxCounters *out, int max,
 							 OutboxLatency *lat, int maxlat)
 {
@@ -858,14 +1058,15 @@ watermark_candidate(int topic)
  */
 int
 outbox_watermark_candidates(int32 **topic_ids, int64 **incarnations,
-							int64 **marks, OutboxParked **parked, int *nparked)
+							int64 **marks, OutboxParkedPosition **parked,
+							int *nparked)
 {
 	int			n = 0;
 
 	*incarnations = palloc(sizeof(int64) * outbox_shared->max_topics);
 	*topic_ids = palloc(sizeof(int32) * outbox_shared->max_topics);
 	*marks = palloc(sizeof(int64) * outbox_shared->max_topics);
-	*parked = palloc(sizeof(OutboxParked) * OUTBOX_PARKED);
+	*parked = palloc(sizeof(OutboxParkedPosition) * OUTBOX_PARKED);
 
 	LWLockAcquire(outbox_shared->lock, LW_SHARED);
 	for (int i = 0; i < outbox_shared->max_topics; i++)
@@ -979,7 +1180,7 @@ outbox_counters_forget_database(Oid dbid)
  * Forget the counters of a dropped topic, or with topic_id 0 of every topic
  * of a database.  Caller holds the shared state lock exclusively.
  */
-void
+static void
 outbox_counters_forget(Oid dbid, int32 topic_id)
 {
 	HASH_SEQ_STATUS seq;
@@ -1001,7 +1202,7 @@ outbox_counters_forget(Oid dbid, int32 topic_id)
 }
 
 /* How many topics have counters, in all databases.  Caller holds the lock. */
-int
+static int
 outbox_counters_count(void)
 {
 	return (int) hash_get_num_entries(topic_counters);
@@ -1011,7 +1212,7 @@ outbox_counters_count(void)
  * Copy up to max counters of the current database's topics.  Caller holds
  * the shared state lock.
  */
-int
+static int
 outbox_counters_copy(OutboxCounters *out, int max)
 {
 	return outbox_counters_copy_latency(out, max, NULL, 0);
@@ -1022,7 +1223,7 @@ outbox_counters_copy(OutboxCounters *out, int max)
  * Caller holds the shared state lock.
  */
 static int
-parked_collect(OutboxParked *out, int max)
+parked_collect(OutboxParkedPosition *out, int max)
 {
 	int			n = 0;
 
@@ -1030,8 +1231,13 @@ parked_collect(OutboxParked *out, int max)
 	{
 		OutboxParked *p = &outbox_shared->parked[i];
 
-		if (p->dbid == MyDatabaseId)
-			out[n++] = *p;
+		if (p->dbid != MyDatabaseId)
+			continue;
+		out[n].dbid = p->dbid;
+		out[n].topic_id = p->topic_id;
+		out[n].incarnation = p->incarnation;
+		out[n].pos = p->pos;
+		n++;
 	}
 	return n;
 }
@@ -1041,7 +1247,7 @@ parked_collect(OutboxParked *out, int max)
  * the same) can go.
  */
 void
-outbox_parked_done(const OutboxParked *done, int n)
+outbox_parked_done(const OutboxParkedPosition *done, int n)
 {
 	LWLockAcquire(outbox_shared->lock, LW_EXCLUSIVE);
 	for (int k = 0; k < n; k++)
@@ -1062,7 +1268,7 @@ outbox_parked_done(const OutboxParked *done, int n)
  * topic's lock, which the drop holds exclusively).  Caller holds the shared
  * state lock exclusively.
  */
-void
+static void
 outbox_topic_forget(int topic)
 {
 	OutboxTopic *t = &outbox_shared->topics[topic];
@@ -1080,7 +1286,7 @@ outbox_topic_forget(int topic)
  * memory.  Used when the ready list cannot take an event.  Caller holds the
  * shared state lock exclusively.
  */
-void
+static void
 outbox_topic_rescan(OutboxTopic *t)
 {
 	int			topic = (int) (t - outbox_shared->topics);
@@ -1117,7 +1323,7 @@ outbox_topic_rescan(OutboxTopic *t)
  * scan position passes it (outbox_topic_passed).  The entry is still in its
  * list (leases or ready).  Caller holds the shared state lock exclusively.
  */
-void
+static void
 outbox_entry_settled(OutboxTopic *t, OutboxEntry *e)
 {
 	if (t->initialized && e->key.event_id > t->scan_pos &&
@@ -1139,7 +1345,7 @@ outbox_entry_settled(OutboxTopic *t, OutboxEntry *e)
  * below it have done their work.  Caller holds the shared state lock
  * exclusively.
  */
-void
+static void
 outbox_topic_passed(OutboxTopic *t, int64 scan_pos)
 {
 	dlist_mutable_iter it;
@@ -1157,7 +1363,7 @@ outbox_topic_passed(OutboxTopic *t, int64 scan_pos)
 	}
 }
 
-OutboxEntry *
+static OutboxEntry *
 outbox_entry_find(int64 event_id)
 {
 	OutboxEntryKey key;
@@ -1169,7 +1375,7 @@ outbox_entry_find(int64 event_id)
 }
 
 /* Returns NULL when the hash is full. */
-OutboxEntry *
+static OutboxEntry *
 outbox_entry_enter(int64 event_id, bool *found)
 {
 	OutboxEntryKey key;
@@ -1199,7 +1405,7 @@ outbox_entry_enter(int64 event_id, bool *found)
  * an entry already.  Returns false when the hash is full.  Caller holds the
  * shared state lock exclusively.
  */
-bool
+static bool
 outbox_entry_ready(int topic, int64 event_id)
 {
 	OutboxTopic *t = &outbox_shared->topics[topic];
@@ -1227,7 +1433,7 @@ outbox_entry_ready(int topic, int64 event_id)
 }
 
 /* Unlink an entry from its topic list and the hash; counts are the caller's. */
-void
+static void
 outbox_entry_remove(OutboxEntry *entry)
 {
 	OutboxEntryKey key = entry->key;
@@ -1236,7 +1442,7 @@ outbox_entry_remove(OutboxEntry *entry)
 	hash_search(outbox_entries, &key, HASH_REMOVE, NULL);
 }
 
-OutboxOfferSlot *
+static OutboxOfferSlot *
 outbox_my_slot(void)
 {
 	Assert(OutboxMyBackendIndex() >= 0 && OutboxMyBackendIndex() < outbox_shared->nslots);
@@ -1270,7 +1476,7 @@ outbox_offering_xids(TransactionId *xids, int max)
  * Call fn for every lease of the current database's topics, until it
  * returns false.  Caller holds the shared state lock.
  */
-void
+static void
 outbox_foreach_lease(OutboxLeaseFn fn, void *arg)
 {
 	for (int i = 0; i < outbox_shared->max_topics; i++)
@@ -1286,4 +1492,1146 @@ outbox_foreach_lease(OutboxLeaseFn fn, void *arg)
 				return;
 		}
 	}
+}
+
+/* ----------------------------------------------------------------
+ * Claims (claim.c): a topic's scan, its ready list and the leases made
+ * from them.  A claim says it is scanning (outbox_scan_begin), reads the
+ * topic's state (outbox_scan_view, outbox_topic_ready_ids, ...), reads the
+ * log holding no LWLock, and makes its leases and sets the scan position
+ * in one critical section (outbox_scan_end).
+ * ----------------------------------------------------------------
+ */
+
+/* The topic's count of wakes, read before a claim's attempt */
+uint64
+outbox_topic_wakes(int topic)
+{
+	return pg_atomic_read_u64(&outbox_shared->topics[topic].wakes);
+}
+
+/*
+ * Prepare to sleep on the topic's condition variable, unless the topic was
+ * woken since its count of wakes was wakes: then the preparation is
+ * cancelled, and the result is false.
+ */
+bool
+outbox_topic_prepare_to_sleep(int topic, uint64 wakes)
+{
+	OutboxTopic *t = &outbox_shared->topics[topic];
+
+	ConditionVariablePrepareToSleep(&t->cv);
+	if (pg_atomic_read_u64(&t->wakes) != wakes)
+	{
+		ConditionVariableCancelSleep();
+		return false;
+	}
+	return true;
+}
+
+/* Sleep until the topic is woken or ms pass (no lock is held). */
+void
+outbox_topic_sleep(int topic, long ms)
+{
+	(void) ConditionVariableTimedSleep(&outbox_shared->topics[topic].cv, ms,
+									   PG_WAIT_EXTENSION);
+	ConditionVariableCancelSleep();
+}
+
+/* When outbox.retry may next have an event of the topic due: none before */
+TimestampTz
+outbox_topic_next_retry(int topic)
+{
+	TimestampTz next_retry;
+
+	LWLockAcquire(outbox_shared->lock, LW_SHARED);
+	next_retry = outbox_shared->topics[topic].next_retry_at;
+	LWLockRelease(outbox_shared->lock);
+	return next_retry;
+}
+
+/*
+ * The first step of a claim, taken under the topic's scan lock: the slot is
+ * still the topic's, and it is being scanned.  Returns false if the slot
+ * was given to another topic meanwhile.  *initialized says whether the
+ * topic's scan position is loaded (outbox_topic_init_scan).
+ */
+bool
+outbox_scan_begin(int topic, int32 topic_id, int64 incarnation,
+				  bool *initialized)
+{
+	OutboxTopic *t = &outbox_shared->topics[topic];
+
+	LWLockAcquire(outbox_shared->lock, LW_EXCLUSIVE);
+	if (!outbox_topic_matches(topic, topic_id, incarnation))
+	{
+		LWLockRelease(outbox_shared->lock);
+		return false;
+	}
+	t->scanning = true;
+	t->scanner = MyProcPid;
+	t->nhandoff = 0;
+	t->handoff_overflow = false;
+	*initialized = t->initialized;
+	LWLockRelease(outbox_shared->lock);
+	return true;
+}
+
+/* The topic's scan as it stands, for a claim about to read the log */
+void
+outbox_scan_view(int topic, OutboxScanView *view)
+{
+	OutboxTopic *t = &outbox_shared->topics[topic];
+
+	LWLockAcquire(outbox_shared->lock, LW_SHARED);
+	view->next_retry_at = t->next_retry_at;
+	view->nretry_leases = t->nretry_leases;
+	view->scan_pos = t->scan_pos;
+	view->recovery_until = t->recovery_until;
+	view->scan_epoch = t->scan_epoch;
+	LWLockRelease(outbox_shared->lock);
+}
+
+/*
+ * The topic is no longer scanned.  Caller holds the shared state lock
+ * exclusively.
+ */
+static void
+scan_stop_locked(OutboxTopic *t)
+{
+	t->scanning = false;
+	t->nhandoff = 0;
+	t->handoff_overflow = false;
+}
+
+/* Clear a "scanning" of ours left by a claim that failed. */
+void
+outbox_scan_abandon(int topic)
+{
+	OutboxTopic *t = &outbox_shared->topics[topic];
+
+	LWLockAcquire(outbox_shared->lock, LW_EXCLUSIVE);
+	if (t->scanning && t->scanner == MyProcPid)
+		scan_stop_locked(t);
+	LWLockRelease(outbox_shared->lock);
+}
+
+/*
+ * The watermark the topic's slot knows: the last durable one it was told
+ * of, or the position parked when the topic last gave its slot up.
+ */
+int64
+outbox_topic_watermark(int topic)
+{
+	int64		watermark;
+
+	LWLockAcquire(outbox_shared->lock, LW_SHARED);
+	watermark = outbox_shared->topics[topic].watermark;
+	LWLockRelease(outbox_shared->lock);
+	return watermark;
+}
+
+/*
+ * Load the topic's scan position, if it is not loaded yet, from watermark
+ * (or the slot's own, if higher): the scan steps over settled events up to
+ * bound (claim.c's topic_init).
+ */
+void
+outbox_topic_init_scan(int topic, int64 watermark, int64 bound)
+{
+	OutboxTopic *t = &outbox_shared->topics[topic];
+
+	LWLockAcquire(outbox_shared->lock, LW_EXCLUSIVE);
+	if (!t->initialized)
+	{
+		watermark = Max(watermark, t->watermark);
+		t->watermark = watermark;
+		t->scan_pos = watermark;
+		t->recovery_until = Max(bound, watermark);
+		t->next_retry_at = 0;
+		t->initialized = true;
+	}
+	LWLockRelease(outbox_shared->lock);
+}
+
+/* Up to max ids of the topic's ready list, oldest first.  Returns how many. */
+int
+outbox_topic_ready_ids(int topic, int64 *ids, int max)
+{
+	OutboxTopic *t = &outbox_shared->topics[topic];
+	int			n = 0;
+	dlist_iter	it;
+
+	LWLockAcquire(outbox_shared->lock, LW_SHARED);
+	dlist_foreach(it, &t->ready)
+	{
+		OutboxEntry *e = dlist_container(OutboxEntry, node, it.cur);
+
+		if (n >= max)
+			break;
+		ids[n++] = e->key.event_id;
+	}
+	LWLockRelease(outbox_shared->lock);
+	return n;
+}
+
+/*
+ * Whether each of ids has an entry in this database: a lease, an event on a
+ * ready list, or a SETTLED marker.
+ */
+void
+outbox_entries_held(const int64 *ids, int n, bool *held)
+{
+	LWLockAcquire(outbox_shared->lock, LW_SHARED);
+	for (int i = 0; i < n; i++)
+		held[i] = (outbox_entry_find(ids[i]) != NULL);
+	LWLockRelease(outbox_shared->lock);
+}
+
+/*
+ * Mark the offer slots of transactions in flight in snap: the scan went
+ * past ids they may hold.  Caller holds the shared state lock exclusively.
+ */
+static void
+mark_passed(int topic, Snapshot snap, int64 pos)
+{
+	for (int i = 0; i < outbox_shared->nslots; i++)
+	{
+		OutboxOfferSlot *slot = &outbox_shared->slots[i];
+
+		for (int k = 0; k < slot->ntopics; k++)
+		{
+			if (slot->topic[k] != topic || slot->passed[k] >= pos)
+				continue;
+			if (XidInMVCCSnapshot(slot->xid, snap))
+				slot->passed[k] = pos;
+		}
+	}
+}
+
+/*
+ * The highest scan position a scan with snap may take: below the ids of
+ * every offering transaction in flight in snap whose offers its slot covers
+ * by lo_any only (topics without a shared slot, or more than the slot
+ * names).  Such a transaction's first id may still be unknown: then the
+ * position stays where it was.  Caller holds the shared state lock.
+ */
+static int64
+scan_cap(Snapshot snap, int64 old_pos)
+{
+	int64		cap = PG_INT64_MAX;
+
+	for (int i = 0; i < outbox_shared->nslots; i++)
+	{
+		OutboxOfferSlot *slot = &outbox_shared->slots[i];
+		int64		lo;
+
+		if (!slot->any || slot->dbid != MyDatabaseId ||
+			!XidInMVCCSnapshot(slot->xid, snap))
+			continue;
+		pg_read_barrier();
+		lo = (int64) pg_atomic_read_u64(&slot->lo_any);
+		cap = Min(cap, lo == OUTBOX_LO_PENDING ? old_pos : lo - 1);
+	}
+	return cap;
+}
+
+/*
+ * Offers that committed while the scan read the log, with a snapshot that
+ * does not see them, and whose ids the scan went past: on the ready list.
+ * Caller holds the shared state lock exclusively.
+ */
+static void
+take_handoff(OutboxTopic *t, int topic, Snapshot snap, int64 pos,
+			 int64 scanned)
+{
+	for (int i = 0; i < t->nhandoff; i++)
+	{
+		OutboxHandoff *h = &t->handoff[i];
+
+		if (h->id > pos || !XidInMVCCSnapshot(h->xid, snap))
+			continue;
+		if (!outbox_entry_ready(topic, h->id))
+		{
+			/* scan again; what this claim leased up to scanned stays covered */
+			outbox_topic_rescan(t);
+			if (scanned > t->recovery_until)
+				t->recovery_until = scanned;
+			return;
+		}
+	}
+}
+
+/*
+ * A claim that stops leasing at candidate i (out of lease entries, or the
+ * topic's share used up): the scan position goes below the first event it
+ * found in the log that it did not lease (candidates from the log come
+ * last, in id order), so the next scan finds it again.
+ */
+static int64
+resume_before(const OutboxScanEnd *s, int i, int64 pos)
+{
+	for (int j = i; j < s->ncand; j++)
+	{
+		if (s->cand[j].source == SRC_MAIN && !s->cand[j].from_ready)
+			return Min(pos, s->cand[j].id - 1);
+	}
+	return pos;
+}
+
+/*
+ * The entry to lease a candidate in: the ready one it was taken from, or a
+ * new one.  NULL when there is none: the event is held or waiting already,
+ * it left the ready list meanwhile, or (*full) the hash has no room.
+ * Caller holds the shared state lock exclusively.
+ */
+static OutboxEntry *
+candidate_entry_locked(OutboxTopic *t, int topic, const OutboxCandidate *c,
+					   bool *full)
+{
+	OutboxEntry *e;
+	bool		found;
+
+	if (c->from_ready)
+	{
+		e = outbox_entry_find(c->id);
+		if (e == NULL || e->state != ENTRY_READY || e->topic != topic)
+			return NULL;
+		dlist_delete(&e->node);
+		t->nready--;
+		return e;
+	}
+	e = outbox_entry_enter(c->id, &found);
+	if (e == NULL)
+	{
+		/* out of room */
+		*full = true;
+		return NULL;
+	}
+	if (found)
+		return NULL;			/* held or waiting already */
+	e->attempt = c->attempts;
+	e->source = c->source;
+	e->topic = topic;
+	if (c->source == SRC_RETRY)
+		t->nretry_leases++;
+	return e;
+}
+
+/*
+ * Make e a lease of the claim's, under its token, and mark its candidate
+ * leased.  Caller holds the shared state lock exclusively.
+ */
+static void
+lease_entry_locked(OutboxTopic *t, OutboxEntry *e, OutboxCandidate *c,
+				   const OutboxScanEnd *s)
+{
+	e->state = ENTRY_LEASED;
+	e->finishing = false;
+	e->claim_open = true;
+	e->attempt++;
+	e->token = *s->token;
+	e->expires_at = s->expires_at;
+	e->claimed_at = s->now;
+	e->created_at = c->created_at;
+	e->owner = OutboxProcNumber(MyProc);
+	e->release_on_exit = outbox_release_on_disconnect;
+	dlist_push_tail(&t->leases, &e->node);
+	t->nleases++;
+	c->leased = true;
+	c->attempt = e->attempt;
+}
+
+/*
+ * Lease the claim's candidates in order, as far as the topic's share of the
+ * lease pool and the room in the hash go.  Returns the scan position the
+ * claim may take: the highest id it examined, or just below the first event
+ * from the log that it could not lease.  Caller holds the shared state lock
+ * exclusively.
+ */
+static int64
+lease_candidates_locked(OutboxTopic *t, OutboxScanEnd *s)
+{
+	int64		pos = s->scanned;
+	int			room = outbox_max_leases_per_topic > 0 ?
+		outbox_max_leases_per_topic - t->nleases : INT_MAX;
+
+	for (int i = 0; i < s->ncand; i++)
+	{
+		OutboxCandidate *c = &s->cand[i];
+		OutboxEntry *e;
+
+		if (room <= 0)
+		{
+			/*
+			 * The topic (or tenant part) holds its share of the lease pool:
+			 * the rest waits for its leases to end.
+			 */
+			s->capped = true;
+			return resume_before(s, i, pos);
+		}
+		e = candidate_entry_locked(t, s->topic, c, &s->full);
+		if (s->full)
+			return resume_before(s, i, pos);
+		if (e == NULL)
+			continue;
+		lease_entry_locked(t, e, c, s);
+		s->nleased++;
+		room--;
+	}
+	return pos;
+}
+
+/*
+ * Ready entries whose event no longer exists.  Caller holds the shared state
+ * lock exclusively.
+ */
+static void
+drop_junk_locked(OutboxTopic *t, const OutboxScanEnd *s)
+{
+	for (int i = 0; i < s->njunk; i++)
+	{
+		OutboxEntry *e = outbox_entry_find(s->junk[i]);
+
+		if (e && e->state == ENTRY_READY && e->topic == s->topic)
+		{
+			outbox_entry_remove(e);
+			t->nready--;
+		}
+	}
+}
+
+/*
+ * Move the topic's scan position up to new_pos, where the claim's scan of
+ * the log stopped, as far as offers in flight let it; put on the ready list
+ * what offers left in the handoff and the scan went past, and mark the
+ * offer slots of those in flight in its snapshot.  Caller holds the shared
+ * state lock exclusively.
+ */
+static void
+set_scan_pos_locked(OutboxTopic *t, const OutboxScanEnd *s, int64 new_pos)
+{
+	int64		old_pos = s->seen.scan_pos;
+	uint64		epoch = s->seen.scan_epoch;
+	int64		scanned = new_pos;
+
+	if (s->snap == NULL || new_pos <= old_pos)
+		return;
+
+	/*
+	 * The position stays below ids of offers in flight that no slot names
+	 * one by one, below ids the handoff had no room for, and where it is if
+	 * the topic was told to scan again meanwhile; what this scan handed out
+	 * above it is stepped over as in recovery until the position passes it.
+	 */
+	if (outbox_shared->nany > 0)
+		new_pos = Min(new_pos, Max(old_pos, scan_cap(s->snap, old_pos)));
+	if (t->handoff_overflow)
+		new_pos = Min(new_pos, Max(old_pos, t->handoff_min - 1));
+	if (t->scan_epoch != epoch)
+		new_pos = old_pos;
+	if (scanned > new_pos && scanned > t->recovery_until)
+		t->recovery_until = scanned;
+	if (new_pos <= old_pos)
+		return;
+
+	take_handoff(t, s->topic, s->snap, new_pos, scanned);
+	if (t->scan_epoch == epoch)
+	{
+		t->scan_pos = new_pos;
+		outbox_topic_passed(t, new_pos);
+		if (t->ninflight > 0)
+			mark_passed(s->topic, s->snap, new_pos);
+	}
+}
+
+/*
+ * The last step of a claim, under its topic's scan lock: in one critical
+ * section, make the leases (s->cand[i].leased, s->nleased; s->full or
+ * s->capped when it stopped short), drop ready entries whose event is gone,
+ * set the scan position, remember when the next retry is due, and end the
+ * scan.  Offers in flight in the claim's snapshot are marked as passed, and
+ * those that committed meanwhile have left their ids in the topic's
+ * handoff.
+ */
+void
+outbox_scan_end(OutboxScanEnd *s)
+{
+	OutboxTopic *t = &outbox_shared->topics[s->topic];
+	int64		new_pos;
+
+	s->nleased = 0;
+	s->full = false;
+	s->capped = false;
+
+	LWLockAcquire(outbox_shared->lock, LW_EXCLUSIVE);
+	new_pos = lease_candidates_locked(t, s);
+	drop_junk_locked(t, s);
+	set_scan_pos_locked(t, s, new_pos);
+	if (s->retry_exhausted && !s->full && !s->capped &&
+		t->next_retry_at == s->seen.next_retry_at)
+		t->next_retry_at = s->next_retry;
+	scan_stop_locked(t);
+	LWLockRelease(outbox_shared->lock);
+}
+
+/*
+ * The claim's leases from outbox.retry (cand[i].leased, source SRC_RETRY),
+ * checked against the rows a snapshot taken after they were made finds due
+ * (found_ids, with their attempts; claim.c's verify_retry_leases): those
+ * found stand, with their attempt count as of now; the others are undone.
+ * Returns how many were undone.
+ */
+int
+outbox_retry_leases_verify(int topic, const pg_uuid_t *token,
+						   OutboxCandidate *cand, int ncand,
+						   const int64 *found_ids, const int32 *found_attempts,
+						   int nfound)
+{
+	OutboxTopic *t = &outbox_shared->topics[topic];
+	int			undone = 0;
+
+	LWLockAcquire(outbox_shared->lock, LW_EXCLUSIVE);
+	for (int i = 0; i < ncand; i++)
+	{
+		OutboxCandidate *c = &cand[i];
+		OutboxEntry *e;
+		int			j;
+
+		if (!c->leased || c->source != SRC_RETRY)
+			continue;
+		for (j = 0; j < nfound; j++)
+			if (found_ids[j] == c->id)
+				break;
+		e = outbox_entry_find(c->id);
+		if (e == NULL || e->state != ENTRY_LEASED || e->topic != topic ||
+			memcmp(&e->token, token, sizeof(pg_uuid_t)) != 0)
+			continue;			/* cannot happen: the lease is ours */
+		if (j < nfound)
+		{
+			/* it stands; a reap may have counted an attempt meanwhile */
+			e->attempt = found_attempts[j] + 1;
+			c->attempt = e->attempt;
+			continue;
+		}
+		/* settled or moved to later meanwhile: undo the lease */
+		t->nleases--;
+		t->nretry_leases--;
+		outbox_entry_settled(t, e);
+		c->leased = false;
+		undone++;
+	}
+	LWLockRelease(outbox_shared->lock);
+	return undone;
+}
+
+static bool
+expire_own_lease(OutboxEntry *e, int topic, void *arg)
+{
+	if (e->owner == OutboxProcNumber(MyProc) && e->release_on_exit)
+	{
+		e->expires_at = 0;
+		*(bool *) arg = true;
+	}
+	return true;
+}
+
+/*
+ * This backend's leases made under outbox.release_on_disconnect expire at
+ * once (at the session's exit, claim.c).  Returns whether there were any.
+ */
+bool
+outbox_leases_expire_own(void)
+{
+	bool		any = false;
+
+	LWLockAcquire(outbox_shared->lock, LW_EXCLUSIVE);
+	outbox_foreach_lease(expire_own_lease, &any);
+	LWLockRelease(outbox_shared->lock);
+	return any;
+}
+
+/* ----------------------------------------------------------------
+ * Transactions (xact.c): offer slots, and what a transaction did, settled
+ * at its end.  xact.c records the operations; these apply them.
+ * ----------------------------------------------------------------
+ */
+
+/*
+ * Name a topic in this backend's offer slot, for a transaction (xid) about
+ * to draw its first id for it.
+ *
+ * The topic's shared slot is found or made and named in our offer slot in
+ * one critical section, so that it cannot be given up in between.  When
+ * no slot can be had, or our offer slot names as many topics as it can,
+ * the offer goes on all the same: our slot's lo_any covers it.
+ *
+ * Returns the topic's shared slot, named at *slot_index of our offer slot,
+ * or -1; then *lo_pending says lo_any was set now and waits for the
+ * transaction's first id (outbox_offer_slot_set_lo_any).
+ */
+int
+outbox_offer_slot_register(int32 topic_id, int64 incarnation,
+						   TransactionId xid, int *slot_index,
+						   bool *lo_pending)
+{
+	OutboxOfferSlot *slot = outbox_my_slot();
+	int			topic = -1;
+
+	*slot_index = -1;
+	*lo_pending = false;
+	LWLockAcquire(outbox_shared->lock, LW_EXCLUSIVE);
+	slot->xid = xid;
+	slot->dbid = MyDatabaseId;
+	if (slot->ntopics < OUTBOX_SLOT_TOPICS)
+		topic = outbox_topic_acquire_locked(topic_id, incarnation);
+	if (topic >= 0)
+	{
+		OutboxTopic *t = &outbox_shared->topics[topic];
+		int			k = slot->ntopics++;
+
+		slot->topic[k] = topic;
+		slot->lo[k] = t->scan_pos + 1;
+		slot->passed[k] = 0;
+		t->ninflight++;
+		*slot_index = k;
+	}
+	else if (!slot->any)
+	{
+		slot->any = true;
+		pg_atomic_write_u64(&slot->lo_any, (uint64) OUTBOX_LO_PENDING);
+		outbox_shared->nany++;
+		*lo_pending = true;
+	}
+	LWLockRelease(outbox_shared->lock);
+	return topic;
+}
+
+/*
+ * The first id this transaction drew since its slot's lo_any was set: a
+ * lower bound on every id it draws from now on.  Written without the lock
+ * (scan_cap reads it after a barrier).
+ */
+void
+outbox_offer_slot_set_lo_any(int64 event_id)
+{
+	OutboxOfferSlot *slot = outbox_my_slot();
+
+	pg_write_barrier();
+	pg_atomic_write_u64(&slot->lo_any, (uint64) event_id);
+}
+
+/* The transaction has ended: our offer slot is empty again. */
+void
+outbox_offer_slot_reset(void)
+{
+	OutboxOfferSlot *slot = outbox_my_slot();
+
+	if (slot->ntopics == 0 && !slot->any)
+		return;
+	LWLockAcquire(outbox_shared->lock, LW_EXCLUSIVE);
+	slot->ntopics = 0;
+	if (slot->any)
+		outbox_shared->nany--;
+	slot->any = false;
+	pg_atomic_write_u64(&slot->lo_any, 0);
+	slot->xid = InvalidTransactionId;
+	LWLockRelease(outbox_shared->lock);
+}
+
+/* What one settling of a transaction's operations carries from op to op */
+typedef struct SettleContext
+{
+	OutboxTopic *counted_topic; /* whose counters counted_counters are, */
+	OutboxCounters *counted_counters;	/* while the lock is held */
+	TimestampTz now;			/* when the commit settles (latencies) */
+} SettleContext;
+
+static void record_latency(SettleContext *sc, OutboxCounters *c, bool delivery,
+						   TimestampTz created_at) pg_attribute_unused();
+
+static void
+lower_next_retry(OutboxTopic *t, TimestampTz when)
+{
+	if (when < t->next_retry_at)
+		t->next_retry_at = when;
+}
+
+/*
+ * The counters of a topic, remembered from one op to the next: the ops of
+ * one claim or ack are of one topic.  Valid while the state lock is held
+ * (an entry of a topic that holds a slot is never removed meanwhile).
+ */
+static OutboxCounters *
+settle_counters(SettleContext *sc, OutboxTopic *t)
+{
+	if (sc->counted_topic != t)
+	{
+		sc->counted_counters = outbox_counters(t->topic_id, t->incarnation);
+		sc->counted_topic = t;
+	}
+	return sc->counted_counters;
+}
+
+/*
+ * Put the time from an event's creation to now in one of its topic's
+ * latency histograms: delivery (to its ack) or wait (to its first lease).
+ * Caller holds the shared state lock exclusively.
+ */
+static void
+record_latency(SettleContext *sc, OutboxCounters *c, bool delivery,
+			   TimestampTz created_at)
+{
+	OutboxLatency *l = outbox_counters_latency(c);
+
+	if (l == NULL)
+		return;
+	if (sc->now == 0)
+		sc->now = GetCurrentTimestamp();
+	outbox_histogram_add(delivery ? &l->delivery : &l->wait,
+						 Max(0, sc->now - created_at));
+}
+
+/*
+ * A lease this transaction made: it stays at commit; at abort its event is
+ * available again at once.  Caller holds the shared state lock exclusively.
+ */
+static void
+settle_claimed(SettleContext *sc, OutboxTopic *t, OutboxEntry *e, bool commit)
+{
+	if (commit)
+	{
+#ifndef OUTBOX_NO_METRICS
+		OutboxCounters *c = settle_counters(sc, t);
+
+		if (c != NULL)
+		{
+			c->claimed++;
+			if (e->attempt == 1 && e->created_at != 0)
+				record_latency(sc, c, false, e->created_at);
+		}
+#endif
+		/* from now on an expiry reaps it */
+		e->claim_open = false;
+		return;
+	}
+	if (e->finishing)
+		return;
+	/* the claim rolled back: the event is available at once */
+	t->nleases--;
+	if (e->source == SRC_RETRY)
+	{
+		t->nretry_leases--;
+		outbox_entry_remove(e);
+		t->next_retry_at = 0;
+	}
+	else
+	{
+		dlist_delete(&e->node);
+		e->state = ENTRY_READY;
+		e->attempt--;
+		memset(&e->token, 0, sizeof(e->token));
+		dlist_push_head(&t->ready, &e->node);
+		t->nready++;
+	}
+	outbox_topic_wake(t);
+}
+
+/*
+ * A lease this transaction ends (an ack, nack, dead letter or reap): it
+ * ends at commit; at abort it is intact.  Caller holds the shared state
+ * lock exclusively.
+ */
+static void
+settle_finish(SettleContext *sc, OutboxTopic *t, OutboxEntry *e,
+			  const OutboxOp *op, bool commit)
+{
+	if (!e->finishing)
+		return;
+	if (!commit)
+	{
+		e->finishing = false;
+		return;
+	}
+	t->nleases--;
+	if (e->source == SRC_RETRY)
+		t->nretry_leases--;
+	outbox_entry_settled(t, e);
+	if (op->kind == OP_ACK)
+	{
+		OutboxCounters *c = settle_counters(sc, t);
+
+		if (c != NULL)
+		{
+			c->acked++;
+#ifndef OUTBOX_NO_METRICS
+			if (e->created_at != 0)
+				record_latency(sc, c, true, e->created_at);
+#endif
+		}
+	}
+	else if (op->retry_at != 0)
+		lower_next_retry(t, op->retry_at);
+}
+
+/*
+ * Settle one operation.  Caller holds the shared state lock exclusively.
+ */
+static void
+settle_op(SettleContext *sc, OutboxOp *op, bool commit)
+{
+	OutboxEntry *e;
+	OutboxTopic *t;
+
+	if (op->done || op->kind == OP_EXTENDED)
+		return;
+	op->done = true;
+
+	e = outbox_entry_find(op->event_id);
+	if (e == NULL || e->state != ENTRY_LEASED || e->topic != op->topic ||
+		memcmp(&e->token, &op->token, sizeof(pg_uuid_t)) != 0)
+		return;					/* the lease went another way meanwhile */
+	t = &outbox_shared->topics[e->topic];
+
+	switch ((OutboxOpKind) op->kind)
+	{
+		case OP_CLAIMED:
+			settle_claimed(sc, t, e, commit);
+			break;
+
+		case OP_ACK:
+		case OP_FINISH:
+			settle_finish(sc, t, e, op, commit);
+			break;
+
+		case OP_EXTENDED:
+			break;
+	}
+}
+
+/* Add up the counts of a committing transaction.  Caller holds the lock. */
+static void
+settle_counts(const OutboxCountOp *counts, int ncounts)
+{
+	for (int i = 0; i < ncounts; i++)
+	{
+		const OutboxCountOp *xc = &counts[i];
+		OutboxCounters *c;
+
+		if (xc->subid == InvalidSubTransactionId)
+			continue;
+		c = outbox_counters(xc->topic_id, xc->incarnation);
+		if (c == NULL)
+			continue;
+		switch ((OutboxCount) xc->what)
+		{
+			case COUNT_NACKED:
+				c->nacked += xc->n;
+				break;
+			case COUNT_EXPIRED:
+				c->expired += xc->n;
+				break;
+			case COUNT_DEAD_LETTERED:
+				c->dead_lettered += xc->n;
+				break;
+			case COUNT_REDRIVEN:
+				c->redriven += xc->n;
+				break;
+		}
+	}
+}
+
+/*
+ * Settle a transaction's operations at its end (xact.c), and at commit add
+ * up its counts.
+ */
+void
+outbox_ops_settle(OutboxOp *ops, int nops, bool commit,
+				  const OutboxCountOp *counts, int ncounts)
+{
+	SettleContext sc;
+
+	memset(&sc, 0, sizeof(sc));
+	LWLockAcquire(outbox_shared->lock, LW_EXCLUSIVE);
+
+	/*
+	 * At commit in order; at abort in reverse, so that the undo of a settle
+	 * (an ack of a lease this transaction made) comes before the undo of the
+	 * claim that made the lease.
+	 */
+	for (int k = 0; k < nops; k++)
+		settle_op(&sc, &ops[commit ? k : nops - 1 - k], commit);
+	if (commit)
+		settle_counts(counts, ncounts);
+	LWLockRelease(outbox_shared->lock);
+}
+
+/*
+ * A subtransaction rolled back: undo, in reverse as at abort of the whole
+ * transaction, those of its operations not undone yet.  The lock is taken
+ * only if there is one.
+ */
+void
+outbox_ops_undo(OutboxOp *ops, int nops, SubTransactionId subid)
+{
+	SettleContext sc;
+	bool		locked = false;
+
+	memset(&sc, 0, sizeof(sc));
+	for (int i = nops - 1; i >= 0; i--)
+	{
+		if (ops[i].subid != subid || ops[i].done)
+			continue;
+		if (!locked)
+		{
+			LWLockAcquire(outbox_shared->lock, LW_EXCLUSIVE);
+			locked = true;
+		}
+		settle_op(&sc, &ops[i], false);
+		ops[i].done = true;
+	}
+	if (locked)
+		LWLockRelease(outbox_shared->lock);
+}
+
+/*
+ * Undo the operations that end the lease of event_id (OP_FINISH): the lease
+ * stays as it was, whatever the transaction does.
+ */
+void
+outbox_ops_keep_lease(OutboxOp *ops, int nops, int64 event_id)
+{
+	SettleContext sc;
+
+	memset(&sc, 0, sizeof(sc));
+	LWLockAcquire(outbox_shared->lock, LW_EXCLUSIVE);
+	for (int i = 0; i < nops; i++)
+	{
+		if (ops[i].event_id == event_id && ops[i].kind == OP_FINISH &&
+			!ops[i].done)
+			settle_op(&sc, &ops[i], false);
+	}
+	LWLockRelease(outbox_shared->lock);
+}
+
+/*
+ * Leave a committed id for the claim that is reading the topic's log; when
+ * the handoff is full, only the least such id is kept, and the claim stops
+ * its scan position below it.  Caller holds the shared state lock
+ * exclusively.
+ */
+static void
+handoff(OutboxTopic *t, TransactionId xid, int64 id)
+{
+	if (t->nhandoff < OUTBOX_HANDOFF)
+	{
+		t->handoff[t->nhandoff].xid = xid;
+		t->handoff[t->nhandoff].id = id;
+		t->nhandoff++;
+		return;
+	}
+	if (!t->handoff_overflow || id < t->handoff_min)
+		t->handoff_min = id;
+	t->handoff_overflow = true;
+}
+
+/*
+ * Offers not named in our slot: counted, and left in the handoff of a claim
+ * reading the topic now.
+ */
+static void
+offers_settle_unnamed(const OutboxTopicChange *xt, uint64 count)
+{
+	OutboxOfferSlot *slot = outbox_my_slot();
+	OutboxTopic *t = NULL;
+	OutboxCounters *c;
+	int			topic;
+
+	if (count == 0)
+		return;
+	LWLockAcquire(outbox_shared->lock, LW_EXCLUSIVE);
+	c = outbox_counters(xt->topic_id, xt->incarnation);
+	if (c != NULL)
+		c->offered += count;
+	topic = outbox_topic_find_locked(xt->topic_id);
+	if (topic >= 0 && outbox_topic_matches(topic, xt->topic_id, xt->incarnation))
+	{
+		t = &outbox_shared->topics[topic];
+		if (xt->retry_at != 0)
+			lower_next_retry(t, xt->retry_at);
+
+		/*
+		 * A claim reading the topic now checks lo_any only when it sets its
+		 * position, and by then we are gone: our ids are left for it like
+		 * those of an offer its slot names.
+		 */
+		if (t->scanning)
+		{
+			for (int i = 0; i < xt->nids; i++)
+				if (xt->subids[i] != InvalidSubTransactionId && !xt->delayed[i])
+					handoff(t, slot->xid, xt->ids[i]);
+		}
+	}
+	LWLockRelease(outbox_shared->lock);
+	if (t != NULL)
+		outbox_topic_wake(t);
+}
+
+/*
+ * The committed offers of a topic our slot names: those a scan went past go
+ * on the ready list; those above, while a claim reads the log, in its
+ * handoff.  Caller holds the shared state lock exclusively.
+ */
+static void
+offers_ready_locked(OutboxTopic *t, const OutboxTopicChange *xt,
+					const OutboxOfferSlot *slot)
+{
+	int64		passed = slot->passed[xt->slot_index];
+
+	for (int i = 0; i < xt->nids; i++)
+	{
+		if (xt->subids[i] == InvalidSubTransactionId)
+			continue;
+		if (xt->delayed[i])
+			continue;
+		if (!t->initialized || xt->ids[i] > passed)
+		{
+			if (t->scanning)
+				handoff(t, slot->xid, xt->ids[i]);
+			continue;
+		}
+		if (!outbox_entry_ready(xt->topic, xt->ids[i]))
+		{
+			/* no room: scan again from the watermark instead */
+			outbox_topic_rescan(t);
+		}
+	}
+}
+
+/* Offers to a topic our slot names; it no longer names it. */
+static void
+offers_settle_named(const OutboxTopicChange *xt, bool commit, uint64 count)
+{
+	OutboxOfferSlot *slot = outbox_my_slot();
+	OutboxTopic *t = &outbox_shared->topics[xt->topic];
+	OutboxCounters *c;
+	bool		live;
+
+	LWLockAcquire(outbox_shared->lock, LW_EXCLUSIVE);
+
+	live = outbox_topic_matches(xt->topic, xt->topic_id, xt->incarnation);
+
+	if (commit && live)
+	{
+		offers_ready_locked(t, xt, slot);
+		c = outbox_counters(xt->topic_id, xt->incarnation);
+		if (c != NULL)
+			c->offered += count;
+		if (xt->retry_at != 0)
+			lower_next_retry(t, xt->retry_at);
+	}
+
+	slot->topic[xt->slot_index] = -1;
+	t->ninflight--;
+	if (t->ninflight == 0 && t->in_use && t->incarnation == 0)
+		outbox_topic_release_locked(xt->topic);	/* dropped while we offered */
+
+	LWLockRelease(outbox_shared->lock);
+	if (commit && live && count > 0)
+		outbox_topic_wake(t);
+}
+
+/*
+ * The offer side of commit: hand the ids a scan went past to the ready
+ * list, count the offers, and wake waiting claims.  A claim that is
+ * reading the log now, with a snapshot that may not see our commit, marks
+ * nothing before it sets the scan position: the ids above what earlier
+ * scans passed are left in the topic's handoff for it, and it puts those
+ * it went past on the ready list itself.  Offers not named in our slot
+ * were never passed by a scan (lo_any held the scans below them): they are
+ * only counted.
+ */
+void
+outbox_offers_settle(const OutboxTopicChange *xt, bool commit)
+{
+	uint64		count = 0;
+
+	if (commit)
+	{
+		for (int i = 0; i < xt->nids; i++)
+			if (xt->subids[i] != InvalidSubTransactionId)
+				count++;
+	}
+
+	if (xt->slot_index < 0)
+		offers_settle_unnamed(xt, count);
+	else
+		offers_settle_named(xt, commit, count);
+}
+
+/*
+ * At commit: a dropped topic's shared state goes; a new watermark or retry
+ * time reaches the topic's slot, if it has one.
+ */
+void
+outbox_topic_settle(const OutboxTopicChange *xt)
+{
+	OutboxTopic *t;
+	int			topic;
+
+	LWLockAcquire(outbox_shared->lock, LW_SHARED);
+	topic = outbox_topic_find_locked(xt->topic_id);
+	LWLockRelease(outbox_shared->lock);
+
+	if (topic < 0)
+	{
+		if (xt->forget)
+		{
+			LWLockAcquire(outbox_shared->lock, LW_EXCLUSIVE);
+			outbox_counters_forget(MyDatabaseId, xt->topic_id);
+			LWLockRelease(outbox_shared->lock);
+		}
+		return;
+	}
+
+	t = &outbox_shared->topics[topic];
+	LWLockAcquire(outbox_shared->lock, LW_EXCLUSIVE);
+	if (t->in_use && t->topic_id == xt->topic_id && t->dbid == MyDatabaseId &&
+		(xt->incarnation == 0 || t->incarnation == xt->incarnation))
+	{
+		if (xt->forget)
+			outbox_topic_forget(topic);
+		else
+		{
+			if (xt->watermark > t->watermark)
+				t->watermark = xt->watermark;
+			if (xt->retry_at != 0 && xt->nids == 0)
+				lower_next_retry(t, xt->retry_at);
+		}
+	}
+	if (xt->forget)
+		outbox_counters_forget(MyDatabaseId, xt->topic_id);
+	LWLockRelease(outbox_shared->lock);
+	outbox_topic_wake(t);
+}
+
+/*
+ * The extension was dropped from this database, and the drop commits: the
+ * shared state of every topic of it goes, and their counters.
+ */
+void
+outbox_forget_database_state(void)
+{
+	for (int i = 0; i < outbox_shared->max_topics; i++)
+	{
+		OutboxTopic *t = &outbox_shared->topics[i];
+
+		LWLockAcquire(outbox_shared->lock, LW_EXCLUSIVE);
+		if (t->in_use && t->dbid == MyDatabaseId)
+			outbox_topic_forget(i);
+		LWLockRelease(outbox_shared->lock);
+	}
+	LWLockAcquire(outbox_shared->lock, LW_EXCLUSIVE);
+	outbox_counters_forget(MyDatabaseId, 0);
+	LWLockRelease(outbox_shared->lock);
 }

@@ -17,6 +17,10 @@
  *	  undone at once.  PREPARE TRANSACTION is refused: the shared state
  *	  cannot follow a transaction to another backend.
  *
+ *	  This file keeps the transaction's own record (which operations, which
+ *	  topics, in which subtransaction); the shared state itself is shmem.c's,
+ *	  which applies that record at commit or abort.
+ *
  *-------------------------------------------------------------------------
  */
 #include "outbox.h"
@@ -28,17 +32,6 @@
 #include "miscadmin.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
-
-typedef struct XactOp
-{
-	int64		event_id;
-	int			topic;
-	uint8		kind;			/* OutboxOpKind */
-	bool		done;			/* undone by a subtransaction abort */
-	SubTransactionId subid;
-	pg_uuid_t	token;
-	TimestampTz retry_at;		/* OP_FINISH: the event's retry row time */
-} XactOp;
 
 /* Per topic this transaction touched */
 typedef struct XactTopic
@@ -59,20 +52,10 @@ typedef struct XactTopic
 	TimestampTz retry_at;		/* earliest new outbox.retry time, or 0 */
 } XactTopic;
 
-/* A count this transaction makes at commit (metrics) */
-typedef struct XactCount
-{
-	int32		topic_id;
-	int64		incarnation;
-	uint8		what;			/* OutboxCount */
-	int32		n;
-	SubTransactionId subid;		/* InvalidSubTransactionId: rolled back */
-} XactCount;
-
 typedef struct XactState
 {
 	bool		active;
-	XactOp	   *ops;
+	OutboxOp   *ops;			/* what it did to leases (shmem.h) */
 	int			nops;
 	int			maxops;
 	XactTopic  *topics;
@@ -84,20 +67,12 @@ typedef struct XactState
 	bool		lo_pending;		/* our slot's lo_any waits for an id */
 	bool		forget_database;	/* the extension is being dropped */
 	bool		announce_database;	/* the extension is being created */
-	XactCount  *counts;
+	OutboxCountOp *counts;		/* what it counts at commit (shmem.h) */
 	int			ncounts;
 	int			maxcounts;
-	TimestampTz now;			/* when the commit settles (latencies) */
-	OutboxTopic *counted_topic; /* whose counters counted_counters are, */
-	OutboxCounters *counted_counters;	/* while the lock is held */
 } XactState;
 
 static XactState xs;
-
-static void settle_op(XactOp *op, bool commit);
-static void record_latency(OutboxCounters *c, bool delivery,
-						   TimestampTz created_at) pg_attribute_unused();
-static OutboxCounters *topic_counters(OutboxTopic *t);
 
 typedef struct XactTopicHashEntry
 {
@@ -113,7 +88,7 @@ xact_activate(void)
 	memset(&xs, 0, sizeof(xs));
 	xs.maxops = 64;
 	xs.ops = MemoryContextAlloc(TopTransactionContext,
-								xs.maxops * sizeof(XactOp));
+								xs.maxops * sizeof(OutboxOp));
 	xs.maxtopics = 8;
 	xs.topics = MemoryContextAllocZero(TopTransactionContext,
 									   xs.maxtopics * sizeof(XactTopic));
@@ -198,37 +173,19 @@ outbox_xact_reserve_ops(int n)
 	{
 		while (xs.nops + n > xs.maxops)
 			xs.maxops *= 2;
-		xs.ops = repalloc(xs.ops, xs.maxops * sizeof(XactOp));
+		xs.ops = repalloc(xs.ops, xs.maxops * sizeof(OutboxOp));
 	}
 }
 
 /*
- * Record an operation on an entry.  Room must have been reserved; the
- * entry's current token is taken, so the caller holds the state lock.
- */
-void
-outbox_xact_add_op(OutboxOpKind kind, int64 event_id, int topic,
-				   TimestampTz retry_at)
-{
-	OutboxEntry *e = outbox_entry_find(event_id);
-	pg_uuid_t	token;
-
-	if (e)
-		token = e->token;
-	else
-		memset(&token, 0, sizeof(token));
-	outbox_xact_add_lease_op(kind, event_id, topic, retry_at, &token);
-}
-
-/*
- * The same for a lease whose token the caller knows; needs no lock.  Must
- * not fail: room was reserved.
+ * Record an operation on the lease of event_id, made or held under token.
+ * Must not fail: room was reserved.
  */
 void
 outbox_xact_add_lease_op(OutboxOpKind kind, int64 event_id, int topic,
 						 TimestampTz retry_at, const pg_uuid_t *token)
 {
-	XactOp	   *op;
+	OutboxOp   *op;
 
 	Assert(xs.active && xs.nops < xs.maxops);
 	op = &xs.ops[xs.nops++];
@@ -245,54 +202,26 @@ outbox_xact_add_lease_op(OutboxOpKind kind, int64 event_id, int topic,
  * Announce, before drawing its first id, that this transaction offers to a
  * topic.  From here on a claim whose scan passes ids this transaction may
  * hold, while it is still in flight, marks the slot, or (for offers not
- * named in the slot one by one) holds its scan position below them.
- *
- * The topic's shared slot is found or made and named in our offer slot in
- * one critical section, so that it cannot be given up in between.  When
- * no slot can be had, or our offer slot names as many topics as it can,
- * the offer goes on all the same: our slot's lo_any covers it.
+ * named in the slot one by one) holds its scan position below them
+ * (outbox_offer_slot_register).
  */
 void
 outbox_xact_offer_register(int32 topic_id, int64 incarnation)
 {
 	XactTopic  *xt = xact_topic(topic_id, incarnation);
-	OutboxOfferSlot *slot;
 	TransactionId xid;
-	int			topic;
+	bool		lo_pending;
 
 	if (xt->registered)
 		return;
 
 	/* Scans judge the slot by this xid, so it must exist first. */
 	xid = GetTopTransactionId();
-	slot = outbox_my_slot();
 
-	LWLockAcquire(outbox_shared->lock, LW_EXCLUSIVE);
-	slot->xid = xid;
-	slot->dbid = MyDatabaseId;
-	topic = -1;
-	if (slot->ntopics < OUTBOX_SLOT_TOPICS)
-		topic = outbox_topic_acquire_locked(topic_id, incarnation);
-	if (topic >= 0)
-	{
-		OutboxTopic *t = &outbox_shared->topics[topic];
-		int			k = slot->ntopics++;
-
-		slot->topic[k] = topic;
-		slot->lo[k] = t->scan_pos + 1;
-		slot->passed[k] = 0;
-		t->ninflight++;
-		xt->topic = topic;
-		xt->slot_index = k;
-	}
-	else if (!slot->any)
-	{
-		slot->any = true;
-		pg_atomic_write_u64(&slot->lo_any, (uint64) OUTBOX_LO_PENDING);
-		outbox_shared->nany++;
+	xt->topic = outbox_offer_slot_register(topic_id, incarnation, xid,
+										   &xt->slot_index, &lo_pending);
+	if (lo_pending)
 		xs.lo_pending = true;
-	}
-	LWLockRelease(outbox_shared->lock);
 
 	xt->registered = true;
 }
@@ -309,10 +238,7 @@ outbox_xact_offered(int32 topic_id, int64 incarnation, int64 event_id,
 	 */
 	if (xs.lo_pending)
 	{
-		OutboxOfferSlot *slot = outbox_my_slot();
-
-		pg_write_barrier();
-		pg_atomic_write_u64(&slot->lo_any, (uint64) event_id);
+		outbox_offer_slot_set_lo_any(event_id);
 		xs.lo_pending = false;
 	}
 
@@ -358,14 +284,7 @@ outbox_xact_forget_topic(int32 topic_id, int64 incarnation)
 void
 outbox_xact_keep_lease(int64 event_id)
 {
-	LWLockAcquire(outbox_shared->lock, LW_EXCLUSIVE);
-	for (int i = 0; i < xs.nops; i++)
-	{
-		if (xs.ops[i].event_id == event_id && xs.ops[i].kind == OP_FINISH &&
-			!xs.ops[i].done)
-			settle_op(&xs.ops[i], false);
-	}
-	LWLockRelease(outbox_shared->lock);
+	outbox_ops_keep_lease(xs.ops, xs.nops, event_id);
 }
 
 /*
@@ -386,20 +305,11 @@ outbox_xact_scan_end(void)
 	xs.scan_topic = -1;
 }
 
-/* Clear a "scanning" of ours left by a claim that failed. */
+/* A claim of ours failed while it was scanning (outbox_scan_abandon). */
 static void
 scan_abandoned(void)
 {
-	OutboxTopic *t = &outbox_shared->topics[xs.scan_topic];
-
-	LWLockAcquire(outbox_shared->lock, LW_EXCLUSIVE);
-	if (t->scanning && t->scanner == MyProcPid)
-	{
-		t->scanning = false;
-		t->nhandoff = 0;
-		t->handoff_overflow = false;
-	}
-	LWLockRelease(outbox_shared->lock);
+	outbox_scan_abandon(xs.scan_topic);
 	xs.scan_topic = -1;
 }
 
@@ -435,142 +345,6 @@ outbox_xact_retry_changed(int32 topic_id, TimestampTz when)
 		xt->retry_at = when;
 }
 
-static void
-lower_next_retry(OutboxTopic *t, TimestampTz when)
-{
-	if (when < t->next_retry_at)
-		t->next_retry_at = when;
-}
-
-/*
- * Settle one operation.  Caller holds the shared state lock exclusively.
- */
-static void
-settle_op(XactOp *op, bool commit)
-{
-	OutboxEntry *e;
-	OutboxTopic *t;
-
-	if (op->done || op->kind == OP_EXTENDED)
-		return;
-	op->done = true;
-
-	e = outbox_entry_find(op->event_id);
-	if (e == NULL || e->state != ENTRY_LEASED || e->topic != op->topic ||
-		memcmp(&e->token, &op->token, sizeof(pg_uuid_t)) != 0)
-		return;					/* the lease went another way meanwhile */
-	t = &outbox_shared->topics[e->topic];
-
-	switch ((OutboxOpKind) op->kind)
-	{
-		case OP_CLAIMED:
-			if (commit)
-			{
-#ifndef OUTBOX_NO_METRICS
-				OutboxCounters *c = topic_counters(t);
-
-				if (c != NULL)
-				{
-					c->claimed++;
-					if (e->attempt == 1 && e->created_at != 0)
-						record_latency(c, false, e->created_at);
-				}
-#endif
-				/* from now on an expiry reaps it */
-				e->claim_open = false;
-				return;
-			}
-			if (e->finishing)
-				return;
-			/* the claim rolled back: the event is available at once */
-			t->nleases--;
-			if (e->source == SRC_RETRY)
-			{
-				t->nretry_leases--;
-				outbox_entry_remove(e);
-				t->next_retry_at = 0;
-			}
-			else
-			{
-				dlist_delete(&e->node);
-				e->state = ENTRY_READY;
-				e->attempt--;
-				memset(&e->token, 0, sizeof(e->token));
-				dlist_push_head(&t->ready, &e->node);
-				t->nready++;
-			}
-			outbox_topic_wake(t);
-			break;
-
-		case OP_ACK:
-		case OP_FINISH:
-			if (!e->finishing)
-				return;
-			if (!commit)
-			{
-				e->finishing = false;
-				return;
-			}
-			t->nleases--;
-			if (e->source == SRC_RETRY)
-				t->nretry_leases--;
-			outbox_entry_settled(t, e);
-			if (op->kind == OP_ACK)
-			{
-				OutboxCounters *c = topic_counters(t);
-
-				if (c != NULL)
-				{
-					c->acked++;
-#ifndef OUTBOX_NO_METRICS
-					if (e->created_at != 0)
-						record_latency(c, true, e->created_at);
-#endif
-				}
-			}
-			else if (op->retry_at != 0)
-				lower_next_retry(t, op->retry_at);
-			break;
-
-		case OP_EXTENDED:
-			break;
-	}
-}
-
-/*
- * The counters of a topic, remembered from one op to the next: the ops of
- * one claim or ack are of one topic.  Valid while the state lock is held
- * (an entry of a topic that holds a slot is never removed meanwhile).
- */
-static OutboxCounters *
-topic_counters(OutboxTopic *t)
-{
-	if (xs.counted_topic != t)
-	{
-		xs.counted_counters = outbox_counters(t->topic_id, t->incarnation);
-		xs.counted_topic = t;
-	}
-	return xs.counted_counters;
-}
-
-/*
- * Put the time from an event's creation to now in one of its topic's
- * latency histograms: delivery (to its ack) or wait (to its first lease).
- * Caller holds the shared state lock exclusively.
- */
-static void
-record_latency(OutboxCounters *c, bool delivery, TimestampTz created_at)
-{
-	OutboxLatency *l = outbox_counters_latency(c);
-
-	if (l == NULL)
-		return;
-	if (xs.now == 0)
-		xs.now = GetCurrentTimestamp();
-	outbox_histogram_add(delivery ? &l->delivery : &l->wait,
-						 Max(0, xs.now - created_at));
-}
-
 /*
  * Count, at commit, n of what for a topic (metrics): a nack, an expired
  * lease, a dead letter or a redrive.
@@ -578,12 +352,12 @@ record_latency(OutboxCounters *c, bool delivery, TimestampTz created_at)
 void
 outbox_xact_count(int32 topic_id, int64 incarnation, OutboxCount what, int n)
 {
-	XactCount  *xc;
+	OutboxCountOp *xc;
 
 #ifdef OUTBOX_NO_METRICS
 	return;
 #endif
-	if (outbox_shared == NULL || n <= 0)
+	if (!outbox_shmem_available() || n <= 0)
 		return;
 	xact_activate();
 	if (xs.ncounts >= xs.maxcounts)
@@ -592,9 +366,9 @@ outbox_xact_count(int32 topic_id, int64 incarnation, OutboxCount what, int n)
 
 		if (xs.counts == NULL)
 			xs.counts = MemoryContextAlloc(TopTransactionContext,
-										   newmax * sizeof(XactCount));
+										   newmax * sizeof(OutboxCountOp));
 		else
-			xs.counts = repalloc(xs.counts, newmax * sizeof(XactCount));
+			xs.counts = repalloc(xs.counts, newmax * sizeof(OutboxCountOp));
 		xs.maxcounts = newmax;
 	}
 	xc = &xs.counts[xs.ncounts++];
@@ -605,273 +379,76 @@ outbox_xact_count(int32 topic_id, int64 incarnation, OutboxCount what, int n)
 	xc->subid = GetCurrentSubTransactionId();
 }
 
-/* Add up the counts of a committing transaction.  Caller holds the lock. */
+/*
+ * What this transaction did to a topic, as shmem.c settles it at the end.
+ */
 static void
-settle_counts(void)
+topic_change(const XactTopic *xt, OutboxTopicChange *c)
 {
-	for (int i = 0; i < xs.ncounts; i++)
-	{
-		XactCount  *xc = &xs.counts[i];
-		OutboxCounters *c;
+	c->topic_id = xt->topic_id;
+	c->incarnation = xt->incarnation;
+	c->topic = xt->topic;
+	c->slot_index = xt->slot_index;
+	c->ids = xt->ids;
+	c->subids = xt->subids;
+	c->delayed = xt->delayed;
+	c->nids = xt->nids;
+	c->forget = xt->forget;
+	c->watermark = xt->watermark;
+	c->retry_at = xt->retry_at;
+}
 
-		if (xc->subid == InvalidSubTransactionId)
+/* The end of the transaction's offers, topic by topic (shmem.c) */
+static void
+xact_settle_offers(bool commit)
+{
+	for (int i = 0; i < xs.ntopics; i++)
+	{
+		XactTopic  *xt = &xs.topics[i];
+		OutboxTopicChange c;
+
+		if (xt->slot_index < 0 && xt->nids == 0)
 			continue;
-		c = outbox_counters(xc->topic_id, xc->incarnation);
-		if (c == NULL)
+		topic_change(xt, &c);
+		outbox_offers_settle(&c, commit);
+	}
+}
+
+/* At commit: dropped topics, new watermarks and retry times (shmem.c) */
+static void
+xact_settle_topic_changes(void)
+{
+	for (int i = 0; i < xs.ntopics; i++)
+	{
+		XactTopic  *xt = &xs.topics[i];
+		OutboxTopicChange c;
+
+		if (!xt->forget && xt->watermark == 0 &&
+			(xt->retry_at == 0 || xt->nids > 0))
 			continue;
-		switch ((OutboxCount) xc->what)
-		{
-			case COUNT_NACKED:
-				c->nacked += xc->n;
-				break;
-			case COUNT_EXPIRED:
-				c->expired += xc->n;
-				break;
-			case COUNT_DEAD_LETTERED:
-				c->dead_lettered += xc->n;
-				break;
-			case COUNT_REDRIVEN:
-				c->redriven += xc->n;
-				break;
-		}
+		topic_change(xt, &c);
+		outbox_topic_settle(&c);
 	}
-}
-
-/*
- * Leave a committed id for the claim that is reading the topic's log; when
- * the handoff is full, only the least such id is kept, and the claim stops
- * its scan position below it.  Caller holds the shared state lock
- * exclusively.
- */
-static void
-handoff(OutboxTopic *t, TransactionId xid, int64 id)
-{
-	if (t->nhandoff < OUTBOX_HANDOFF)
-	{
-		t->handoff[t->nhandoff].xid = xid;
-		t->handoff[t->nhandoff].id = id;
-		t->nhandoff++;
-		return;
-	}
-	if (!t->handoff_overflow || id < t->handoff_min)
-		t->handoff_min = id;
-	t->handoff_overflow = true;
-}
-
-/*
- * The offer side of commit: hand the ids a scan went past to the ready
- * list, count the offers, and wake waiting claims.  A claim that is
- * reading the log now, with a snapshot that may not see our commit, marks
- * nothing before it sets the scan position: the ids above what earlier
- * scans passed are left in the topic's handoff for it, and it puts those
- * it went past on the ready list itself.  Offers not named in our slot
- * were never passed by a scan (lo_any held the scans below them): they are
- * only counted.
- */
-static void
-settle_offers(XactTopic *xt, bool commit)
-{
-	OutboxOfferSlot *slot = outbox_my_slot();
-	OutboxTopic *t;
-	OutboxCounters *c;
-	bool		live;
-	uint64		count = 0;
-
-	if (commit)
-	{
-		for (int i = 0; i < xt->nids; i++)
-			if (xt->subids[i] != InvalidSubTransactionId)
-				count++;
-	}
-
-	if (xt->slot_index < 0)
-	{
-		int			topic;
-
-		if (count == 0)
-			return;
-		t = NULL;
-		LWLockAcquire(outbox_shared->lock, LW_EXCLUSIVE);
-		c = outbox_counters(xt->topic_id, xt->incarnation);
-		if (c != NULL)
-			c->offered += count;
-		topic = outbox_topic_find_locked(xt->topic_id);
-		if (topic >= 0 && outbox_topic_matches(topic, xt->topic_id, xt->incarnation))
-		{
-			t = &outbox_shared->topics[topic];
-			if (xt->retry_at != 0)
-				lower_next_retry(t, xt->retry_at);
-
-			/*
-			 * A claim reading the topic now checks lo_any only when it sets
-			 * its position, and by then we are gone: our ids are left for
-			 * it like those of an offer its slot names.
-			 */
-			if (t->scanning)
-			{
-				for (int i = 0; i < xt->nids; i++)
-					if (xt->subids[i] != InvalidSubTransactionId && !xt->delayed[i])
-						handoff(t, slot->xid, xt->ids[i]);
-			}
-		}
-		LWLockRelease(outbox_shared->lock);
-		if (t != NULL)
-			outbox_topic_wake(t);
-		return;
-	}
-
-	t = &outbox_shared->topics[xt->topic];
-	LWLockAcquire(outbox_shared->lock, LW_EXCLUSIVE);
-
-	live = outbox_topic_matches(xt->topic, xt->topic_id, xt->incarnation);
-
-	if (commit && live)
-	{
-		int64		passed = slot->passed[xt->slot_index];
-
-		for (int i = 0; i < xt->nids; i++)
-		{
-			if (xt->subids[i] == InvalidSubTransactionId)
-				continue;
-			if (xt->delayed[i])
-				continue;
-			if (!t->initialized || xt->ids[i] > passed)
-			{
-				if (t->scanning)
-					handoff(t, slot->xid, xt->ids[i]);
-				continue;
-			}
-			if (!outbox_entry_ready(xt->topic, xt->ids[i]))
-			{
-				/* no room: scan again from the watermark instead */
-				outbox_topic_rescan(t);
-			}
-		}
-		c = outbox_counters(xt->topic_id, xt->incarnation);
-		if (c != NULL)
-			c->offered += count;
-		if (xt->retry_at != 0)
-			lower_next_retry(t, xt->retry_at);
-	}
-
-	slot->topic[xt->slot_index] = -1;
-	t->ninflight--;
-	if (t->ninflight == 0 && t->in_use && t->incarnation == 0)
-		outbox_topic_release_locked(xt->topic);	/* dropped while we offered */
-
-	LWLockRelease(outbox_shared->lock);
-	if (commit && live && count > 0)
-		outbox_topic_wake(t);
-}
-
-/*
- * At commit: a dropped topic's shared state goes; a new watermark or retry
- * time reaches the topic's slot, if it has one.
- */
-static void
-settle_topic(XactTopic *xt)
-{
-	OutboxTopic *t;
-	int			topic;
-
-	LWLockAcquire(outbox_shared->lock, LW_SHARED);
-	topic = outbox_topic_find_locked(xt->topic_id);
-	LWLockRelease(outbox_shared->lock);
-
-	if (topic < 0)
-	{
-		if (xt->forget)
-		{
-			LWLockAcquire(outbox_shared->lock, LW_EXCLUSIVE);
-			outbox_counters_forget(MyDatabaseId, xt->topic_id);
-			LWLockRelease(outbox_shared->lock);
-		}
-		return;
-	}
-
-	t = &outbox_shared->topics[topic];
-	LWLockAcquire(outbox_shared->lock, LW_EXCLUSIVE);
-	if (t->in_use && t->topic_id == xt->topic_id && t->dbid == MyDatabaseId &&
-		(xt->incarnation == 0 || t->incarnation == xt->incarnation))
-	{
-		if (xt->forget)
-			outbox_topic_forget(topic);
-		else
-		{
-			if (xt->watermark > t->watermark)
-				t->watermark = xt->watermark;
-			if (xt->retry_at != 0 && xt->nids == 0)
-				lower_next_retry(t, xt->retry_at);
-		}
-	}
-	if (xt->forget)
-		outbox_counters_forget(MyDatabaseId, xt->topic_id);
-	LWLockRelease(outbox_shared->lock);
-	outbox_topic_wake(t);
 }
 
 static void
 xact_finish(bool commit)
 {
-	if (outbox_shared != NULL && xs.scan_topic >= 0)
+	if (outbox_shmem_available() && xs.scan_topic >= 0)
 		scan_abandoned();
-	if (outbox_shared != NULL)
+	if (outbox_shmem_available())
 	{
 		/* Offers first: a claim of the same transaction is settled after. */
-		for (int i = 0; i < xs.ntopics; i++)
-		{
-			XactTopic  *xt = &xs.topics[i];
-
-			if (xt->slot_index >= 0 || xt->nids > 0)
-				settle_offers(xt, commit);
-		}
+		xact_settle_offers(commit);
 
 		if (xs.nops > 0 || (commit && xs.ncounts > 0))
-		{
-			LWLockAcquire(outbox_shared->lock, LW_EXCLUSIVE);
-			xs.counted_topic = NULL;
-
-			/*
-			 * At commit in order; at abort in reverse, so that the undo of
-			 * a settle (an ack of a lease this transaction made) comes
-			 * before the undo of the claim that made the lease.
-			 */
-			for (int k = 0; k < xs.nops; k++)
-				settle_op(&xs.ops[commit ? k : xs.nops - 1 - k], commit);
-			xs.counted_topic = NULL;
-			if (commit)
-				settle_counts();
-			LWLockRelease(outbox_shared->lock);
-		}
+			outbox_ops_settle(xs.ops, xs.nops, commit, xs.counts, xs.ncounts);
 
 		if (commit)
-		{
-			for (int i = 0; i < xs.ntopics; i++)
-			{
-				XactTopic  *xt = &xs.topics[i];
-
-				if (!xt->forget && xt->watermark == 0 &&
-					(xt->retry_at == 0 || xt->nids > 0))
-					continue;
-				settle_topic(xt);
-			}
-		}
+			xact_settle_topic_changes();
 
 		if (commit && xs.forget_database)
-		{
-			for (int i = 0; i < outbox_shared->max_topics; i++)
-			{
-				OutboxTopic *t = &outbox_shared->topics[i];
-
-				LWLockAcquire(outbox_shared->lock, LW_EXCLUSIVE);
-				if (t->in_use && t->dbid == MyDatabaseId)
-					outbox_topic_forget(i);
-				LWLockRelease(outbox_shared->lock);
-			}
-			LWLockAcquire(outbox_shared->lock, LW_EXCLUSIVE);
-			outbox_counters_forget(MyDatabaseId, 0);
-			LWLockRelease(outbox_shared->lock);
-		}
+			outbox_forget_database_state();
 
 		/* Tell the launcher the database gained or lost the extension. */
 		if (commit && xs.forget_database)
@@ -880,21 +457,7 @@ xact_finish(bool commit)
 			outbox_database_changed(MyDatabaseId, true);
 
 		/* The slot is empty again. */
-		{
-			OutboxOfferSlot *slot = outbox_my_slot();
-
-			if (slot->ntopics > 0 || slot->any)
-			{
-				LWLockAcquire(outbox_shared->lock, LW_EXCLUSIVE);
-				slot->ntopics = 0;
-				if (slot->any)
-					outbox_shared->nany--;
-				slot->any = false;
-				pg_atomic_write_u64(&slot->lo_any, 0);
-				slot->xid = InvalidTransactionId;
-				LWLockRelease(outbox_shared->lock);
-			}
-		}
+		outbox_offer_slot_reset();
 	}
 	memset(&xs, 0, sizeof(xs));
 }
@@ -925,6 +488,64 @@ outbox_xact_callback(XactEvent event, void *arg)
 	}
 }
 
+/* A subtransaction committed: what it did is its parent's now. */
+static void
+subxact_commit(SubTransactionId mySubid, SubTransactionId parentSubid)
+{
+	if (xs.scan_topic >= 0 && xs.scan_subid == mySubid)
+		xs.scan_subid = parentSubid;
+	for (int i = 0; i < xs.nops; i++)
+		if (xs.ops[i].subid == mySubid)
+			xs.ops[i].subid = parentSubid;
+	for (int i = 0; i < xs.ncounts; i++)
+		if (xs.counts[i].subid == mySubid)
+			xs.counts[i].subid = parentSubid;
+	for (int i = 0; i < xs.ntopics; i++)
+	{
+		XactTopic  *xt = &xs.topics[i];
+
+		for (int j = 0; j < xt->nids; j++)
+			if (xt->subids[j] == mySubid)
+				xt->subids[j] = parentSubid;
+		if (xt->forget && xt->forget_subid == mySubid)
+			xt->forget_subid = parentSubid;
+	}
+}
+
+/* A subtransaction rolled back: what it did is undone at once. */
+static void
+subxact_abort(SubTransactionId mySubid)
+{
+	if (outbox_shmem_available() && xs.scan_topic >= 0 &&
+		xs.scan_subid == mySubid)
+		scan_abandoned();
+
+	/* in reverse, as at abort of the whole transaction */
+	if (outbox_shmem_available())
+		outbox_ops_undo(xs.ops, xs.nops, mySubid);
+	else
+	{
+		for (int i = 0; i < xs.nops; i++)
+			if (xs.ops[i].subid == mySubid)
+				xs.ops[i].done = true;
+	}
+
+	for (int i = 0; i < xs.ncounts; i++)
+		if (xs.counts[i].subid == mySubid)
+			xs.counts[i].subid = InvalidSubTransactionId;
+
+	for (int i = 0; i < xs.ntopics; i++)
+	{
+		XactTopic  *xt = &xs.topics[i];
+
+		for (int j = 0; j < xt->nids; j++)
+			if (xt->subids[j] == mySubid)
+				xt->subids[j] = InvalidSubTransactionId;
+		if (xt->forget && xt->forget_subid == mySubid)
+			xt->forget = false;
+	}
+}
+
 static void
 outbox_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 						SubTransactionId parentSubid, void *arg)
@@ -933,66 +554,9 @@ outbox_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 		return;
 
 	if (event == SUBXACT_EVENT_COMMIT_SUB)
-	{
-		if (xs.scan_topic >= 0 && xs.scan_subid == mySubid)
-			xs.scan_subid = parentSubid;
-		for (int i = 0; i < xs.nops; i++)
-			if (xs.ops[i].subid == mySubid)
-				xs.ops[i].subid = parentSubid;
-		for (int i = 0; i < xs.ncounts; i++)
-			if (xs.counts[i].subid == mySubid)
-				xs.counts[i].subid = parentSubid;
-		for (int i = 0; i < xs.ntopics; i++)
-		{
-			XactTopic  *xt = &xs.topics[i];
-
-			for (int j = 0; j < xt->nids; j++)
-				if (xt->subids[j] == mySubid)
-					xt->subids[j] = parentSubid;
-			if (xt->forget && xt->forget_subid == mySubid)
-				xt->forget_subid = parentSubid;
-		}
-	}
+		subxact_commit(mySubid, parentSubid);
 	else if (event == SUBXACT_EVENT_ABORT_SUB)
-	{
-		bool		locked = false;
-
-		if (outbox_shared != NULL && xs.scan_topic >= 0 &&
-			xs.scan_subid == mySubid)
-			scan_abandoned();
-
-		/* in reverse, as at abort of the whole transaction */
-		for (int i = xs.nops - 1; i >= 0; i--)
-		{
-			if (xs.ops[i].subid != mySubid || xs.ops[i].done)
-				continue;
-			if (outbox_shared != NULL && !locked)
-			{
-				LWLockAcquire(outbox_shared->lock, LW_EXCLUSIVE);
-				locked = true;
-			}
-			if (locked)
-				settle_op(&xs.ops[i], false);
-			xs.ops[i].done = true;
-		}
-		if (locked)
-			LWLockRelease(outbox_shared->lock);
-
-		for (int i = 0; i < xs.ncounts; i++)
-			if (xs.counts[i].subid == mySubid)
-				xs.counts[i].subid = InvalidSubTransactionId;
-
-		for (int i = 0; i < xs.ntopics; i++)
-		{
-			XactTopic  *xt = &xs.topics[i];
-
-			for (int j = 0; j < xt->nids; j++)
-				if (xt->subids[j] == mySubid)
-					xt->subids[j] = InvalidSubTransactionId;
-			if (xt->forget && xt->forget_subid == mySubid)
-				xt->forget = false;
-		}
-	}
+		subxact_abort(mySubid);
 }
 
 void
