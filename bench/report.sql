@@ -16,6 +16,9 @@ LANGUAGE sql IMMUTABLE AS $$
 		WHEN kind = 'ms' THEN to_char(v, 'FM999990.00') || ' ms'
 		WHEN kind = 'B' THEN to_char(round(v), 'FM999G999G990') || ' B'
 		WHEN kind = 'MB' THEN to_char(v / 1048576.0, 'FM999G999G990') || ' MB'
+		WHEN kind = 'size' THEN pg_size_pretty(round(v)::bigint)
+		WHEN kind = 's' THEN to_char(v, 'FM999990.0') || ' s'
+		WHEN kind = 'pct' THEN to_char(v * 100, 'FM999990.0') || ' %'
 		ELSE to_char(v, 'FM999990.00')
 	END
 $$;
@@ -105,6 +108,35 @@ UNION ALL
 SELECT 101, format('claim 10 + ack across %s topics with a backlog each (vs one topic)',
 				   (SELECT to_char(max(value), 'FM999G999G990') FROM raw WHERE kase = 'topics_drain' AND metric = 'topics')),
 	   '4 consumers', 'topics_drain', 'c=4', 'events_s', 'many', 'one', NULL, 'int', '—', NULL, NULL, NULL;
+
+-- Delivery through the WAL and capture triggers (wal_level = logical)
+INSERT INTO spec
+SELECT 110, 'offer to a topic delivered through the WAL, 1 event per transaction (vs plain INSERT; wal_level = logical)',
+	   n || ' clients', kase, point, 'events_s', 'wal', 'plain', NULL, 'int', '—', NULL::text, NULL::text, NULL::float8
+FROM points WHERE kase = 'cdc_offer1'
+UNION ALL
+SELECT 111, 'offer to a topic delivered through the WAL, 100 events per transaction (vs plain INSERT; wal_level = logical)',
+	   n || ' clients', kase, point, 'events_s', 'wal', 'plain', NULL, 'int', '—', NULL, NULL, NULL
+FROM points WHERE kase = 'cdc_offer100'
+UNION ALL
+SELECT 114, 'captured INSERT, 1 row per statement (vs the INSERT and offer() in one statement)',
+	   n || ' clients', kase, point, 'events_s', 'capture', 'explicit', NULL, 'int', '≥ 1.0×', 'ratio', '>=', 1.0
+FROM points WHERE kase = 'cdc_capture1'
+UNION ALL
+SELECT 115, 'captured INSERT, 100 rows per statement (vs the INSERT and offer_batch() in one statement)',
+	   n || ' clients', kase, point, 'events_s', 'capture', 'explicit', NULL, 'int', '≥ 1.0×', 'ratio', '>=', 1.0
+FROM points WHERE kase = 'cdc_capture100'
+UNION ALL
+SELECT 118 + n / 1000.0, 'decoding: events/s a pgoutput client reads while producers offer to a WAL topic (vs events/s offered)',
+	   CASE WHEN n = 1 THEN '1 event per transaction' ELSE n || ' events per transaction' END,
+	   kase, point, 'events_s', 'client', 'producers', NULL, 'int', '—', NULL, NULL, NULL
+FROM points WHERE kase = 'cdc_decode';
+
+INSERT INTO spec VALUES
+	(112, 'WAL per event, offer to a topic delivered through the WAL (vs plain INSERT; wal_level = logical)', '1 event per transaction', 'cdc_wal', 'm=1', 'bytes_per_event', 'wal', 'plain', NULL, 'B', '—', NULL, NULL, NULL),
+	(113, 'WAL per event, offer to a topic delivered through the WAL (vs plain INSERT; wal_level = logical)', '100 events per transaction', 'cdc_wal', 'm=100', 'bytes_per_event', 'wal', 'plain', NULL, 'B', '—', NULL, NULL, NULL),
+	(116, 'WAL per event, captured INSERT (vs the INSERT and an offer in one statement)', '1 row per statement', 'cdc_wal', 'm=1', 'bytes_per_event', 'capture', 'explicit', NULL, 'B', '—', NULL, NULL, NULL),
+	(117, 'WAL per event, captured INSERT (vs the INSERT and an offer in one statement)', '100 rows per statement', 'cdc_wal', 'm=100', 'bytes_per_event', 'capture', 'explicit', NULL, 'B', '—', NULL, NULL, NULL);
 
 -- Only rows with figures
 DELETE FROM spec s WHERE NOT EXISTS (
@@ -223,4 +255,58 @@ SELECT line FROM (
 	FROM k
 ) x
 WHERE EXISTS (SELECT 1 FROM k)
+ORDER BY o;
+
+-- Decoding by a pgoutput client: its rate and the slot's backlog
+SELECT E'\n### Delivery through the WAL: decoding by a pgoutput client (median over runs)\n'
+WHERE EXISTS (SELECT 1 FROM raw WHERE kase = 'cdc_decode');
+CREATE TEMP VIEW dec AS
+SELECT point, sys, metric,
+	   percentile_cont(0.5) WITHIN GROUP (ORDER BY value) AS med,
+	   min(value) AS lo, max(value) AS hi
+FROM raw WHERE kase = 'cdc_decode' AND run > 0 GROUP BY 1, 2, 3;
+CREATE FUNCTION pg_temp.dec(p text, s text, m text, kind text) RETURNS text
+LANGUAGE sql STABLE AS $$
+	SELECT coalesce((SELECT pg_temp.cell(med, lo, hi, kind) FROM dec WHERE (point, sys, metric) = (p, s, m)), '—')
+$$;
+WITH p AS (
+	SELECT DISTINCT point, nullif(regexp_replace(point, '\D', '', 'g'), '')::integer AS n FROM dec
+), r AS (
+	-- run by run: read ÷ offered; flat when the backlog grew by less than
+	-- 2 % of the WAL written meanwhile
+	SELECT point, run,
+		   max(value) FILTER (WHERE sys = 'client' AND metric = 'events_s')
+			   / nullif(max(value) FILTER (WHERE sys = 'producers' AND metric = 'events_s'), 0) AS ratio,
+		   max(value) FILTER (WHERE sys = 'slot' AND metric = 'slope_over_wal') AS frac,
+		   max(value) FILTER (WHERE sys = 'client' AND metric = 'behind') AS behind
+	FROM raw WHERE kase = 'cdc_decode' AND run > 0 GROUP BY 1, 2
+), rr AS (
+	SELECT point,
+		   pg_temp.cell(percentile_cont(0.5) WITHIN GROUP (ORDER BY ratio), min(ratio), max(ratio), 'x') AS ratio,
+		   count(*) FILTER (WHERE frac < 0.02) AS flat, count(*) AS runs,
+		   count(*) FILTER (WHERE behind > 0) AS unfinished
+	FROM r GROUP BY 1
+)
+SELECT line FROM (
+	SELECT 0 AS o, '| producers | offered (events/s) | read while offering (events/s) | read ÷ offered | caught up after the producers stopped | slot backlog, median of the first half | of the second half | max | growth of the backlog (B/s) | growth ÷ WAL written | flat (grew < 2 % of the WAL written) |' AS line
+	UNION ALL
+	SELECT 1, '|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|'
+	UNION ALL
+	SELECT 2 + p.n,
+		   format('| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s of %s runs%s |',
+				  CASE WHEN p.n = 1 THEN '1 event per transaction' ELSE p.n || ' events per transaction' END,
+				  pg_temp.dec(p.point, 'producers', 'events_s', 'int'),
+				  pg_temp.dec(p.point, 'client', 'events_s', 'int'),
+				  rr.ratio,
+				  pg_temp.dec(p.point, 'client', 'catchup_s', 's'),
+				  pg_temp.dec(p.point, 'slot', 'backlog_first_half', 'size'),
+				  pg_temp.dec(p.point, 'slot', 'backlog_second_half', 'size'),
+				  pg_temp.dec(p.point, 'slot', 'backlog_max', 'size'),
+				  pg_temp.dec(p.point, 'slot', 'backlog_slope_Bps', 'int'),
+				  pg_temp.dec(p.point, 'slot', 'slope_over_wal', 'pct'),
+				  rr.flat, rr.runs,
+				  CASE WHEN rr.unfinished > 0 THEN format('; in %s the client had not read every event 10× the run''s length after', rr.unfinished) ELSE '' END)
+	FROM p JOIN rr USING (point)
+) x
+WHERE EXISTS (SELECT 1 FROM dec)
 ORDER BY o;

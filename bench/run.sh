@@ -8,8 +8,11 @@
 #                  speed (writes bench/out/RESULTS-quick.md)
 #   --runs N       runs per case (default 3; 1 with --quick)
 #   --cases LIST   comma-separated subset of: wal,offer,drain,churn,held,
-#                  history,latency,topics (default: all)
-#   --output FILE  where the results go (default bench/RESULTS.md)
+#                  history,latency,topics,cdc (default: all)
+#   --output FILE  where the results go (default bench/RESULTS.md; with
+#                  --cases naming fewer than all cases,
+#                  bench/out/<date>/RESULTS.md, so that a partial run does
+#                  not replace the full results and their charts)
 #   --keep         leave the benchmark server running at the end
 #
 # Installs what is missing (scripts/install-deps.sh with OUTBOX_BENCH_DEPS=1),
@@ -18,6 +21,13 @@
 # figures and logs go to bench/out/<date>/.  bench/charts.sh then draws the
 # table (PNG, gnuplot) into bench/charts/ (--quick: bench/out/; another
 # --output: bench/out/<date>/charts/) and links the charts at its end.
+# Every install (and the server start or CREATE EXTENSION right after it)
+# holds /tmp/outbox-install.lock, which test runs hold while they run: the
+# bench waits for them, and they never find its build installed in their
+# midst (OUTBOX_INSTALL_LOCKED=1: the caller holds the lock already).  The
+# cdc case restarts the server with wal_level = logical for its duration
+# and needs Node.js and npm (it installs the npm package
+# pg-logical-replication into a scratch directory).
 #
 # Environment:
 #   OUTBOX_BENCH_HOUSEKEEPING  loop (default): while outbox is drained the
@@ -46,11 +56,12 @@ else
 	CMDLINE="bash bench/run.sh${*:+ $*}"
 fi
 
-usage() { sed -n '2,30s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; }
+usage() { sed -n '2,40s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; }
 
 QUICK=0
 RUNS=
-CASES=wal,offer,drain,churn,held,history,latency,topics
+ALL_CASES=wal,offer,drain,churn,held,history,latency,topics,cdc
+CASES=$ALL_CASES
 OUTPUT=
 KEEP=0
 while [ $# -gt 0 ]; do
@@ -67,7 +78,7 @@ while [ $# -gt 0 ]; do
 	esac
 done
 for c in ${CASES//,/ }; do
-	case "$c" in wal|offer|drain|churn|held|history|latency|topics) ;;
+	case "$c" in wal|offer|drain|churn|held|history|latency|topics|cdc) ;;
 		*) echo "bench: unknown case '$c'" >&2; exit 2 ;;
 	esac
 done
@@ -96,6 +107,7 @@ if [ "$QUICK" = 1 ]; then
 	TOPICS_DRAIN=500      # topics: topics drained at random
 	TOPICS_BACKLOG=20     # topics: pending events per topic
 	TOPICS_DRAIN_SECS=2   # topics: seconds per drain point
+	CDC_SECS=5            # cdc: seconds the producers offer while decoded
 	OUTPUT=${OUTPUT:-$BENCH/out/RESULTS-quick.md}
 else
 	RUNS=${RUNS:-3}
@@ -114,13 +126,18 @@ else
 	TOPICS_DRAIN=5000
 	TOPICS_BACKLOG=200
 	TOPICS_DRAIN_SECS=5   # one topic drains 1,000,000 events in about 15 s
-	OUTPUT=${OUTPUT:-$BENCH/RESULTS.md}
+	CDC_SECS=30
+	# a run of fewer than all cases goes to bench/out/<date>/ (below)
+	if [ -z "$OUTPUT" ] && [ "$(tr , '\n' <<<"$CASES" | sort -u | paste -sd,)" = "$(tr , '\n' <<<"$ALL_CASES" | sort -u | paste -sd,)" ]; then
+		OUTPUT=$BENCH/RESULTS.md
+	fi
 fi
 CHURN_CLIENTS=4
 CHURN_BATCH=100
 HIST_CLIENTS=4
 HIST_BATCH=100
 LAT_RATE=100
+CDC_CLIENTS=4
 
 # shellcheck source=scripts/pgcluster.sh
 . "$ROOT/scripts/pgcluster.sh"
@@ -129,6 +146,7 @@ BIN=$PGC_BINDIR
 STAMP=$(date -u +%Y%m%d-%H%M%S)
 OUT=$BENCH/out/$STAMP
 mkdir -p "$OUT/logs" "$OUT/scripts"
+OUTPUT=${OUTPUT:-$OUT/RESULTS.md}
 RAW=$OUT/raw.tsv
 : >"$RAW"
 T0=$(date +%s)
@@ -142,11 +160,40 @@ log "bench: $CMDLINE (quick=$QUICK runs=$RUNS cases=$CASES housekeeping=$HOUSEKE
 log "dependencies"
 OUTBOX_BENCH_DEPS=1 bash "$ROOT/scripts/install-deps.sh"
 
+# The extension is installed machine-wide, and test runs hold
+# /tmp/outbox-install.lock while they run: every install, with the server
+# start or CREATE EXTENSION that must see it, holds the lock (fd 9, closed
+# in the server it starts).
+LOCK=/tmp/outbox-install.lock
+LOCKED=0
+lock_install() {
+	[ -z "${OUTBOX_INSTALL_LOCKED:-}" ] || return 0
+	exec 9>>"$LOCK"
+	if ! flock -n 9; then
+		log "waiting for another run that holds $LOCK"
+		flock 9
+	fi
+	LOCKED=1
+}
+unlock_install() {
+	[ "$LOCKED" = 1 ] || return 0
+	flock -u 9
+	exec 9>&-
+	LOCKED=0
+}
+
 log "build and install (make && make install in a fresh copy of the tree)"
 BUILD=$(mktemp -d /tmp/outbox-bench-build.XXXXXX)
 pgc_on_exit "rm -rf -- '$BUILD'"
+lock_install
+# what is built: HEAD, and whether the tree differs from it (others may
+# commit while this runs)
+COMMIT=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
+[ -z "$(git -C "$ROOT" status --porcelain -- src include 'outbox--*.sql' outbox.control Makefile 2>/dev/null)" ] ||
+	COMMIT="$COMMIT with uncommitted changes"
 bash "$ROOT/scripts/build-install.sh" "$BUILD/tree" >"$OUT/logs/build.log" 2>&1 ||
 	{ cat "$OUT/logs/build.log" >&2; die "build failed"; }
+unlock_install
 
 DIR=${OUTBOX_BENCH_DIR:-$(mktemp -d /tmp/outbox-bench.XXXXXX)}
 [ -e "$DIR/data" ] && die "$DIR already holds a cluster"
@@ -156,7 +203,7 @@ chmod 755 "$DIR"
 # The extension is installed system-wide, where other builds may replace it
 # while this runs: install this build again right before the server starts
 # (it maps the library then) and right before the one CREATE EXTENSION
-# (the databases are then copied from a template).
+# (the databases are then copied from a template), holding the lock.
 SUDO=
 if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null; then SUDO=sudo; fi
 LIBDIR=$("$PG_CONFIG" --pkglibdir)
@@ -173,19 +220,29 @@ fi
 SETTINGS=(shared_buffers=1GB max_wal_size=4GB checkpoint_timeout=15min
 	synchronous_commit=on fsync=on max_connections=60 max_worker_processes=24
 	"${worker_conf[@]}")
+# server_start [name=value]...: (re)starts the server with SETTINGS and
+# these, this build installed.
+server_start() {
+	local attempt
+	pgc_stop "$DIR"
+	lock_install
+	for attempt in 1 2 3 4 5; do
+		reinstall
+		pgc_start "$DIR" --port 55432 "${SETTINGS[@]}" "$@" 9>&- || die "the server did not start"
+		same_library && break
+		[ "$attempt" -lt 5 ] || die "another build keeps replacing $LIBDIR/outbox.so"
+		log "another build replaced outbox.so while the server started: again"
+		pgc_stop "$DIR"
+	done
+	unlock_install
+	HOST=$(pgc_host "$DIR")
+	PORT=$(pgc_port "$DIR")
+	export PGHOST=$HOST PGPORT=$PORT
+}
 log "cluster in $DIR: ${SETTINGS[*]} shared_preload_libraries='outbox'"
 pgc_init "$DIR"
-for attempt in 1 2 3 4 5; do
-	reinstall
-	pgc_start "$DIR" --port 55432 "${SETTINGS[@]}" || die "the server did not start"
-	same_library && break
-	[ "$attempt" -lt 5 ] || die "another build keeps replacing $LIBDIR/outbox.so"
-	log "another build replaced outbox.so while the server started: again"
-	pgc_stop "$DIR"
-done
-HOST=$(pgc_host "$DIR")
-PORT=$(pgc_port "$DIR")
-export PGHOST=$HOST PGPORT=$PORT PGUSER=postgres PGOPTIONS="-c client_min_messages=warning"
+server_start
+export PGUSER=postgres PGOPTIONS="-c client_min_messages=warning"
 
 # psql: q DB SQL prints the unaligned result
 q() {
@@ -203,12 +260,14 @@ rec() { printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$@" >>"$RAW"; }
 # the extension, created right after installing this build.
 make_template() {
 	local attempt
+	lock_install
 	for attempt in 1 2 3 4 5; do
 		q postgres "DROP DATABASE IF EXISTS bench_template" >/dev/null
 		q postgres "CREATE DATABASE bench_template" >/dev/null
 		reinstall
 		if qf bench_template -c "CREATE EXTENSION outbox CASCADE" 2>>"$OUT/logs/template.log" &&
 			same_library; then
+			unlock_install
 			qf bench_template -f "$BENCH/helpers.sql"
 			return 0
 		fi
@@ -755,6 +814,245 @@ case_topics() {
 	rec topics_drain c=4 many 0 topics "$TOPICS_DRAIN"
 }
 
+# ---------------------------------------------------------------- cdc
+# Delivery through the WAL and capture triggers, on the server restarted
+# with wal_level = logical (every point of the case, baselines included):
+#  1. offer to topic 't' with delivery 'wal' (a pgoutput slot exists and is
+#     advanced to the end of the WAL between points) vs the plain INSERT of
+#     baseline 1, 1 and 100 events per transaction, CDC_CLIENTS clients;
+#  2. an INSERT into a table captured into topic 'cap' (outbox.capture) vs
+#     the same INSERT with an offer to topic 'exp' in the same statement
+#     (WITH ... INSERT ... RETURNING, then offer or offer_batch of
+#     {"op","before","after"}), 1 and 100 rows per statement;
+#  3. bytes of WAL per event of each, in one client over WAL_EVENTS events;
+#  4. decoding: CDC_CLIENTS producers offer to 't' for CDC_SECS while a
+#     pgoutput client (bench/cdc_client.js, npm pg-logical-replication)
+#     streams the slot, with messages on, and confirms what it has read;
+#     events it reads per second, and the slot's backlog
+#     (pg_current_wal_lsn() - confirmed_flush_lsn) every second.
+CDC_SLOT=bench_cdc
+CDC_PUB=bench_cdc
+CDC_NPM=
+CDC_CLIENT_VERSION=
+CDC_PID=
+CDC_SAMPLER=
+
+cdc_client_stop() {
+	if [ -n "$CDC_SAMPLER" ]; then
+		kill "$CDC_SAMPLER" 2>/dev/null || true
+		wait "$CDC_SAMPLER" 2>/dev/null || true
+		CDC_SAMPLER=
+	fi
+	if [ -n "$CDC_PID" ]; then
+		kill -TERM "$CDC_PID" 2>/dev/null || true
+		wait "$CDC_PID" 2>/dev/null || true
+		CDC_PID=
+	fi
+}
+pgc_on_exit 'cdc_client_stop'
+
+cdc_node_setup() {
+	{ command -v node && command -v npm; } >/dev/null || die "cdc: needs Node.js and npm (scripts/install-deps.sh)"
+	CDC_NPM=$(mktemp -d /tmp/outbox-bench-npm.XXXXXX)
+	pgc_on_exit "rm -rf -- '$CDC_NPM'"
+	log "  cdc: npm install --prefix $CDC_NPM pg-logical-replication@2.5"
+	npm install --prefix "$CDC_NPM" --no-audit --no-fund --loglevel=error pg-logical-replication@2.5 \
+		>"$OUT/logs/npm.log" 2>&1 || { cat "$OUT/logs/npm.log" >&2; die "cdc: npm install failed"; }
+	cp "$BENCH/cdc_client.js" "$CDC_NPM/"
+	CDC_CLIENT_VERSION=$(cd "$CDC_NPM" && node -p "require('pg-logical-replication/package.json').version")
+}
+
+# The slot's reader is gone between points: move the slot to the end of the
+# WAL, so that the checkpoint before the next point can recycle what was
+# written (that decodes it; it is not timed).
+# (A client confirms the end of the last commit it read, plus one: the slot
+# may be ahead of the WAL's end by a byte.)
+cdc_advance() {
+	q cdc "SELECT pg_replication_slot_advance(slot_name, pg_current_wal_lsn()) FROM pg_replication_slots
+	       WHERE slot_name = '$CDC_SLOT' AND confirmed_flush_lsn < pg_current_wal_lsn()" >/dev/null
+}
+
+topic_offered() {
+	q "$1" "SELECT coalesce(sum(s.offered), 0) FROM outbox._shmem_topics() s
+	        JOIN outbox.topic t ON t.topic_id = s.topic_id AND t.incarnation = s.incarnation
+	        WHERE t.name = '$2'"
+}
+
+# cdc_point KASE SYS SCRIPT M RUN: CDC_CLIENTS clients for DUR seconds
+cdc_point() {
+	local kase=$1 sys=$2 file=$3 m=$4 run=$5 v
+	cdc_advance
+	checkpoint
+	pb cdc "$(script "$file")" "$CDC_CLIENTS" -T "$DUR"
+	v=$(awk -v t="$PB_TPS" -v m="$m" 'BEGIN { printf "%.1f", t * m }')
+	rec "$kase$m" "c=$CDC_CLIENTS" "$sys" "$run" events_s "$v"
+	log "  $kase $m/xact c=$CDC_CLIENTS $sys run $run: ${v%.*} events/s"
+}
+
+# cdc_wal_point SYS SCRIPT M RUN: bytes of WAL per event, one client
+cdc_wal_point() {
+	local sys=$1 file=$2 m=$3 run=$4 lsn0 v
+	cdc_advance
+	checkpoint
+	lsn0=$(q cdc "SELECT pg_current_wal_insert_lsn()")
+	pb cdc "$(script "$file")" 1 -t $((WAL_EVENTS / m))
+	v=$(rate "$(q cdc "SELECT pg_current_wal_insert_lsn() - '$lsn0'::pg_lsn")" $((WAL_EVENTS / m * m)))
+	rec cdc_wal "m=$m" "$sys" "$run" bytes_per_event "$v"
+	log "  cdc WAL $m/xact $sys run $run: $v B/event"
+}
+
+# cdc_decode_point M RUN
+cdc_decode_point() {
+	local m=$1 run=$2 i t0 t1 t2 o0 offered got behind
+	local clog=$OUT/logs/cdc_client.$run.$m.log samples=$OUT/logs/cdc_backlog.$run.$m.tsv first=$OUT/logs/cdc_first.$run.$m.json
+	cdc_advance
+	checkpoint
+	: >"$clog"
+	(cd "$CDC_NPM" && PGDATABASE=cdc exec node cdc_client.js "$CDC_SLOT" "$CDC_PUB" "$first") >"$clog" 2>&1 &
+	CDC_PID=$!
+	i=0
+	until grep -q '^start$' "$clog"; do
+		kill -0 "$CDC_PID" 2>/dev/null || { cat "$clog" >&2; die "cdc: the pgoutput client failed"; }
+		i=$((i + 1)); [ "$i" -lt 300 ] || die "cdc: the pgoutput client did not start"
+		sleep 0.1
+	done
+	# the backlog every second, while the producers run
+	: >"$samples"
+	(
+		while :; do
+			"$BIN/psql" -X -q -At -F ' ' -d cdc -c "SELECT extract(epoch FROM clock_timestamp()), greatest(pg_current_wal_lsn() - confirmed_flush_lsn, 0), pg_current_wal_lsn() - '0/0'::pg_lsn FROM pg_replication_slots WHERE slot_name = '$CDC_SLOT'" >>"$samples" 2>>"$OUT/logs/cdc_sampler.log" || true
+			sleep 1
+		done
+	) &
+	CDC_SAMPLER=$!
+	o0=$(topic_offered cdc t)
+	t0=$(date +%s.%N)
+	pb cdc "$(script "outbox_offer$m")" "$CDC_CLIENTS" -T "$CDC_SECS"
+	t1=$(date +%s.%N)
+	kill "$CDC_SAMPLER" 2>/dev/null || true
+	wait "$CDC_SAMPLER" 2>/dev/null || true
+	CDC_SAMPLER=
+	offered=$(($(topic_offered cdc t) - o0))
+	# until the client has read every event, for at most 10 times as long
+	i=0
+	while :; do
+		got=$(awk 'NF == 4 { n = $2 } END { print n + 0 }' "$clog")
+		[ "$got" -ge "$offered" ] && break
+		kill -0 "$CDC_PID" 2>/dev/null || { cat "$clog" >&2; die "cdc: the pgoutput client failed"; }
+		i=$((i + 1)); [ "$i" -lt $((CDC_SECS * 100 + 3000)) ] || break
+		sleep 0.1
+	done
+	t2=$(awk -v o="$offered" 'NF == 4 && $2 >= o { print $1; exit }' "$clog")
+	cdc_client_stop
+	behind=$((offered - got))
+	node -e "const j = JSON.parse(require('fs').readFileSync(process.argv[1], 'utf8'));
+	         if (j.aggregatetype !== 't' || typeof j.id !== 'number' || typeof j.payload !== 'object') process.exit(1)" "$first" ||
+		die "cdc: the first message read is not an event of topic t: $(head -c 300 "$first")"
+	[ "$got" -le "$offered" ] || log "  cdc decode: the client read $got messages of $offered events offered"
+	local res
+	res=$(awk -v t0="$t0" -v t1="$t1" -v t2="${t2:-}" -v offered="$offered" -v clog="$clog" '
+		function median(a, k,   i, j, v) {   # of a[1..k], sorted in place
+			for (i = 2; i <= k; i++) { v = a[i]; for (j = i - 1; j >= 1 && a[j] > v; j--) a[j + 1] = a[j]; a[j + 1] = v }
+			return (k % 2) ? a[(k + 1) / 2] : (a[k / 2] + a[k / 2 + 1]) / 2
+		}
+		# the client: events read by t0 and by t1
+		FILENAME == clog { if (NF == 4) { if ($1 <= t0) a = $2; if ($1 <= t1) b = $2 } next }
+		# samples: time, backlog, WAL position
+		NF == 3 && $1 >= t0 && $1 <= t1 { n++; x[n] = $1 - t0; y[n] = $2; w[n] = $3 }
+		END {
+			secs = t1 - t0
+			if (n < 2) { print "ERROR"; exit }
+			sx = sy = sxx = sxy = 0; max = 0
+			for (i = 1; i <= n; i++) { sx += x[i]; sy += y[i]; sxx += x[i] * x[i]; sxy += x[i] * y[i]; if (y[i] > max) max = y[i] }
+			slope = (n * sxy - sx * sy) / (n * sxx - sx * sx)
+			walrate = (w[n] - w[1]) / (x[n] - x[1])
+			# medians of the first and the second half of the samples
+			h = int(n / 2)
+			for (i = 1; i <= h; i++) f[i] = y[i]
+			for (i = h + 1; i <= n; i++) s[i - h] = y[i]
+			printf "%.1f %.1f %s %.0f %.0f %.0f %.1f %.1f %.5f\n",
+				offered / secs, (b - a) / secs, (t2 == "" ? "-1" : sprintf("%.2f", (t2 > t1 ? t2 - t1 : 0))),
+				median(f, h), median(s, n - h), max, slope, walrate, (walrate > 0 ? slope / walrate : 0)
+		}' "$clog" "$samples")
+	[ "$res" != ERROR ] || die "cdc: fewer than 2 backlog samples ($samples)"
+	local produced read catchup b1 b2 bmax slope walrate frac
+	read -r produced read catchup b1 b2 bmax slope walrate frac <<<"$res"
+	rec cdc_decode "m=$m" producers "$run" events_s "$produced"
+	rec cdc_decode "m=$m" client "$run" events_s "$read"
+	[ "$catchup" = -1 ] || rec cdc_decode "m=$m" client "$run" catchup_s "$catchup"
+	rec cdc_decode "m=$m" client "$run" behind "$behind"
+	rec cdc_decode "m=$m" slot "$run" backlog_first_half "$b1"
+	rec cdc_decode "m=$m" slot "$run" backlog_second_half "$b2"
+	rec cdc_decode "m=$m" slot "$run" backlog_max "$bmax"
+	rec cdc_decode "m=$m" slot "$run" backlog_slope_Bps "$slope"
+	rec cdc_decode "m=$m" slot "$run" wal_Bps "$walrate"
+	rec cdc_decode "m=$m" slot "$run" slope_over_wal "$frac"
+	log "  cdc decode $m/xact run $run: offered $produced/s, read $read/s while offering; caught up $catchup s after; backlog median ${b1} -> ${b2} B, max $bmax B, slope $slope B/s ($frac of the WAL rate $walrate B/s)$([ "$behind" -gt 0 ] && echo "; $behind EVENTS NOT READ")"
+}
+
+case_cdc() {
+	log "case cdc: wal_level = logical, ${DUR}s per point, $CDC_CLIENTS clients; decoding ${CDC_SECS}s"
+	cdc_node_setup
+	log "  cdc: restarting the server with wal_level = logical"
+	server_start wal_level=logical
+	[ "$(q postgres "SHOW wal_level")" = logical ] || die "cdc: wal_level is not logical"
+	local run m sys capture
+	for ((run = 1; run <= RUNS; run++)); do
+		mkdb cdc plain
+		qf cdc -f "$BENCH/baselines/cdc.sql"
+		q cdc "SELECT pg_create_logical_replication_slot('$CDC_SLOT', 'pgoutput')" >/dev/null
+		q cdc "CREATE PUBLICATION $CDC_PUB" >/dev/null
+		qf cdc -c "SELECT outbox.create_topic('t', delivery => 'wal', slot => '$CDC_SLOT')" \
+			-c "SELECT outbox.create_topic('cap')" -c "SELECT outbox.create_topic('exp')"
+		capture=1
+		if ! qf cdc -c "SELECT outbox.capture('bench_cap.orders', 'cap')" 2>>"$OUT/logs/cdc_capture.log"; then
+			capture=0
+			log "  cdc: outbox.capture() failed ($(tail -1 "$OUT/logs/cdc_capture.log")): the capture points are left out"
+		fi
+		q cdc "ANALYZE" >/dev/null
+		for m in 1 100; do
+			for sys in $(rotate "wal plain" "$run"); do
+				if [ "$sys" = wal ]; then cdc_point cdc_offer wal "outbox_offer$m" "$m" "$run"
+				else cdc_point cdc_offer plain "plain_offer$m" "$m" "$run"; fi
+			done
+		done
+		if [ "$capture" = 1 ]; then
+			for m in 1 100; do
+				for sys in $(rotate "capture explicit" "$run"); do
+					cdc_point cdc_capture "$sys" "cdc_$sys$m" "$m" "$run"
+				done
+			done
+		fi
+		for m in 1 100; do
+			for sys in $(rotate "wal plain" "$run"); do
+				if [ "$sys" = wal ]; then cdc_wal_point wal "outbox_offer$m" "$m" "$run"
+				else cdc_wal_point plain "plain_offer$m" "$m" "$run"; fi
+			done
+			if [ "$capture" = 1 ]; then
+				for sys in $(rotate "capture explicit" "$run"); do
+					cdc_wal_point "$sys" "cdc_$sys$m" "$m" "$run"
+				done
+			fi
+		done
+		if [ "$capture" = 1 ]; then
+			# one event per row, and the same type and payload shape a side
+			local c e
+			c=$(q cdc "SELECT (SELECT available FROM outbox.stats WHERE topic = 'cap') || ' events of ' || (SELECT count(*) FROM bench_cap.orders) || ' rows'")
+			[ "${c% events*}" = "$(q cdc "SELECT count(*) FROM bench_cap.orders")" ] || die "cdc: captured $c"
+			c=$(q cdc "SELECT type || ' ' || (SELECT string_agg(k, ',' ORDER BY k) FROM jsonb_object_keys(payload) k) || ' ' || (SELECT string_agg(k, ',' ORDER BY k) FROM jsonb_object_keys(payload -> 'after') k) FROM outbox.claim('cap')")
+			e=$(q cdc "SELECT type || ' ' || (SELECT string_agg(k, ',' ORDER BY k) FROM jsonb_object_keys(payload) k) || ' ' || (SELECT string_agg(k, ',' ORDER BY k) FROM jsonb_object_keys(payload -> 'after') k) FROM outbox.claim('exp')")
+			[ -n "$c" ] && [ "$c" = "$e" ] || die "cdc: a captured event ($c) is not like an explicit one ($e)"
+		fi
+		for m in 1 100; do
+			cdc_decode_point "$m" "$run"
+		done
+		q cdc "SELECT pg_drop_replication_slot('$CDC_SLOT')" >/dev/null
+		dropdb cdc
+	done
+	# the cases run in a fixed order and cdc is the last: the server stays
+	# at wal_level = logical
+}
+
 # ---------------------------------------------------------------- run
 make_template
 want wal && case_wal
@@ -765,6 +1063,7 @@ want held && case_churn held
 want history && case_history
 want latency && case_latency
 want topics && case_topics
+want cdc && case_cdc
 
 # ---------------------------------------------------------------- report
 log "report"
@@ -782,8 +1081,9 @@ cat "$TABLE"
 	echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC')"
 	echo "- machine: $(nproc) cores ($CPU), $MEM memory; PostgreSQL $PGVERSION"
 	echo "- command: \`$CMDLINE\` ($RUNS run(s) per case, $(( ($(date +%s) - T0) / 60 )) minutes)"
-	echo "- commit: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$ROOT" diff --quiet HEAD -- src include 2>/dev/null || echo ' (with local changes to src/)')"
+	echo "- commit: $COMMIT"
 	echo "- server: ${SETTINGS[*]}, shared_preload_libraries = 'outbox', autovacuum at its defaults"
+	want cdc && echo "- cdc: the server restarted with \`wal_level = logical\` for the case (baselines included); decoding read by a pgoutput client, Node.js $(node --version 2>/dev/null) with pg-logical-replication $CDC_CLIENT_VERSION (bench/cdc_client.js)"
 	[ -s "$OUT/load.txt" ] && echo "- machine load (1-minute load average at the end of each pgbench run): $(sort -n "$OUT/load.txt" | awk '{ v[NR] = $1 } END { printf "min %s, median %s, max %s", v[1], v[int((NR + 1) / 2)], v[NR] }')"
 	case "$HOUSEKEEPING" in
 		loop) echo "- housekeeping: while outbox was drained (drain, churn, held horizon, history) the harness called \`outbox.reap()\` every second and \`outbox.maintain()\` every 10 s; the extension's worker was off (\`outbox.enabled = off\`)" ;;
@@ -810,5 +1110,5 @@ if bash "$BENCH/charts.sh" "$OUTPUT" "$CHARTS" >"$OUT/charts.md" 2>"$OUT/logs/ch
 else
 	log "no charts (log $OUT/logs/charts.log)"
 fi
-cp "$OUTPUT" "$OUT/"
+[ "$(realpath -m "$OUTPUT")" = "$(realpath -m "$OUT/$(basename "$OUTPUT")")" ] || cp "$OUTPUT" "$OUT/"
 log "wrote $OUTPUT (raw figures in $OUT)"
