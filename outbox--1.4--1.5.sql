@@ -42,7 +42,7 @@ COMMENT ON TABLE outbox.wal_progress IS
 	'Per WAL topic: how far its watermark moves once its slot confirms an LSN';
 
 /*
- * The server (system identifier and timeline) whose WAL holds the messages
+ * The server (system identifier and timeline) and database whose WAL holds the messages
  * of the WAL topics' undelivered events.  A dump carries its row: restored
  * next to the new server's own, or carried by pg_upgrade, or left from
  * before a promotion, a row that is not this server's makes reap send
@@ -50,13 +50,16 @@ COMMENT ON TABLE outbox.wal_progress IS
  */
 CREATE TABLE outbox.wal_origin (
 	system_identifier bigint NOT NULL,
-	timeline	bigint NOT NULL
+	timeline	bigint NOT NULL,
+	database	oid NOT NULL
 );
 COMMENT ON TABLE outbox.wal_origin IS
 	'The server whose WAL carries the messages of undelivered WAL-topic events';
-INSERT INTO outbox.wal_origin (system_identifier, timeline)
-SELECT s.system_identifier, c.timeline_id
-FROM pg_catalog.pg_control_system() s, pg_catalog.pg_control_checkpoint() c;
+INSERT INTO outbox.wal_origin (system_identifier, timeline, database)
+SELECT s.system_identifier, c.timeline_id, d.oid
+FROM pg_catalog.pg_control_system() s, pg_catalog.pg_control_checkpoint() c,
+	 pg_catalog.pg_database d
+WHERE d.datname OPERATOR(pg_catalog.=) pg_catalog.current_database();
 SELECT pg_catalog.pg_extension_config_dump('outbox.wal_origin', '');
 
 DROP FUNCTION outbox.create_topic(text, integer, interval, interval, interval, boolean);
@@ -226,10 +229,14 @@ $$;
  * Capture triggers: row changes become events (capture.c)
  * ------------------------------------------------------------------------ */
 
+/*
+ * Not SECURITY DEFINER: the rows become JSON with the writer's rights (a
+ * type's cast or output function is the writer's code); the trigger
+ * switches to the owner for the offer alone (capture.c).
+ */
 CREATE FUNCTION outbox._capture()
 RETURNS trigger
 LANGUAGE C
-SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'outbox_capture_trigger';
 COMMENT ON FUNCTION outbox._capture() IS
 	'Internal: the row trigger that capture() attaches; offers one event per row change';

@@ -79,4 +79,14 @@
 	LogLogicalMessage((prefix), (data), (size), true)
 #endif
 
+/*
+ * Has a replication slot been invalidated (its WAL removed)?  PostgreSQL 16
+ * replaced invalidated_at by a cause.  Caller holds the slot's mutex.
+ */
+#if PG_VERSION_NUM >= 160000
+#define OutboxSlotInvalidated(slot)	((slot)->data.invalidated != RS_INVAL_NONE)
+#else
+#define OutboxSlotInvalidated(slot)	(!XLogRecPtrIsInvalid((slot)->data.invalidated_at))
+#endif
+
 #endif							/* OUTBOX_COMPAT_H */

@@ -75,6 +75,7 @@
 #define OUTBOX_LOCK_MAINTAIN	0x6f63
 #define OUTBOX_LOCK_STORAGE		0x6f64
 #define OUTBOX_LOCK_SCAN		0x6f65
+#define OUTBOX_LOCK_WALSYNC		0x6f66
 
 /* GUCs (outbox.c) */
 extern int	outbox_max_leases;

@@ -106,6 +106,7 @@ extern int	outbox_watermark_candidates(int32 **topic_ids, int64 **incarnations,
 										int *nparked);
 extern int	outbox_leases_count_expired(TimestampTz now);
 extern int	outbox_offering_xids(TransactionId *xids, int max);
+extern bool outbox_unloaded_topic_floor(int32 topic_id, int64 *floor);
 
 /*
  * Claims (claim.c).  A claim finds or makes its topic's slot, says it is

@@ -10,11 +10,13 @@
 
 #include "outbox.h"
 #include "topic.h"
+#include "access/xlogdefs.h"
 
 /* The prefix of every message outbox emits. */
 #define OUTBOX_WAL_PREFIX	"outbox"
 
 extern void outbox_wal_require_logical(const char *what);
+extern bool outbox_wal_slot_ready(const char *name, XLogRecPtr *confirmed);
 extern void outbox_wal_check_slot(const OutboxTopicInfo *topic);
 extern void outbox_wal_emit(const OutboxTopicInfo *topic, int64 id,
 							Datum key, Datum type, Datum payload,

@@ -183,6 +183,50 @@ FROM outbox.event WHERE topic_id = :bulk_id;
 SELECT count(*) AS missing_keys FROM generate_series(1, 100000) g
 WHERE NOT EXISTS (SELECT 1 FROM outbox.event e WHERE e.topic_id = :bulk_id AND e.key = g::text);
 
+-- the rows become JSON with the writer's rights: a cast of a column's type
+-- to json, written by the table's owner, runs as that owner, never as the
+-- extension's owner
+CREATE ROLE cap_caster;
+CREATE TABLE cap_seen (who text);
+GRANT INSERT ON cap_seen TO cap_caster;
+CREATE TYPE cap_mood AS ENUM ('calm');
+ALTER TYPE cap_mood OWNER TO cap_caster;
+CREATE FUNCTION cap_mood_json(m cap_mood) RETURNS json LANGUAGE sql
+	AS $$ INSERT INTO cap_seen VALUES (current_user::text) RETURNING to_json(m::text) $$;
+ALTER FUNCTION cap_mood_json(cap_mood) OWNER TO cap_caster;
+CREATE CAST (cap_mood AS json) WITH FUNCTION cap_mood_json(cap_mood);
+CREATE TABLE cap_moods (id int PRIMARY KEY, mood cap_mood);
+ALTER TABLE cap_moods OWNER TO cap_caster;
+SELECT outbox.capture('cap_moods', 'cap_bulk');
+GRANT USAGE ON SCHEMA public TO cap_caster;
+SET ROLE cap_caster;
+INSERT INTO cap_moods VALUES (1, 'calm');
+RESET ROLE;
+SELECT who FROM cap_seen;
+SELECT payload->'after' AS after FROM outbox.event
+WHERE topic_id = :bulk_id AND type = 'cap_moods.insert';
+SELECT outbox.uncapture('cap_moods', 'cap_bulk');
+DROP TABLE cap_moods, cap_seen;
+DROP CAST (cap_mood AS json);
+DROP FUNCTION cap_mood_json(cap_mood);
+DROP TYPE cap_mood;
+REVOKE USAGE ON SCHEMA public FROM cap_caster;
+DROP ROLE cap_caster;
+
+-- row-level security that applies to the caller: refused
+CREATE ROLE cap_rls_admin;
+GRANT outbox_admin TO cap_rls_admin;
+CREATE TABLE cap_rls (id int PRIMARY KEY, owner text);
+ALTER TABLE cap_rls ENABLE ROW LEVEL SECURITY;
+GRANT SELECT, TRIGGER ON cap_rls TO cap_rls_admin;
+GRANT USAGE ON SCHEMA public TO cap_rls_admin;
+SET ROLE cap_rls_admin;
+SELECT try($$SELECT outbox.capture('cap_rls', 'cap_bulk')$$) AS rls_refused;
+RESET ROLE;
+DROP TABLE cap_rls;
+REVOKE USAGE ON SCHEMA public FROM cap_rls_admin;
+DROP ROLE cap_rls_admin;
+
 -- a captured topic cannot be dropped, not even by force
 SELECT try($$SELECT outbox.drop_topic('cap_bulk', force => true)$$) AS drop_captured;
 

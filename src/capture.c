@@ -29,7 +29,9 @@
  *	  that moves a row to another partition is a delete and an insert (no
  *	  AFTER UPDATE trigger fires for it).  TRUNCATE is not captured.
  *
- *	  The functions run as the extension's owner.  Whoever calls capture()
+ *	  capture() and uncapture() run as the extension's owner; the trigger
+ *	  runs as the writer of the table, and only its offer as the owner
+ *	  (offer_as_owner).  Whoever calls capture()
  *	  or uncapture() must own the table, or hold both TRIGGER and SELECT on
  *	  it: the events carry whole rows, so capturing a table must not let
  *	  an outbox_admin read a table it could not read itself.
@@ -50,6 +52,7 @@
 #include "catalog/partition.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_index.h"
+#include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
 #include "fmgr.h"
@@ -57,6 +60,8 @@
 #include "miscadmin.h"
 #include "storage/lmgr.h"
 #include "utils/acl.h"
+#include "utils/guc.h"
+#include "utils/rls.h"
 #include "utils/builtins.h"
 #include "utils/json.h"
 #include "utils/jsonb.h"
@@ -162,6 +167,20 @@ check_source(Oid relid, const char *function, const char *verb)
 				 errdetail("Role \"%s\" neither owns the table nor has both TRIGGER and SELECT on it; the events would carry its rows.",
 						   GetUserNameFromId(caller, false)),
 				 errhint("The table's owner can call %s, or grant TRIGGER and SELECT on the table.",
+						 function)));
+
+	/*
+	 * Row-level security that applies to the caller would not apply to the
+	 * events, which carry every row: refused.
+	 */
+	if (strcmp(verb, "capture") == 0 &&
+		check_enable_rls(relid, caller, true) == RLS_ENABLED)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("cannot capture table \"%s\": row-level security applies to role \"%s\"",
+						relname, GetUserNameFromId(caller, false)),
+				 errdetail("The events would carry every row."),
+				 errhint("The table's owner, or a role that bypasses its row-level security, can call %s.",
 						 function)));
 
 	if (cls->relispartition)
@@ -421,6 +440,47 @@ append_row(StringInfo buf, HeapTuple tuple, TupleDesc desc)
 }
 
 /*
+ * The offer itself runs as the extension's owner (the owner of
+ * outbox._capture()), with search_path pinned, as every function of the
+ * API does: the writer of the table needs no outbox role.  Everything
+ * before it (the rows as JSON, the key's output functions, which may be
+ * the writer's own casts and types) runs as the writer, so that none of
+ * the writer's code ever runs with the owner's rights.  An error ends the
+ * (sub)transaction, which restores the user and the setting.
+ */
+static void
+offer_as_owner(FunctionCallInfo fcinfo, OutboxOffer *o)
+{
+	static Oid	owner = InvalidOid;
+	static Oid	owner_of = InvalidOid;
+	Oid			save_userid;
+	int			save_sec;
+	int			nest;
+
+	if (owner_of != fcinfo->flinfo->fn_oid)
+	{
+		HeapTuple	tup = SearchSysCache1(PROCOID,
+										  ObjectIdGetDatum(fcinfo->flinfo->fn_oid));
+
+		if (!HeapTupleIsValid(tup))
+			elog(ERROR, "cache lookup failed for function %u", fcinfo->flinfo->fn_oid);
+		owner = ((Form_pg_proc) GETSTRUCT(tup))->proowner;
+		owner_of = fcinfo->flinfo->fn_oid;
+		ReleaseSysCache(tup);
+	}
+
+	GetUserIdAndSecContext(&save_userid, &save_sec);
+	SetUserIdAndSecContext(owner, save_sec | SECURITY_LOCAL_USERID_CHANGE);
+	nest = NewGUCNestLevel();
+	(void) set_config_option("search_path", "pg_catalog, pg_temp",
+							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
+							 true, 0, false);
+	(void) outbox_offer_one(o);
+	AtEOXact_GUC(true, nest);
+	SetUserIdAndSecContext(save_userid, save_sec);
+}
+
+/*
  * _capture(topic, table): the row trigger capture() attaches.  Offers one
  * event per row change, in the changing transaction; see the head of this
  * file for its key, type and payload.
@@ -494,7 +554,7 @@ outbox_capture_trigger(PG_FUNCTION_ARGS)
 	o.payload = DirectFunctionCall1(jsonb_in, CStringGetDatum(payload.data));
 	o.key = row_key(ck, after != NULL ? after : before, desc);
 	o.type = CStringGetTextDatum(psprintf("%s.%s", trigger->tgargs[1], op));
-	(void) outbox_offer_one(&o);
+	offer_as_owner(fcinfo, &o);
 
 	return PointerGetDatum(NULL);
 }

@@ -396,8 +396,6 @@ outbox_offer_batch(PG_FUNCTION_ARGS)
 	SPI_connect();
 	shared = offer_prepare(name, &tenant, &info);
 	check_wal_offer(&info, false);
-	if (info.wal)
-		outbox_wal_check_slot(&info);
 	if (shared)
 		outbox_xact_offer_register(info.topic_id, info.incarnation);
 	else if (info.wal)
@@ -435,36 +433,43 @@ outbox_offer_batch(PG_FUNCTION_ARGS)
 						 "RETURNING id",
 						 6, argtypes, values, nulls, false, 0);
 	outbox_spi_check(rc, SPI_OK_INSERT_RETURNING, "offer_batch");
-
-	for (uint64 i = 0; i < SPI_processed; i++)
 	{
-		bool		isnull;
-		Datum		id = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc,
-									   1, &isnull);
+		SPITupleTable *tt = SPI_tuptable;
+		uint64		nrows = SPI_processed;
 
+		/* after the ids are drawn: see outbox_wal_check_slot() */
 		if (info.wal)
-		{
-			HeapTuple	tup = SPI_tuptable->vals[i];
-			TupleDesc	desc = SPI_tuptable->tupdesc;
-			bool		n2,
-						n3,
-						n4,
-						n5,
-						n6;
-			Datum		k = SPI_getbinval(tup, desc, 2, &n2);
-			Datum		t = SPI_getbinval(tup, desc, 3, &n3);
-			Datum		p = SPI_getbinval(tup, desc, 4, &n4);
-			Datum		h = SPI_getbinval(tup, desc, 5, &n5);
-			Datum		c = SPI_getbinval(tup, desc, 6, &n6);
+			outbox_wal_check_slot(&info);
 
-			outbox_wal_emit(&info, DatumGetInt64(id), n2 ? (Datum) 0 : k,
-							n3 ? (Datum) 0 : t, p, n5 ? (Datum) 0 : h, tenant,
-							DatumGetTimestampTz(c));
+		for (uint64 i = 0; i < nrows; i++)
+		{
+			bool		isnull;
+			Datum		id = SPI_getbinval(tt->vals[i], tt->tupdesc, 1, &isnull);
+
+			if (info.wal)
+			{
+				HeapTuple	tup = tt->vals[i];
+				TupleDesc	desc = tt->tupdesc;
+				bool		n2,
+							n3,
+							n4,
+							n5,
+							n6;
+				Datum		k = SPI_getbinval(tup, desc, 2, &n2);
+				Datum		t = SPI_getbinval(tup, desc, 3, &n3);
+				Datum		p = SPI_getbinval(tup, desc, 4, &n4);
+				Datum		h = SPI_getbinval(tup, desc, 5, &n5);
+				Datum		c = SPI_getbinval(tup, desc, 6, &n6);
+
+				outbox_wal_emit(&info, DatumGetInt64(id), n2 ? (Datum) 0 : k,
+								n3 ? (Datum) 0 : t, p, n5 ? (Datum) 0 : h, tenant,
+								DatumGetTimestampTz(c));
+			}
+			if (shared)
+				outbox_xact_offered(info.topic_id, info.incarnation,
+									DatumGetInt64(id), false, 0);
+			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, &id, &isnull);
 		}
-		if (shared)
-			outbox_xact_offered(info.topic_id, info.incarnation,
-								DatumGetInt64(id), false, 0);
-		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, &id, &isnull);
 	}
 	SPI_finish();
 	return (Datum) 0;

@@ -27,6 +27,7 @@
 #include "nodes/makefuncs.h"
 #include "storage/lmgr.h"
 #include "utils/resowner.h"
+#include "utils/snapmgr.h"
 
 PG_FUNCTION_INFO_V1(outbox_reap);
 
@@ -92,6 +93,120 @@ advance_watermarks(void)
 		 * wrong.
 		 */
 		outbox_parked_done(parked, nparked);
+	}
+}
+
+/*
+ * Topics with acknowledgements above their watermark and no shared slot: a
+ * topic nobody has claimed since the server started (its leases, ready
+ * list and scan position went with the restart).  Their watermark moves up
+ * to below the first event of the topic that is not settled; otherwise a
+ * quiet topic would keep the partitions of its last acknowledged events
+ * past retention until its next claim.
+ *
+ * An event the snapshot does not see must stay above the new watermark.
+ * So, in this order: the last id drawn (every id at or below it belongs to
+ * a transaction that announced its offer before drawing it); the offers in
+ * flight (the topic has no slot, and none of them holds only an unknown
+ * first id); a snapshot; and the same check again.  An offer in flight at
+ * the first check caps the watermark below its ids; one that began later
+ * drew ids above the last id read; one that ended in between is in the
+ * snapshot.  A delayed offer announces nothing, but its retry row commits
+ * with its event, and an event waiting in outbox.retry may lie below the
+ * watermark.
+ */
+static void
+advance_unloaded_watermarks(void)
+{
+	static const Oid types[2] = {INT4OID, INT8OID};
+	int32	   *topic_ids;
+	int64	   *marks;
+	int			n;
+	int			rc;
+
+	rc = outbox_exec(PLAN_UNLOADED_TOPICS,
+					 "SELECT DISTINCT a.topic_id, s.watermark "
+					 "FROM outbox.acked a "
+					 "JOIN outbox.topic_state s ON s.topic_id OPERATOR(pg_catalog.=) a.topic_id "
+					 "  AND a.max_id OPERATOR(pg_catalog.>) s.watermark "
+					 "JOIN outbox.topic t ON t.topic_id OPERATOR(pg_catalog.=) a.topic_id "
+					 "WHERE t.delivery OPERATOR(pg_catalog.=) 'claim'",
+					 0, NULL, NULL, NULL, true, 0);
+	outbox_spi_check(rc, SPI_OK_SELECT, "reap");
+	n = (int) SPI_processed;
+	topic_ids = palloc(sizeof(int32) * Max(1, n));
+	marks = palloc(sizeof(int64) * Max(1, n));
+	for (int i = 0; i < n; i++)
+	{
+		bool		isnull;
+
+		topic_ids[i] = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[i],
+												   SPI_tuptable->tupdesc, 1, &isnull));
+		marks[i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i],
+											   SPI_tuptable->tupdesc, 2, &isnull));
+	}
+	SPI_freetuptable(SPI_tuptable);
+
+	for (int i = 0; i < n; i++)
+	{
+		Datum		values[2];
+		Datum		d;
+		bool		isnull;
+		int64		last;
+		int64		floor;
+		int64		floor2;
+		int64		mark;
+		Snapshot	snap;
+
+		CHECK_FOR_INTERRUPTS();
+		rc = outbox_exec(PLAN_UNLOADED_LAST_ID,
+						 "SELECT last_value FROM outbox.event_id_seq",
+						 0, NULL, NULL, NULL, true, 1);
+		outbox_spi_check(rc, SPI_OK_SELECT, "reap");
+		last = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+										   SPI_tuptable->tupdesc, 1, &isnull));
+		if (!outbox_unloaded_topic_floor(topic_ids[i], &floor))
+			continue;
+		snap = RegisterSnapshot(GetLatestSnapshot());
+		if (!outbox_unloaded_topic_floor(topic_ids[i], &floor2))
+		{
+			UnregisterSnapshot(snap);
+			continue;
+		}
+		values[0] = Int32GetDatum(topic_ids[i]);
+		values[1] = Int64GetDatum(marks[i]);
+		rc = SPI_execute_snapshot(outbox_plan(PLAN_UNLOADED_MARK,
+											  "SELECT min(e.id) FILTER (WHERE k.id IS NULL), max(e.id) "
+											  "FROM outbox.event e "
+											  "LEFT JOIN outbox._settled() k "
+											  "  ON k.topic_id OPERATOR(pg_catalog.=) e.topic_id "
+											  " AND k.id OPERATOR(pg_catalog.=) e.id "
+											  "WHERE e.topic_id OPERATOR(pg_catalog.=) $1 "
+											  "AND e.id OPERATOR(pg_catalog.>) $2",
+											  2, types),
+								  values, NULL, snap, InvalidSnapshot, true, false, 1);
+		UnregisterSnapshot(snap);
+		outbox_spi_check(rc, SPI_OK_SELECT, "reap");
+		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+		if (!isnull)
+			mark = DatumGetInt64(d) - 1;	/* below the first not settled */
+		else
+		{
+			d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
+			if (isnull)
+				continue;
+			mark = DatumGetInt64(d);	/* everything seen is settled */
+		}
+		mark = Min(mark, last);
+		mark = Min(mark, Min(floor, floor2) - 1);
+		if (mark <= marks[i])
+			continue;
+		values[1] = Int64GetDatum(mark);
+		rc = outbox_exec(PLAN_WATERMARK_UPDATE,
+						 "UPDATE outbox.topic_state SET watermark = $2 "
+						 "WHERE topic_id = $1 AND watermark < $2",
+						 2, types, values, NULL, false, 0);
+		outbox_spi_check(rc, SPI_OK_UPDATE, "reap");
 	}
 }
 
@@ -296,6 +411,7 @@ outbox_do_reap(void)
 		nexpired = done;
 	}
 	advance_watermarks();
+	advance_unloaded_watermarks();
 	trim_acks();
 	(void) outbox_wal_progress();
 	SPI_finish();

@@ -151,24 +151,27 @@ outbox_replay(PG_FUNCTION_ARGS)
 	{
 		bool		shared = outbox_shmem_available();
 		uint64		n;
+		SPITupleTable *tt;
 
-		if (info.wal)
-		{
-			OutboxTopicInfo part = info;
-
-			part.topic_id = ids[k];
-			outbox_wal_check_slot(&part);
-		}
 		if (shared)
 			outbox_xact_offer_register(ids[k], incarnations[k]);
 		values[0] = Int32GetDatum(ids[k]);
 		rc = outbox_exec(PLAN_REPLAY, replay_sql, 5, types, values, nulls, false, 0);
 		outbox_spi_check(rc, SPI_OK_INSERT_RETURNING, "replay");
 		n = SPI_processed;
+		tt = SPI_tuptable;
+		if (info.wal && n > 0)
+		{
+			/* after the ids are drawn: see outbox_wal_check_slot() */
+			OutboxTopicInfo part = info;
+
+			part.topic_id = ids[k];
+			outbox_wal_check_slot(&part);
+		}
 		for (uint64 i = 0; i < n; i++)
 		{
-			HeapTuple	tup = SPI_tuptable->vals[i];
-			TupleDesc	desc = SPI_tuptable->tupdesc;
+			HeapTuple	tup = tt->vals[i];
+			TupleDesc	desc = tt->tupdesc;
 			bool		isnull;
 			int64		id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
 

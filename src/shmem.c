@@ -1450,6 +1450,41 @@ outbox_my_slot(void)
 }
 
 /*
+ * For a topic without a shared slot: the lowest id an offering transaction
+ * of this database may still hold that no slot names one by one (their
+ * lo_any), or PG_INT64_MAX.  Returns false if the topic has a slot (its
+ * watermark moves through outbox_watermark_candidates) or if such a
+ * transaction has not drawn its first id yet.  Offers to the topic that
+ * begin later draw ids above every id drawn so far.
+ */
+bool
+outbox_unloaded_topic_floor(int32 topic_id, int64 *floor)
+{
+	bool		ok = true;
+
+	*floor = PG_INT64_MAX;
+	LWLockAcquire(outbox_shared->lock, LW_SHARED);
+	if (outbox_topic_find_locked(topic_id) >= 0)
+		ok = false;
+	for (int i = 0; ok && i < outbox_shared->nslots; i++)
+	{
+		OutboxOfferSlot *slot = &outbox_shared->slots[i];
+		int64		lo;
+
+		if (!slot->any || slot->dbid != MyDatabaseId)
+			continue;
+		pg_read_barrier();
+		lo = (int64) pg_atomic_read_u64(&slot->lo_any);
+		if (lo == OUTBOX_LO_PENDING)
+			ok = false;
+		else if (lo != 0)
+			*floor = Min(*floor, lo);
+	}
+	LWLockRelease(outbox_shared->lock);
+	return ok;
+}
+
+/*
  * The transactions of this database that announced offers and have not
  * ended (walsync.c waits for them).  Returns how many, at most max (the
  * number of offer slots is enough).

@@ -679,6 +679,13 @@ outbox_drop_topic(PG_FUNCTION_ARGS)
 	SPI_connect();
 	outbox_lookup_topic(name, &info);
 
+	/*
+	 * The checks read with a snapshot taken now, after the topic's lock:
+	 * a capture, an offer or a claim that committed while this call waited
+	 * for it is seen.
+	 */
+	PushActiveSnapshot(GetLatestSnapshot());
+
 	/* a capture trigger would make every write to its table fail */
 	values[0] = CStringGetTextDatum(name);
 	rc = SPI_execute_with_args("SELECT tg.tgrelid::pg_catalog.regclass::pg_catalog.text "
@@ -735,6 +742,8 @@ outbox_drop_topic(PG_FUNCTION_ARGS)
 					 errhint("Drain the topic first, or call outbox.drop_topic('%s', force => true).",
 							 name)));
 	}
+
+	PopActiveSnapshot();
 
 	/* parts first: their rows reference the topic's */
 	for (int i = n - 1; i >= 0; i--)

@@ -64,9 +64,14 @@ append_jsonb(StringInfo buf, Datum jsonb)
 	(void) JsonbToCString(buf, &jb->root, VARSIZE(jb));
 }
 
-/* Can the slot decode a transaction that commits from now on? */
-static bool
-slot_ready(const char *name)
+/*
+ * Can the slot decode a transaction that commits from now on?  A logical
+ * slot of this database, done being created (it has a confirmed
+ * position), not invalidated.  *confirmed (if not NULL) gets that
+ * position.
+ */
+bool
+outbox_wal_slot_ready(const char *name, XLogRecPtr *confirmed)
 {
 	ReplicationSlot *slot;
 	bool		ready = false;
@@ -77,7 +82,10 @@ slot_ready(const char *name)
 	{
 		SpinLockAcquire(&slot->mutex);
 		ready = slot->data.database == MyDatabaseId &&
-			!XLogRecPtrIsInvalid(slot->data.confirmed_flush);
+			!XLogRecPtrIsInvalid(slot->data.confirmed_flush) &&
+			!OutboxSlotInvalidated(slot);
+		if (ready && confirmed != NULL)
+			*confirmed = slot->data.confirmed_flush;
 		SpinLockRelease(&slot->mutex);
 	}
 	LWLockRelease(ReplicationSlotControlLock);
@@ -85,8 +93,10 @@ slot_ready(const char *name)
 }
 
 /*
- * Before emitting messages of a WAL topic: if its slot cannot carry them,
- * have them emitted again once it can.  Caller is connected to SPI.
+ * Before emitting messages of a WAL topic, and after drawing their ids: if
+ * its slot cannot carry them, have them emitted again once it can.  (After
+ * the ids: a slot dropped later is seen missing by a reap, which then
+ * covers every id drawn so far.)  Caller is connected to SPI.
  */
 void
 outbox_wal_check_slot(const OutboxTopicInfo *topic)
@@ -95,7 +105,7 @@ outbox_wal_check_slot(const OutboxTopicInfo *topic)
 	Datum		values[1];
 	int			rc;
 
-	if (slot_ready(topic->slot))
+	if (outbox_wal_slot_ready(topic->slot, NULL))
 		return;
 	values[0] = Int32GetDatum(topic->topic_id);
 	rc = outbox_exec(PLAN_WAL_SLOT_MISSING,

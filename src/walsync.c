@@ -30,8 +30,9 @@
  *	  Undelivered events are sent again (their messages emitted anew, in id
  *	  order, by reap's transaction) when the WAL that held their messages
  *	  is not the one a slot reads now: when the server is not the one
- *	  outbox.wal_origin names (a restore into another cluster, pg_upgrade,
- *	  a promoted standby: another system identifier or timeline), and when
+ *	  outbox.wal_origin names (a restore into another cluster or database,
+ *	  pg_upgrade, a promoted standby: another system identifier, database
+ *	  or timeline), and when
  *	  a topic's slot exists again after some of its events were offered
  *	  while it was missing: an offer that finds the slot missing notes it
  *	  (resend_through, walmsg.c), and so does a reap that finds it missing,
@@ -55,6 +56,7 @@
 #include "access/xlog.h"
 #include "catalog/pg_type.h"
 #include "miscadmin.h"
+#include "storage/lock.h"
 #include "storage/procarray.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -74,22 +76,27 @@ typedef struct WalTopic
 	XLogRecPtr	lsn;
 	bool		has_resend;		/* resend_through is set */
 	int64		resend_through;
+	int			resend_op;		/* what progress_save does to it */
+	char	   *slot;
 	bool		confirmed_known;	/* the slot exists */
 	XLogRecPtr	confirmed;
 } WalTopic;
 
+/* progress_save's change of resend_through */
+#define RESEND_KEEP		0
+#define RESEND_RAISE	1		/* to at least resend_through */
+#define RESEND_CLEAR	2		/* if it is still resend_through */
+
 static const char *topics_sql =
-"SELECT t.topic_id, t.name, s.watermark, k.topic_id IS NOT NULL, k.below, k.xids, k.lsn, "
-"       k.resend_through, r.slot_name IS NOT NULL, r.confirmed_flush_lsn "
-"FROM outbox.topic t "
-"JOIN outbox.topic_state s ON s.topic_id OPERATOR(pg_catalog.=) t.topic_id "
-"LEFT JOIN outbox.wal_progress k ON k.topic_id OPERATOR(pg_catalog.=) t.topic_id "
-"LEFT JOIN pg_catalog.pg_replication_slots r "
-"  ON r.slot_name OPERATOR(pg_catalog.=) t.slot "
-" AND r.database OPERATOR(pg_catalog.=) pg_catalog.current_database() "
-" AND r.slot_type OPERATOR(pg_catalog.=) 'logical' "
+"SELECT t.topic_id, t.name, t.slot FROM outbox.topic t "
 "WHERE t.delivery OPERATOR(pg_catalog.=) 'wal' "
 "ORDER BY t.topic_id";
+
+static const char *progress_sql =
+"SELECT s.watermark, k.topic_id IS NOT NULL, k.below, k.xids, k.lsn, k.resend_through "
+"FROM outbox.topic_state s "
+"LEFT JOIN outbox.wal_progress k ON k.topic_id OPERATOR(pg_catalog.=) s.topic_id "
+"WHERE s.topic_id OPERATOR(pg_catalog.=) $1";
 
 /* Is any of the tick's transactions still running? */
 static bool
@@ -149,9 +156,9 @@ running_offerers(void)
 static void
 progress_save(WalTopic *w)
 {
-	static const Oid types[5] = {INT4OID, INT8OID, INT8ARRAYOID, PG_LSNOID, INT8OID};
-	Datum		values[5];
-	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
+	static const Oid types[6] = {INT4OID, INT8OID, INT8ARRAYOID, PG_LSNOID, INT8OID, INT4OID};
+	Datum		values[6];
+	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
 	int			rc;
 
 	values[0] = Int32GetDatum(w->topic_id);
@@ -159,8 +166,9 @@ progress_save(WalTopic *w)
 	values[2] = PointerGetDatum(w->xids);
 	values[3] = LSNGetDatum(w->lsn);
 	values[4] = Int64GetDatum(w->resend_through);
-	if (!w->has_resend)
+	if (w->resend_op == RESEND_KEEP)
 		nulls[4] = 'n';
+	values[5] = Int32GetDatum(w->resend_op);
 	if (!w->has_tick)
 		nulls[1] = nulls[2] = nulls[3] = 'n';
 	else if (!w->has_lsn)
@@ -168,14 +176,21 @@ progress_save(WalTopic *w)
 	rc = outbox_exec(PLAN_WAL_PROGRESS_SAVE,
 					 "INSERT INTO outbox.wal_progress AS p "
 					 "  (topic_id, below, xids, lsn, made_at, resend_through) "
-					 "VALUES ($1, $2, $3, $4, CASE WHEN $2 IS NULL THEN NULL ELSE pg_catalog.now() END, $5) "
+					 "VALUES ($1, $2, $3, $4, CASE WHEN $2 IS NULL THEN NULL ELSE pg_catalog.now() END, "
+					 "  CASE WHEN $6 OPERATOR(pg_catalog.=) 1 THEN $5 END) "
 					 "ON CONFLICT (topic_id) DO UPDATE SET below = $2, xids = $3, lsn = $4, "
 					 "  made_at = CASE WHEN $2 IS NULL THEN NULL "
 					 "    WHEN p.below IS NOT DISTINCT FROM $2 THEN p.made_at ELSE pg_catalog.now() END, "
-					 "  resend_through = $5",
-					 5, types, values, nulls, false, 0);
+					 /* an offer may have raised it meanwhile: never lower it */
+					 "  resend_through = CASE $6 "
+					 "    WHEN 1 THEN GREATEST(p.resend_through, $5) "
+					 "    WHEN 2 THEN CASE WHEN p.resend_through IS NOT DISTINCT FROM $5 "
+					 "                THEN NULL ELSE p.resend_through END "
+					 "    ELSE p.resend_through END",
+					 6, types, values, nulls, false, 0);
 	outbox_spi_check(rc, SPI_OK_INSERT, "WAL progress");
 	w->has_row = true;
+	w->resend_op = RESEND_KEEP;
 }
 
 /* The slot has confirmed the tick: its events are delivered. */
@@ -311,34 +326,151 @@ resend(WalTopic *w, int64 through)
 static bool
 origin_changed(void)
 {
-	static const Oid types[2] = {INT8OID, INT8OID};
-	Datum		values[2];
+	static const Oid types[3] = {INT8OID, INT8OID, OIDOID};
+	Datum		values[3];
 	int			rc;
 
 	values[0] = Int64GetDatum((int64) GetSystemIdentifier());
 	values[1] = Int64GetDatum((int64) GetWALInsertionTimeLine());
+	values[2] = ObjectIdGetDatum(MyDatabaseId);
 	rc = outbox_exec(PLAN_WAL_ORIGIN,
 					 "SELECT 1 FROM outbox.wal_origin "
 					 "WHERE system_identifier OPERATOR(pg_catalog.<>) $1 "
 					 "   OR timeline OPERATOR(pg_catalog.<>) $2 "
+					 "   OR database OPERATOR(pg_catalog.<>) $3 "
 					 "UNION ALL SELECT 1 WHERE NOT EXISTS (SELECT 1 FROM outbox.wal_origin)",
-					 2, types, values, NULL, true, 0);
+					 3, types, values, NULL, true, 0);
 	outbox_spi_check(rc, SPI_OK_SELECT, "WAL origin");
 	if (SPI_processed == 0)
 		return false;
 	rc = outbox_exec(PLAN_WAL_ORIGIN_SET,
 					 "WITH d AS (DELETE FROM outbox.wal_origin) "
-					 "INSERT INTO outbox.wal_origin (system_identifier, timeline) "
-					 "VALUES ($1, $2)",
-					 2, types, values, NULL, false, 0);
+					 "INSERT INTO outbox.wal_origin (system_identifier, timeline, database) "
+					 "VALUES ($1, $2, $3)",
+					 3, types, values, NULL, false, 0);
 	outbox_spi_check(rc, SPI_OK_INSERT, "WAL origin");
 	return true;
 }
 
 /*
+ * Read the topic's row of outbox.wal_progress and its watermark, with the
+ * active snapshot.  Returns false if the topic is gone.
+ */
+static bool
+progress_load(WalTopic *w)
+{
+	static const Oid types[1] = {INT4OID};
+	Datum		values[1];
+	HeapTuple	tup;
+	TupleDesc	desc;
+	bool		isnull;
+	Datum		d;
+	int			rc;
+
+	values[0] = Int32GetDatum(w->topic_id);
+	rc = outbox_exec(PLAN_WAL_PROGRESS, progress_sql, 1, types, values, NULL,
+					 true, 1);
+	outbox_spi_check(rc, SPI_OK_SELECT, "WAL progress");
+	if (SPI_processed == 0)
+		return false;
+	tup = SPI_tuptable->vals[0];
+	desc = SPI_tuptable->tupdesc;
+	w->watermark = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+	w->has_row = DatumGetBool(SPI_getbinval(tup, desc, 2, &isnull));
+	d = SPI_getbinval(tup, desc, 3, &isnull);
+	w->has_tick = !isnull;
+	if (w->has_tick)
+	{
+		w->below = DatumGetInt64(d);
+		w->xids = DatumGetArrayTypePCopy(SPI_getbinval(tup, desc, 4, &isnull));
+		d = SPI_getbinval(tup, desc, 5, &isnull);
+		w->has_lsn = !isnull;
+		if (!isnull)
+			w->lsn = DatumGetLSN(d);
+	}
+	d = SPI_getbinval(tup, desc, 6, &isnull);
+	w->has_resend = !isnull;
+	if (!isnull)
+		w->resend_through = DatumGetInt64(d);
+	w->resend_op = RESEND_KEEP;
+	return true;
+}
+
+/* One WAL topic's step; returns whether its watermark moved. */
+static bool
+progress_topic(WalTopic *w, bool new_origin)
+{
+	bool		changed = false;
+
+	if (w->confirmed_known && (new_origin || w->has_resend))
+	{
+		int64		sent = resend(w, new_origin ? PG_INT64_MAX : w->resend_through);
+
+		if (sent > 0)
+			ereport(LOG,
+					(errmsg("outbox: sent %lld undelivered events of topic \"%s\" through the WAL again",
+							(long long) sent, w->name),
+					 errdetail(new_origin ?
+							   "This server's WAL does not hold the messages they were offered with (a restore, an upgrade or a promotion)." :
+							   "Its slot was missing, or could not decode yet, when they were offered.")));
+		/* a tick made before these messages would count them delivered */
+		w->has_tick = false;
+		w->has_lsn = false;
+		w->resend_op = w->has_resend ? RESEND_CLEAR : RESEND_KEEP;
+		progress_save(w);
+		return false;
+	}
+	if (!w->confirmed_known)
+	{
+		/*
+		 * Whatever was offered so far may never reach a slot: up to the
+		 * last id drawn (offers from now on note themselves, walmsg.c).
+		 */
+		int64		last = last_id();
+
+		if (last > w->watermark &&
+			(!w->has_resend || w->resend_through < last))
+		{
+			w->resend_through = last;
+			w->resend_op = RESEND_RAISE;
+			progress_save(w);
+		}
+		return false;
+	}
+
+	if (w->has_tick && !w->has_lsn && !any_running(w->xids))
+	{
+		/* read before this transaction writes anything more */
+		w->lsn = GetXLogInsertRecPtr();
+		w->has_lsn = true;
+		changed = true;
+	}
+	if (w->has_tick && w->has_lsn && w->confirmed >= w->lsn)
+	{
+		tick_confirmed(w);
+		if (!w->has_tick)
+			tick_make(w);
+		progress_save(w);
+		return true;
+	}
+	if (!w->has_tick)
+	{
+		tick_make(w);
+		changed |= w->has_tick;
+	}
+	if (changed)
+		progress_save(w);
+	return false;
+}
+
+/*
  * Move every WAL topic of this database on towards its slot.  Caller is
- * connected to SPI, in a transaction.  Returns how many topics' watermarks
- * moved.
+ * connected to SPI, in a transaction.  One reap at a time does it (a
+ * manual reap() and the worker's would otherwise race on the ticks).
+ * Each slot is read first, and everything else with a snapshot taken
+ * after: an event that committed before the slot could decode it is then
+ * seen, and sent again if it has to be.  Returns how many topics'
+ * watermarks moved.
  */
 int
 outbox_wal_progress(void)
@@ -348,119 +480,53 @@ outbox_wal_progress(void)
 	int			moved = 0;
 	int			rc;
 	bool		new_origin;
+	LOCKTAG		tag;
 	MemoryContext spicxt = CurrentMemoryContext;
 
+	if (!XLogLogicalInfoActive())
+		return 0;
 	rc = outbox_exec(PLAN_WAL_TOPICS, topics_sql, 0, NULL, NULL, NULL, true, 0);
 	outbox_spi_check(rc, SPI_OK_SELECT, "WAL topics");
 	n = SPI_processed;
-	if (n == 0 || !XLogLogicalInfoActive())
+	if (n == 0)
 		return 0;
+
+	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, 0, 0, OUTBOX_LOCK_WALSYNC);
+	if (LockAcquire(&tag, ExclusiveLock, false, true) == LOCKACQUIRE_NOT_AVAIL)
+		return 0;				/* another reap is at it */
 
 	topics = palloc0(sizeof(WalTopic) * n);
 	for (uint64 i = 0; i < n; i++)
 	{
 		HeapTuple	tup = SPI_tuptable->vals[i];
 		TupleDesc	desc = SPI_tuptable->tupdesc;
-		WalTopic   *w = &topics[i];
 		bool		isnull;
-		Datum		d;
 
-		w->topic_id = DatumGetInt32(SPI_getbinval(tup, desc, 1, &isnull));
-		w->name = SPI_getvalue(tup, desc, 2);
-		w->watermark = DatumGetInt64(SPI_getbinval(tup, desc, 3, &isnull));
-		w->has_row = DatumGetBool(SPI_getbinval(tup, desc, 4, &isnull));
-		d = SPI_getbinval(tup, desc, 5, &isnull);
-		w->has_tick = !isnull;
-		if (w->has_tick)
-		{
-			w->below = DatumGetInt64(d);
-			w->xids = DatumGetArrayTypePCopy(SPI_getbinval(tup, desc, 6, &isnull));
-			d = SPI_getbinval(tup, desc, 7, &isnull);
-			w->has_lsn = !isnull;
-			if (!isnull)
-				w->lsn = DatumGetLSN(d);
-		}
-		d = SPI_getbinval(tup, desc, 8, &isnull);
-		w->has_resend = !isnull;
-		if (!isnull)
-			w->resend_through = DatumGetInt64(d);
-		/* a slot that is still being made has confirmed nothing yet */
-		d = SPI_getbinval(tup, desc, 10, &isnull);
-		w->confirmed_known = !isnull &&
-			DatumGetBool(SPI_getbinval(tup, desc, 9, &isnull));
-		if (w->confirmed_known)
-			w->confirmed = DatumGetLSN(d);
+		topics[i].topic_id = DatumGetInt32(SPI_getbinval(tup, desc, 1, &isnull));
+		topics[i].name = SPI_getvalue(tup, desc, 2);
+		topics[i].slot = SPI_getvalue(tup, desc, 3);
 	}
 	SPI_freetuptable(SPI_tuptable);
 
-	new_origin = origin_changed();
+	/* the slots first, live */
+	for (uint64 i = 0; i < n; i++)
+		topics[i].confirmed_known =
+			outbox_wal_slot_ready(topics[i].slot, &topics[i].confirmed);
 
+	/* then the rest, with a snapshot taken after */
+	PushActiveSnapshot(GetLatestSnapshot());
+	new_origin = origin_changed();
 	for (uint64 i = 0; i < n; i++)
 	{
 		WalTopic   *w = &topics[i];
-		bool		slot_exists = w->confirmed_known;
-		bool		changed = false;
 
 		CHECK_FOR_INTERRUPTS();
 		MemoryContextSwitchTo(spicxt);
-
-		if (slot_exists && (new_origin || w->has_resend))
-		{
-			int64		sent = resend(w, new_origin ? PG_INT64_MAX : w->resend_through);
-
-			if (sent > 0)
-				ereport(LOG,
-						(errmsg("outbox: sent %lld undelivered events of topic \"%s\" through the WAL again",
-								(long long) sent, w->name),
-						 errdetail(new_origin ?
-								   "This server's WAL does not hold the messages they were offered with (a restore, an upgrade or a promotion)." :
-								   "Its slot was missing, or could not decode yet, when they were offered.")));
-			/* a tick made before these messages would count them delivered */
-			w->has_tick = false;
-			w->has_lsn = false;
-			w->has_resend = false;
-			progress_save(w);
+		if (!progress_load(w))
 			continue;
-		}
-		if (!slot_exists)
-		{
-			/*
-			 * Whatever was offered so far may never reach a slot: up to
-			 * the last id drawn (offers from now on note themselves, see
-			 * walmsg.c).
-			 */
-			int64		last = last_id();
-
-			if (last > w->watermark &&
-				(!w->has_resend || w->resend_through < last))
-			{
-				w->has_resend = true;
-				w->resend_through = last;
-				progress_save(w);
-			}
-			continue;
-		}
-
-		if (w->has_tick && !w->has_lsn && !any_running(w->xids))
-		{
-			/* read before this transaction writes anything more */
-			w->lsn = GetXLogInsertRecPtr();
-			w->has_lsn = true;
-			changed = true;
-		}
-		if (w->has_tick && w->has_lsn && w->confirmed >= w->lsn)
-		{
-			tick_confirmed(w);
+		if (progress_topic(w, new_origin))
 			moved++;
-			changed = true;
-		}
-		if (!w->has_tick)
-		{
-			tick_make(w);
-			changed |= w->has_tick;
-		}
-		if (changed)
-			progress_save(w);
 	}
+	PopActiveSnapshot();
 	return moved;
 }
