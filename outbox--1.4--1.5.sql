@@ -101,7 +101,10 @@ CREATE TRIGGER topic_fixed
 /* Where each WAL topic stands with its slot. */
 CREATE VIEW outbox.wal_topics AS
 SELECT t.name AS topic, t.slot,
-	   (r.slot_name IS NOT NULL) AS slot_exists,
+	   -- as walsync.c counts it: a logical slot of this database, done
+	   -- being created, not invalidated
+	   (r.confirmed_flush_lsn IS NOT NULL
+		AND r.wal_status IS DISTINCT FROM 'lost') AS slot_exists,
 	   r.confirmed_flush_lsn,
 	   ts.watermark AS delivered_through
 FROM outbox.topic t

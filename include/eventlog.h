@@ -26,6 +26,7 @@ typedef struct OutboxLogRow
 
 extern void outbox_eventlog_init(void);
 extern int64 outbox_next_event_id(void);
+extern int64 outbox_last_event_id(void);
 extern bool outbox_log_insert(const OutboxLogRow *row);
 
 #endif							/* OUTBOX_EVENTLOG_H */

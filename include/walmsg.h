@@ -18,6 +18,12 @@
 extern void outbox_wal_require_logical(const char *what);
 extern bool outbox_wal_slot_ready(const char *name, XLogRecPtr *confirmed);
 extern void outbox_wal_check_slot(const OutboxTopicInfo *topic);
+/* The columns outbox_wal_emit_tuple() reads, in its order */
+#define OUTBOX_WAL_ROW_COLUMNS	"id, key, type, payload, headers, tenant, created_at"
+#define OUTBOX_WAL_ROW_NCOLS	7
+
+extern void outbox_wal_emit_tuple(const OutboxTopicInfo *topic, HeapTuple tup,
+								  TupleDesc desc);
 extern void outbox_wal_emit(const OutboxTopicInfo *topic, int64 id,
 							Datum key, Datum type, Datum payload,
 							Datum headers, const char *tenant,

@@ -22,6 +22,7 @@
  */
 #include "outbox.h"
 #include "eventlog.h"
+#include "spi_util.h"
 #include "util.h"
 
 #include "access/genam.h"
@@ -87,6 +88,24 @@ outbox_next_event_id(void)
 		event_id_seq = RangeVarGetRelid(makeRangeVar("outbox", "event_id_seq", -1),
 										NoLock, false);
 	return nextval_internal(event_id_seq, false);
+}
+
+/*
+ * The last id drawn from the sequence so far, by any session (not MVCC: a
+ * sequence is read as it is).  Caller is connected to SPI.
+ */
+int64
+outbox_last_event_id(void)
+{
+	bool		isnull;
+	int			rc;
+
+	rc = outbox_exec(PLAN_LAST_EVENT_ID,
+					 "SELECT last_value FROM outbox.event_id_seq",
+					 0, NULL, NULL, NULL, true, 1);
+	outbox_spi_check(rc, SPI_OK_SELECT, "event ids");
+	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+									   SPI_tuptable->tupdesc, 1, &isnull));
 }
 
 /* Is this partition one the fast path can write into? */

@@ -423,7 +423,7 @@ outbox_offer_batch(PG_FUNCTION_ARGS)
 						 "INSERT INTO outbox.event (id, topic_id, key, type, tenant, payload, headers) "
 						 "SELECT pg_catalog.nextval('outbox.event_id_seq'), $1, u.k, u.t, $5, u.p, u.h "
 						 "FROM ROWS FROM (pg_catalog.unnest($2), pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($6)) AS u(p, k, t, h) "
-						 "RETURNING id, key, type, payload, headers, created_at",
+						 "RETURNING " OUTBOX_WAL_ROW_COLUMNS,
 						 6, argtypes, values, nulls, false, 0);
 	else
 		rc = outbox_exec(PLAN_OFFER_BATCH,
@@ -447,24 +447,7 @@ outbox_offer_batch(PG_FUNCTION_ARGS)
 			Datum		id = SPI_getbinval(tt->vals[i], tt->tupdesc, 1, &isnull);
 
 			if (info.wal)
-			{
-				HeapTuple	tup = tt->vals[i];
-				TupleDesc	desc = tt->tupdesc;
-				bool		n2,
-							n3,
-							n4,
-							n5,
-							n6;
-				Datum		k = SPI_getbinval(tup, desc, 2, &n2);
-				Datum		t = SPI_getbinval(tup, desc, 3, &n3);
-				Datum		p = SPI_getbinval(tup, desc, 4, &n4);
-				Datum		h = SPI_getbinval(tup, desc, 5, &n5);
-				Datum		c = SPI_getbinval(tup, desc, 6, &n6);
-
-				outbox_wal_emit(&info, DatumGetInt64(id), n2 ? (Datum) 0 : k,
-								n3 ? (Datum) 0 : t, p, n5 ? (Datum) 0 : h, tenant,
-								DatumGetTimestampTz(c));
-			}
+				outbox_wal_emit_tuple(&info, tt->vals[i], tt->tupdesc);
 			if (shared)
 				outbox_xact_offered(info.topic_id, info.incarnation,
 									DatumGetInt64(id), false, 0);

@@ -10,6 +10,7 @@
  */
 #include "outbox.h"
 #include "dead_letter.h"
+#include "eventlog.h"
 #include "reap.h"
 #include "schema.h"
 #include "shmem.h"
@@ -33,10 +34,26 @@ PG_FUNCTION_INFO_V1(outbox_reap);
 
 typedef OutboxSettling Expired;
 
+/* Move a topic's durable watermark up to mark (never down). */
+static void
+raise_watermark(int32 topic_id, int64 mark)
+{
+	static const Oid types[2] = {INT4OID, INT8OID};
+	Datum		values[2];
+	int			rc;
+
+	values[0] = Int32GetDatum(topic_id);
+	values[1] = Int64GetDatum(mark);
+	rc = outbox_exec(PLAN_WATERMARK_UPDATE,
+					 "UPDATE outbox.topic_state SET watermark = $2 "
+					 "WHERE topic_id = $1 AND watermark < $2",
+					 2, types, values, NULL, false, 0);
+	outbox_spi_check(rc, SPI_OK_UPDATE, "reap");
+}
+
 static void
 advance_watermarks(void)
 {
-	static const Oid types[2] = {INT4OID, INT8OID};
 	int32	   *topic_ids;
 	int64	   *incarnations;
 	int64	   *marks;
@@ -49,16 +66,7 @@ advance_watermarks(void)
 
 	for (int i = 0; i < n; i++)
 	{
-		Datum		values[2];
-		int			rc;
-
-		values[0] = Int32GetDatum(topic_ids[i]);
-		values[1] = Int64GetDatum(marks[i]);
-		rc = outbox_exec(PLAN_WATERMARK_UPDATE,
-						 "UPDATE outbox.topic_state SET watermark = $2 "
-						 "WHERE topic_id = $1 AND watermark < $2",
-						 2, types, values, NULL, false, 0);
-		outbox_spi_check(rc, SPI_OK_UPDATE, "reap");
+		raise_watermark(topic_ids[i], marks[i]);
 		outbox_xact_set_watermark(topic_ids[i], incarnations[i], marks[i]);
 	}
 
@@ -121,6 +129,7 @@ advance_unloaded_watermarks(void)
 	static const Oid types[2] = {INT4OID, INT8OID};
 	int32	   *topic_ids;
 	int64	   *marks;
+	int64		last;
 	int			n;
 	int			rc;
 
@@ -146,25 +155,22 @@ advance_unloaded_watermarks(void)
 											   SPI_tuptable->tupdesc, 2, &isnull));
 	}
 	SPI_freetuptable(SPI_tuptable);
+	if (n == 0)
+		return;
+	/* read before every topic's checks and snapshot: see above */
+	last = outbox_last_event_id();
 
 	for (int i = 0; i < n; i++)
 	{
 		Datum		values[2];
 		Datum		d;
 		bool		isnull;
-		int64		last;
 		int64		floor;
 		int64		floor2;
 		int64		mark;
 		Snapshot	snap;
 
 		CHECK_FOR_INTERRUPTS();
-		rc = outbox_exec(PLAN_UNLOADED_LAST_ID,
-						 "SELECT last_value FROM outbox.event_id_seq",
-						 0, NULL, NULL, NULL, true, 1);
-		outbox_spi_check(rc, SPI_OK_SELECT, "reap");
-		last = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
-										   SPI_tuptable->tupdesc, 1, &isnull));
 		if (!outbox_unloaded_topic_floor(topic_ids[i], &floor))
 			continue;
 		snap = RegisterSnapshot(GetLatestSnapshot());
@@ -201,12 +207,7 @@ advance_unloaded_watermarks(void)
 		mark = Min(mark, Min(floor, floor2) - 1);
 		if (mark <= marks[i])
 			continue;
-		values[1] = Int64GetDatum(mark);
-		rc = outbox_exec(PLAN_WATERMARK_UPDATE,
-						 "UPDATE outbox.topic_state SET watermark = $2 "
-						 "WHERE topic_id = $1 AND watermark < $2",
-						 2, types, values, NULL, false, 0);
-		outbox_spi_check(rc, SPI_OK_UPDATE, "reap");
+		raise_watermark(topic_ids[i], mark);
 	}
 }
 

@@ -49,7 +49,7 @@ static const char *replay_sql =
 "INSERT INTO outbox.event (id, topic_id, key, type, tenant, payload, headers, origin_id) "
 "SELECT pg_catalog.nextval('outbox.event_id_seq'), $1, src.key, src.type, src.tenant, "
 "       src.payload, src.headers, src.id FROM src "
-"RETURNING id, key, type, tenant, payload, headers, created_at";
+"RETURNING " OUTBOX_WAL_ROW_COLUMNS;
 
 /*
  * replay(topic, since, until, key, tenant) returns integer: how many events
@@ -176,19 +176,7 @@ outbox_replay(PG_FUNCTION_ARGS)
 			int64		id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
 
 			if (info.wal)
-			{
-				Datum		d[7];
-				bool		dn[7];
-				char	   *evtenant;
-
-				for (int c = 2; c <= 7; c++)
-					d[c - 1] = SPI_getbinval(tup, desc, c, &dn[c - 1]);
-				evtenant = dn[3] ? NULL : TextDatumGetCString(d[3]);
-				outbox_wal_emit(&info, id, dn[1] ? (Datum) 0 : d[1],
-								dn[2] ? (Datum) 0 : d[2], d[4],
-								dn[5] ? (Datum) 0 : d[5], evtenant,
-								DatumGetTimestampTz(d[6]));
-			}
+				outbox_wal_emit_tuple(&info, tup, desc);
 			if (shared)
 				outbox_xact_offered(ids[k], incarnations[k], id, false, 0);
 		}

@@ -169,3 +169,24 @@ outbox_wal_emit(const OutboxTopicInfo *topic, int64 id, Datum key,
 	(void) outbox_log_logical_message(OUTBOX_WAL_PREFIX, buf.data, buf.len);
 	pfree(buf.data);
 }
+
+/*
+ * Emit the message of the event in a row whose first seven columns are
+ * id, key, type, payload, headers, tenant, created_at (an INSERT's
+ * RETURNING, or a read of the log).
+ */
+void
+outbox_wal_emit_tuple(const OutboxTopicInfo *topic, HeapTuple tup,
+					  TupleDesc desc)
+{
+	Datum		d[OUTBOX_WAL_ROW_NCOLS];
+	bool		n[OUTBOX_WAL_ROW_NCOLS];
+
+	for (int c = 0; c < OUTBOX_WAL_ROW_NCOLS; c++)
+		d[c] = SPI_getbinval(tup, desc, c + 1, &n[c]);
+	outbox_wal_emit(topic, DatumGetInt64(d[0]),
+					n[1] ? (Datum) 0 : d[1], n[2] ? (Datum) 0 : d[2], d[3],
+					n[4] ? (Datum) 0 : d[4],
+					n[5] ? NULL : TextDatumGetCString(d[5]),
+					DatumGetTimestampTz(d[6]));
+}

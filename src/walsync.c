@@ -48,6 +48,7 @@
  */
 #include "outbox.h"
 #include "shmem.h"
+#include "eventlog.h"
 #include "spi_util.h"
 #include "walmsg.h"
 #include "walsync.h"
@@ -213,24 +214,12 @@ tick_confirmed(WalTopic *w)
 	w->has_lsn = false;
 }
 
-/* The last id drawn from the event sequence so far. */
-static int64
-last_id(void)
-{
-	bool		isnull;
-	int			rc;
-
-	rc = outbox_exec(PLAN_WAL_LAST_ID,
-					 "SELECT last_value FROM outbox.event_id_seq",
-					 0, NULL, NULL, NULL, true, 1);
-	outbox_spi_check(rc, SPI_OK_SELECT, "WAL tick");
-	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
-									   SPI_tuptable->tupdesc, 1, &isnull));
-}
-
-/* A new tick, if the topic has events above its watermark. */
+/*
+ * A new tick, if the topic has events above its watermark.  last is the
+ * last id drawn, read before the offering transactions are looked for.
+ */
 static void
-tick_make(WalTopic *w)
+tick_make(WalTopic *w, int64 last)
 {
 	static const Oid ptypes[2] = {INT4OID, INT8OID};
 	Datum		values[2];
@@ -249,8 +238,8 @@ tick_make(WalTopic *w)
 									1, &isnull)))
 		return;
 
-	/* the last id drawn first, then who may still hold one */
-	below = last_id();
+	/* the last id drawn first (the caller's), then who may still hold one */
+	below = last;
 	if (below <= w->watermark)
 		return;
 	w->xids = running_offerers();
@@ -284,7 +273,7 @@ resend(WalTopic *w, int64 through)
 	values[2] = Int64GetDatum(through);
 	portal = SPI_cursor_open(NULL,
 							 outbox_plan(PLAN_WAL_RESEND,
-										 "SELECT id, key, type, payload, headers, tenant, created_at "
+										 "SELECT " OUTBOX_WAL_ROW_COLUMNS " "
 										 "FROM outbox.event "
 										 "WHERE topic_id = $1 AND id OPERATOR(pg_catalog.>) $2 "
 										 "AND id OPERATOR(pg_catalog.<=) $3 "
@@ -298,19 +287,8 @@ resend(WalTopic *w, int64 through)
 			break;
 		for (uint64 i = 0; i < SPI_processed; i++)
 		{
-			HeapTuple	tup = SPI_tuptable->vals[i];
-			TupleDesc	desc = SPI_tuptable->tupdesc;
-			Datum		d[7];
-			bool		n[7];
-
 			CHECK_FOR_INTERRUPTS();
-			for (int c = 0; c < 7; c++)
-				d[c] = SPI_getbinval(tup, desc, c + 1, &n[c]);
-			outbox_wal_emit(&info, DatumGetInt64(d[0]),
-							n[1] ? (Datum) 0 : d[1], n[2] ? (Datum) 0 : d[2],
-							d[3], n[4] ? (Datum) 0 : d[4],
-							n[5] ? NULL : TextDatumGetCString(d[5]),
-							DatumGetTimestampTz(d[6]));
+			outbox_wal_emit_tuple(&info, SPI_tuptable->vals[i], SPI_tuptable->tupdesc);
 			sent++;
 		}
 		SPI_freetuptable(SPI_tuptable);
@@ -398,7 +376,7 @@ progress_load(WalTopic *w)
 
 /* One WAL topic's step; returns whether its watermark moved. */
 static bool
-progress_topic(WalTopic *w, bool new_origin)
+progress_topic(WalTopic *w, bool new_origin, int64 last)
 {
 	bool		changed = false;
 
@@ -426,8 +404,6 @@ progress_topic(WalTopic *w, bool new_origin)
 		 * Whatever was offered so far may never reach a slot: up to the
 		 * last id drawn (offers from now on note themselves, walmsg.c).
 		 */
-		int64		last = last_id();
-
 		if (last > w->watermark &&
 			(!w->has_resend || w->resend_through < last))
 		{
@@ -449,13 +425,13 @@ progress_topic(WalTopic *w, bool new_origin)
 	{
 		tick_confirmed(w);
 		if (!w->has_tick)
-			tick_make(w);
+			tick_make(w, last);
 		progress_save(w);
 		return true;
 	}
 	if (!w->has_tick)
 	{
-		tick_make(w);
+		tick_make(w, last);
 		changed |= w->has_tick;
 	}
 	if (changed)
@@ -480,6 +456,7 @@ outbox_wal_progress(void)
 	int			moved = 0;
 	int			rc;
 	bool		new_origin;
+	int64		last;
 	LOCKTAG		tag;
 	MemoryContext spicxt = CurrentMemoryContext;
 
@@ -514,6 +491,7 @@ outbox_wal_progress(void)
 			outbox_wal_slot_ready(topics[i].slot, &topics[i].confirmed);
 
 	/* then the rest, with a snapshot taken after */
+	last = outbox_last_event_id();
 	PushActiveSnapshot(GetLatestSnapshot());
 	new_origin = origin_changed();
 	for (uint64 i = 0; i < n; i++)
@@ -524,7 +502,7 @@ outbox_wal_progress(void)
 		MemoryContextSwitchTo(spicxt);
 		if (!progress_load(w))
 			continue;
-		if (progress_topic(w, new_origin))
+		if (progress_topic(w, new_origin, last))
 			moved++;
 	}
 	PopActiveSnapshot();
