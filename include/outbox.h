@@ -47,7 +47,7 @@
 #include "utils/uuid.h"
 
 /* The version of the SQL objects this library works with (schema.c) */
-#define OUTBOX_SCHEMA_VERSION	"1.5"
+#define OUTBOX_SCHEMA_VERSION	"1.6"
 
 /* Limits on arguments */
 #define OUTBOX_MAX_BATCH		10000
@@ -81,6 +81,8 @@
 extern int	outbox_max_leases;
 extern int	outbox_max_leases_per_topic;
 extern int	outbox_max_topics;
+extern int	outbox_max_ordered_keys;
+extern int	outbox_max_ordered_events;
 extern bool outbox_enabled;
 extern int	outbox_reap_interval;
 extern int	outbox_maintenance_interval;

@@ -89,7 +89,7 @@ typedef struct OutboxSettling
 	pg_uuid_t	token;
 } OutboxSettling;
 extern int	outbox_lease_mark_settling(const int64 *ids, int n,
-									   const pg_uuid_t *token,
+									   const pg_uuid_t *token, bool acks,
 									   OutboxSettling *out);
 extern int32 outbox_lease_topic_id(int64 id, const pg_uuid_t *token);
 extern int	outbox_lease_extend(const int64 *ids, int n, const pg_uuid_t *token,
@@ -122,6 +122,7 @@ typedef struct OutboxScanView
 	uint64		scan_epoch;
 	TimestampTz next_retry_at;
 	int			nretry_leases;
+	int			nwaiting;		/* ordered: key members in outbox.retry */
 } OutboxScanView;
 
 /* An event a claim may lease */
@@ -129,10 +130,14 @@ typedef struct OutboxCandidate
 {
 	int64		id;
 	uint8		source;			/* OutboxEntrySource */
-	bool		from_ready;		/* taken from the topic's ready list */
+	bool		from_ready;		/* taken from the topic's ready list, */
+	bool		held;			/* or held back behind its key (then too) */
+	bool		keyed;			/* of a key of an ordered topic */
+	uint64		keyhash;		/* then: outbox_key_hash(tenant, key) */
 	int32		attempts;		/* attempts made before this lease */
 	TimestampTz created_at;		/* the event's, or 0 (latency metrics) */
 	bool		leased;			/* out: a lease was made */
+	bool		member_new;		/* out: keyed, and not its key's member before */
 	int32		attempt;		/* out: of the lease made */
 } OutboxCandidate;
 
@@ -145,7 +150,10 @@ typedef struct OutboxScanEnd
 	TimestampTz expires_at;
 	OutboxCandidate *cand;		/* ready events, retries, then the log's */
 	int			ncand;
-	const int64 *junk;			/* ready ids whose event is gone */
+	int			batch;			/* lease at most this many */
+	const int64 *junk;			/* ready ids whose event is gone, */
+	const bool *junk_held;		/* held back behind their key, */
+	const uint64 *junk_hashes;	/* which */
 	int			njunk;
 	Snapshot	snap;			/* the log scan's, or NULL if it did not run */
 	OutboxScanView seen;		/* the topic as the scan found it */
@@ -156,16 +164,25 @@ typedef struct OutboxScanEnd
 	int			nleased;
 	bool		full;			/* the lease hash is full */
 	bool		capped;			/* the topic holds its share of leases */
+	bool		keys_full;		/* no room to hold an event behind its key */
+	int			nheld;			/* events held back behind their key */
 } OutboxScanEnd;
 
 extern int	outbox_topic_acquire(int32 topic_id, int64 incarnation);
 extern bool outbox_scan_begin(int topic, int32 topic_id, int64 incarnation,
-							  bool *initialized);
+							  bool ordered, bool *initialized);
 extern void outbox_scan_view(int topic, OutboxScanView *view);
 extern int64 outbox_topic_watermark(int topic);
 extern void outbox_topic_init_scan(int topic, int64 watermark, int64 bound);
-extern int	outbox_topic_ready_ids(int topic, int64 *ids, int max);
+extern int	outbox_topic_ready_ids(int topic, int64 *ids, bool *held,
+								   uint64 *hashes, int max);
 extern void outbox_entries_held(const int64 *ids, int n, bool *held);
+extern void outbox_keys_blocked(int topic, const uint64 *hashes,
+								const int64 *ids, int n, bool *blocked);
+extern bool outbox_keys_load(int topic, const int64 *ids,
+							 const uint64 *hashes, int n);
+extern int	outbox_key_waiting_add(int32 topic_id, int64 incarnation,
+								   int64 id, uint64 hash);
 extern void outbox_scan_end(OutboxScanEnd *s);
 extern void outbox_scan_abandon(int topic);
 extern int	outbox_retry_leases_verify(int topic, const pg_uuid_t *token,
@@ -189,7 +206,8 @@ typedef enum OutboxOpKind
 	OP_CLAIMED,					/* a lease made by this transaction */
 	OP_ACK,						/* an ack: the lease ends at commit */
 	OP_FINISH,					/* a nack, dead letter or reap: ends at commit */
-	OP_EXTENDED					/* nothing to undo */
+	OP_EXTENDED,				/* nothing to undo */
+	OP_WAITING					/* a keyed event made to wait: gone at abort */
 } OutboxOpKind;
 
 /* An operation of the transaction on a lease */
@@ -202,6 +220,7 @@ typedef struct OutboxOp
 	SubTransactionId subid;
 	pg_uuid_t	token;
 	TimestampTz retry_at;		/* OP_FINISH: the event's retry row time */
+	uint64		keyhash;		/* OP_WAITING: the event's key */
 } OutboxOp;
 
 /* A count this transaction makes at commit (metrics) */
@@ -234,6 +253,7 @@ extern int	outbox_offer_slot_register(int32 topic_id, int64 incarnation,
 									   TransactionId xid, int *slot_index,
 									   bool *lo_pending);
 extern void outbox_offer_slot_set_lo_any(int64 event_id);
+extern void outbox_offer_slot_set_lo(int slot_index, int64 event_id);
 extern void outbox_offer_slot_reset(void);
 extern void outbox_offers_settle(const OutboxTopicChange *c, bool commit);
 extern void outbox_topic_settle(const OutboxTopicChange *c);

@@ -26,6 +26,8 @@ extern void outbox_require_writable(const char *function);
 extern void outbox_random_uuid(pg_uuid_t *uuid);
 extern int64 *outbox_int8_array(ArrayType *arr, const char *argname, int *n);
 extern int64 outbox_backoff_usec(const OutboxTopicInfo *info, int attempt);
+extern uint64 outbox_key_hash(const char *tenant, int tenant_len,
+							  const char *key, int key_len);
 extern bool outbox_column_attnums(TupleDesc desc, const char *const *names,
 								  int n, AttrNumber *attnums);
 

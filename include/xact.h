@@ -20,7 +20,8 @@ extern void outbox_xact_init(void);
 extern void outbox_xact_reserve_ops(int n);
 extern void outbox_xact_add_lease_op(OutboxOpKind kind, int64 event_id, int topic,
 									 TimestampTz retry_at, const pg_uuid_t *token);
-extern void outbox_xact_offer_register(int32 topic_id, int64 incarnation);
+extern void outbox_xact_offer_register(int32 topic_id, int64 incarnation,
+									   bool ordered);
 extern void outbox_xact_offered(int32 topic_id, int64 incarnation,
 								int64 event_id, bool delayed,
 								TimestampTz available_at);
@@ -31,6 +32,10 @@ extern void outbox_xact_set_watermark(int32 topic_id, int64 incarnation,
 									  int64 watermark);
 extern void outbox_xact_retry_changed(int32 topic_id, TimestampTz when);
 extern void outbox_xact_keep_lease(int64 event_id);
+extern void outbox_xact_finish_retry(int64 event_id, TimestampTz retry_at);
+extern void outbox_xact_key_waiting(int32 topic_id, int64 incarnation,
+									const char *name, int64 event_id,
+									uint64 keyhash);
 extern void outbox_xact_scan_begin(int topic);
 extern void outbox_xact_scan_end(void);
 extern void outbox_xact_count(int32 topic_id, int64 incarnation,

@@ -97,6 +97,12 @@ static const char *retry_due_sql =
 "WHERE r.topic_id = $1 AND r.available_at <= $2 "
 "ORDER BY r.available_at, r.event_id LIMIT $3";
 
+/*
+ * How many events of keys held back by an earlier event one claim of an
+ * ordered topic reads past, at most, to fill its batch from other keys.
+ */
+#define OUTBOX_HOLD_PER_CLAIM	1024
+
 typedef struct ClaimState
 {
 	OutboxTopicInfo *info;
@@ -104,20 +110,37 @@ typedef struct ClaimState
 	OutboxCandidate *cand;		/* what may be leased (shmem.h), */
 	OutboxEventRow *rows;		/* and its rows */
 	int			ncand;
+	int			maxcand;		/* room in cand and rows */
 	int			batch;
 	OutboxLogScan *ls;			/* the log's partitions, opened and locked */
 } ClaimState;
 
 static void
 add_candidate(ClaimState *cs, const OutboxEventRow *row, uint8 source,
-			  bool from_ready, int32 attempts)
+			  bool from_ready, bool held, int32 attempts)
 {
 	OutboxCandidate *c = &cs->cand[cs->ncand];
 
+	Assert(cs->ncand < cs->maxcand);
 	cs->rows[cs->ncand++] = *row;
 	c->id = row->id;
 	c->source = source;
 	c->from_ready = from_ready;
+	c->held = held;
+	c->keyed = false;
+	c->keyhash = 0;
+	if (cs->info->ordered && !row->nulls[EV_KEY])
+	{
+		text	   *key = DatumGetTextPP(row->values[EV_KEY]);
+		text	   *tenant = row->nulls[EV_TENANT] ? NULL :
+			DatumGetTextPP(row->values[EV_TENANT]);
+
+		c->keyed = true;
+		c->keyhash = outbox_key_hash(tenant ? VARDATA_ANY(tenant) : NULL,
+									 tenant ? VARSIZE_ANY_EXHDR(tenant) : 0,
+									 VARDATA_ANY(key), VARSIZE_ANY_EXHDR(key));
+	}
+	c->member_new = false;
 	c->attempts = attempts;
 	c->created_at = row->nulls[EV_CREATED_AT] ? 0 :
 		DatumGetTimestampTz(row->values[EV_CREATED_AT]);
@@ -153,6 +176,70 @@ durable_watermark(ClaimState *cs, Snapshot snap)
 		return 0;
 	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
 									   SPI_tuptable->tupdesc, 1, &isnull));
+}
+
+/* Shared memory has no room to follow more events of ordered topics. */
+static void
+keys_full_error(ClaimState *cs)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+			 errmsg("too many events of ordered topics are leased, waiting or held back"),
+			 errdetail("Shared memory follows at most %d such events (outbox.max_ordered_events) of at most %d keys (outbox.max_ordered_keys); topic \"%s\" needs more.",
+					   outbox_max_ordered_events, outbox_max_ordered_keys,
+					   cs->info->name),
+			 errhint("Ack the leased events of ordered topics, or raise outbox.max_ordered_events or outbox.max_ordered_keys and restart the server.")));
+}
+
+/*
+ * An ordered topic's events waiting in outbox.retry (retries, delayed
+ * offers, redrives) hold their keys back: before its first claim since
+ * the server started, they become members of their keys in shared memory.
+ * Events of its keys made to wait later do so themselves (a lease's end,
+ * outbox_xact_key_waiting).
+ */
+static void
+load_waiting_keys(ClaimState *cs, Snapshot snap)
+{
+	static const Oid types[1] = {INT4OID};
+	Datum		values[1];
+	int			rc;
+	int64	   *ids;
+	uint64	   *hashes;
+	int			n;
+
+	values[0] = Int32GetDatum(cs->info->topic_id);
+	rc = SPI_execute_snapshot(outbox_plan(PLAN_WAITING_KEYS,
+										  "SELECT r.event_id, e.tenant, e.key FROM outbox.retry r "
+										  "JOIN outbox.event e ON e.topic_id OPERATOR(pg_catalog.=) r.topic_id "
+										  " AND e.id OPERATOR(pg_catalog.=) r.event_id "
+										  "WHERE r.topic_id OPERATOR(pg_catalog.=) $1 AND e.key IS NOT NULL "
+										  "ORDER BY r.event_id",
+										  1, types),
+							  values, NULL, snap, InvalidSnapshot, true, false, 0);
+	outbox_spi_check(rc, SPI_OK_SELECT, "claim");
+	if (SPI_processed > (uint64) outbox_max_ordered_events)
+		keys_full_error(cs);
+	n = (int) SPI_processed;
+	ids = palloc(sizeof(int64) * Max(1, n));
+	hashes = palloc(sizeof(uint64) * Max(1, n));
+	for (int i = 0; i < n; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+		bool		tnull;
+		Datum		tenant = SPI_getbinval(tup, desc, 2, &tnull);
+		text	   *key = DatumGetTextPP(SPI_getbinval(tup, desc, 3, &isnull));
+		text	   *tt = tnull ? NULL : DatumGetTextPP(tenant);
+
+		ids[i] = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+		hashes[i] = outbox_key_hash(tt ? VARDATA_ANY(tt) : NULL,
+									tt ? VARSIZE_ANY_EXHDR(tt) : 0,
+									VARDATA_ANY(key), VARSIZE_ANY_EXHDR(key));
+	}
+	if (!outbox_keys_load(cs->topic, ids, hashes, n))
+		keys_full_error(cs);
 }
 
 /*
@@ -201,27 +288,65 @@ topic_init(ClaimState *cs)
 			bound = DatumGetInt64(d);
 	}
 
+	if (cs->info->ordered)
+		load_waiting_keys(cs, snap);
 	outbox_topic_init_scan(cs->topic, watermark, bound);
 }
 
-/* Events handed back: fetch them, oldest first. */
+/* An event to hand out again, as the topic's shared state names it */
+typedef struct ReadyId
+{
+	int64		id;
+	bool		held;			/* held back behind its key */
+	uint64		hash;			/* then: the key */
+} ReadyId;
+
+static int
+ready_id_cmp(const void *a, const void *b)
+{
+	int64		x = ((const ReadyId *) a)->id;
+	int64		y = ((const ReadyId *) b)->id;
+
+	return x < y ? -1 : (x > y ? 1 : 0);
+}
+
+/*
+ * Events to hand out again (handed back, or held back behind a key that
+ * may move now): fetch them, oldest first.  Ids whose event is gone go to
+ * s's junk.
+ */
 static void
-take_ready(ClaimState *cs, int64 **junk, int *njunk)
+take_ready(ClaimState *cs, OutboxScanEnd *s)
 {
 	static const Oid types[2] = {INT4OID, INT8ARRAYOID};
 	int64	   *ready = palloc(sizeof(int64) * cs->batch);
+	bool	   *held = palloc(sizeof(bool) * cs->batch);
+	uint64	   *hashes = palloc(sizeof(uint64) * cs->batch);
+	ReadyId    *r;
+	int64	   *junk;
+	bool	   *junk_held;
+	uint64	   *junk_hashes;
 	Datum	   *ids;
 	int			nids;
 	Datum		values[2];
 	int			rc;
+	int			i;
 
-	nids = outbox_topic_ready_ids(cs->topic, ready, cs->batch);
-	*njunk = 0;
+	s->njunk = 0;
+	nids = outbox_topic_ready_ids(cs->topic, ready, held, hashes, cs->batch);
 	if (nids == 0)
 		return;
+	r = palloc(sizeof(ReadyId) * nids);
 	ids = palloc(sizeof(Datum) * nids);
-	for (int i = 0; i < nids; i++)
-		ids[i] = Int64GetDatum(ready[i]);
+	for (i = 0; i < nids; i++)
+	{
+		r[i].id = ready[i];
+		r[i].held = held[i];
+		r[i].hash = hashes[i];
+	}
+	qsort(r, nids, sizeof(ReadyId), ready_id_cmp);
+	for (i = 0; i < nids; i++)
+		ids[i] = Int64GetDatum(r[i].id);
 
 	values[0] = Int32GetDatum(cs->info->topic_id);
 	values[1] = PointerGetDatum(construct_array(ids, nids, INT8OID, 8,
@@ -231,45 +356,56 @@ take_ready(ClaimState *cs, int64 **junk, int *njunk)
 							  true, false, 0);
 	outbox_spi_check(rc, SPI_OK_SELECT, "claim");
 
-	/* ids whose event is gone (offered in a rolled-back subtransaction) */
-	*junk = palloc(sizeof(int64) * nids);
-	for (int i = 0; i < nids; i++)
-	{
-		int64		id = DatumGetInt64(ids[i]);
-		bool		present = false;
-
-		for (uint64 j = 0; j < SPI_processed; j++)
-		{
-			bool		isnull;
-
-			if (DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[j],
-											SPI_tuptable->tupdesc, EV_ID + 1,
-											&isnull)) == id)
-			{
-				present = true;
-				break;
-			}
-		}
-		if (!present)
-			(*junk)[(*njunk)++] = id;
-	}
+	/*
+	 * Both in id order: the ids without a row are junk (an event offered in
+	 * a rolled-back subtransaction).
+	 */
+	junk = palloc(sizeof(int64) * nids);
+	junk_held = palloc(sizeof(bool) * nids);
+	junk_hashes = palloc(sizeof(uint64) * nids);
+	i = 0;
 	for (uint64 j = 0; j < SPI_processed; j++)
 	{
 		OutboxEventRow row;
 
 		spi_row(SPI_tuptable->vals[j], SPI_tuptable->tupdesc, &row);
-		add_candidate(cs, &row, SRC_MAIN, true, -1);
+		for (; i < nids && r[i].id < row.id; i++)
+		{
+			junk_held[s->njunk] = r[i].held;
+			junk_hashes[s->njunk] = r[i].hash;
+			junk[s->njunk++] = r[i].id;
+		}
+		if (i < nids && r[i].id == row.id)
+		{
+			add_candidate(cs, &row, SRC_MAIN, true, r[i].held,
+						  r[i].held ? 0 : -1);
+			i++;
+		}
 	}
+	for (; i < nids; i++)
+	{
+		junk_held[s->njunk] = r[i].held;
+		junk_hashes[s->njunk] = r[i].hash;
+		junk[s->njunk++] = r[i].id;
+	}
+	s->junk = junk;
+	s->junk_held = junk_held;
+	s->junk_hashes = junk_hashes;
 }
 
 /* Events due in outbox.retry that nobody holds.  Returns true if exhausted. */
 static bool
-take_retry(ClaimState *cs, TimestampTz now, int nretry_leases)
+take_retry(ClaimState *cs, TimestampTz now, const OutboxScanView *seen)
 {
 	static const Oid types[3] = {INT4OID, TIMESTAMPTZOID, INT4OID};
 	Datum		values[3];
 	int			want = cs->batch - cs->ncand;
-	int			limit = want + nretry_leases;
+
+	/*
+	 * Rows of leased events are stepped over, and so, in an ordered topic,
+	 * may be those of keys held back by an earlier event.
+	 */
+	int			limit = want + seen->nretry_leases + seen->nwaiting;
 	int			rc;
 	SPITupleTable *tt;
 	uint64		n;
@@ -305,7 +441,7 @@ take_retry(ClaimState *cs, TimestampTz now, int nretry_leases)
 		if (held[i])
 			continue;
 		spi_row(tt->vals[i], tt->tupdesc, &row);
-		add_candidate(cs, &row, SRC_RETRY, false,
+		add_candidate(cs, &row, SRC_RETRY, false, false,
 					  DatumGetInt32(SPI_getbinval(tt->vals[i], tt->tupdesc,
 												  COL_ATTEMPTS, &isnull)));
 	}
@@ -449,6 +585,35 @@ settled_forget(int32 topic_id)
 }
 
 /*
+ * Of the keyed candidates cand[from..from+n) just read from an ordered
+ * topic's log, how many have nothing earlier of their key out, waiting or
+ * held back: those the claim may lease.  The others are held back when the
+ * claim ends; the scan reads on past them to fill its batch.
+ */
+static int
+keys_free(ClaimState *cs, int from, int n)
+{
+	uint64	   *hashes = palloc(sizeof(uint64) * n);
+	int64	   *ids = palloc(sizeof(int64) * n);
+	bool	   *blocked = palloc(sizeof(bool) * n);
+	int			nfree = 0;
+
+	for (int i = 0; i < n; i++)
+	{
+		hashes[i] = cs->cand[from + i].keyhash;
+		ids[i] = cs->cand[from + i].id;
+	}
+	outbox_keys_blocked(cs->topic, hashes, ids, n, blocked);
+	for (int i = 0; i < n; i++)
+		if (!blocked[i])
+			nfree++;
+	pfree(hashes);
+	pfree(ids);
+	pfree(blocked);
+	return nfree;
+}
+
+/*
  * Scan the log upward from pos with the given snapshot, through the
  * partitions' indexes (logscan.c).  Returns the new scan position: the
  * highest id examined.  Below recovery_until (after a restart) the scan
@@ -462,6 +627,8 @@ scan_log(ClaimState *cs, Snapshot snap, int64 pos, int64 recovery_until,
 	OutboxSkipList skip;
 	bool		recovering = pos < recovery_until;
 	OutboxEventRow row;
+	int			nfree = cs->ncand;	/* candidates not held back */
+	int			npending = 0;	/* keyed ones not looked at yet */
 
 	if (recovering)
 	{
@@ -480,7 +647,7 @@ scan_log(ClaimState *cs, Snapshot snap, int64 pos, int64 recovery_until,
 		settled_forget(cs->info->topic_id);
 
 	outbox_logscan_begin(ls, snap, cs->info->topic_id, pos);
-	while (cs->ncand < cs->batch)
+	while (nfree < cs->batch && cs->ncand < cs->maxcand)
 	{
 		CHECK_FOR_INTERRUPTS();
 		if (!outbox_logscan_next(ls, &row, recovering ? &skip : NULL))
@@ -491,8 +658,15 @@ scan_log(ClaimState *cs, Snapshot snap, int64 pos, int64 recovery_until,
 				pos = Max(pos, recovery_until);
 			break;
 		}
-		add_candidate(cs, &row, SRC_MAIN, false, 0);
+		add_candidate(cs, &row, SRC_MAIN, false, false, 0);
 		pos = row.id;
+		if (!cs->cand[cs->ncand - 1].keyed)
+			nfree++;
+		else if (++npending >= cs->batch - nfree)
+		{
+			nfree += keys_free(cs, cs->ncand - npending, npending);
+			npending = 0;
+		}
 	}
 	outbox_logscan_end(ls);
 	return pos;
@@ -581,18 +755,15 @@ scan_lock_tag(ClaimState *cs, LOCKTAG *tag)
 static void
 claim_read(ClaimState *cs, bool initialized, OutboxScanEnd *s)
 {
-	int64	   *junk = NULL;
-
 	if (!initialized)
 		topic_init(cs);
 
-	take_ready(cs, &junk, &s->njunk);
-	s->junk = junk;
+	take_ready(cs, s);
 	outbox_scan_view(cs->topic, &s->seen);
 
 	if (cs->ncand < cs->batch && s->seen.next_retry_at <= s->now)
 	{
-		s->retry_exhausted = take_retry(cs, s->now, s->seen.nretry_leases);
+		s->retry_exhausted = take_retry(cs, s->now, &s->seen);
 		/*
 		 * Remember when the next retry falls due, but look again within a
 		 * second whatever it says, so that no change to outbox.retry can
@@ -639,6 +810,7 @@ claim_once(ClaimState *cs, pg_uuid_t *token, TimestampTz expires_at)
 	s.token = token;
 	s.now = GetCurrentTimestamp();
 	s.expires_at = expires_at;
+	s.batch = cs->batch;
 
 	scan_lock_tag(cs, &tag);
 	(void) LockAcquire(&tag, ExclusiveLock, false, false);
@@ -646,7 +818,7 @@ claim_once(ClaimState *cs, pg_uuid_t *token, TimestampTz expires_at)
 	/* 1. the slot is still the topic's, and it is being scanned */
 	outbox_xact_scan_begin(cs->topic);
 	if (!outbox_scan_begin(cs->topic, cs->info->topic_id, cs->info->incarnation,
-						   &initialized))
+						   cs->info->ordered, &initialized))
 	{
 		/* the slot was given to another topic meanwhile */
 		outbox_xact_scan_end();
@@ -676,6 +848,9 @@ claim_once(ClaimState *cs, pg_uuid_t *token, TimestampTz expires_at)
 	LockRelease(&tag, ExclusiveLock, false);
 
 	nleased = verify_retry_leases(cs, token, s.now, s.nleased);
+
+	if (s.keys_full && nleased == 0)
+		keys_full_error(cs);
 
 	if (s.full && nleased == 0)
 		ereport(ERROR,
@@ -897,8 +1072,6 @@ outbox_claim(PG_FUNCTION_ARGS)
 	cs.info = &info;
 	cs.topic = -1;
 	cs.batch = batch;
-	cs.cand = palloc(sizeof(OutboxCandidate) * batch);
-	cs.rows = palloc(sizeof(OutboxEventRow) * batch);
 
 	deadline = GetCurrentTimestamp() + wait_usec;
 	sub = (wait_usec > 0);
@@ -908,6 +1081,9 @@ outbox_claim(PG_FUNCTION_ARGS)
 	SPI_connect();
 	outbox_lock_topic(name, AccessShareLock);
 	outbox_lookup_topic(name, &info);
+	cs.maxcand = batch + (info.ordered ? OUTBOX_HOLD_PER_CLAIM : 0);
+	cs.cand = palloc(sizeof(OutboxCandidate) * cs.maxcand);
+	cs.rows = palloc(sizeof(OutboxEventRow) * cs.maxcand);
 	if (info.wal)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),

@@ -173,28 +173,63 @@ outbox_redrive(PG_FUNCTION_ARGS)
 					 "  ON CONFLICT (event_id) DO NOTHING), "
 					 "l AS (INSERT INTO outbox.redrive_log (event_id, topic_id, reason, redriven_by) "
 					 "  SELECT d.id, d.topic_id, $2, $3 FROM d) "
-					 "SELECT d.topic_id, count(*)::integer, "
-					 "  (SELECT t.incarnation FROM outbox.topic t WHERE t.topic_id = d.topic_id) "
-					 "FROM d GROUP BY d.topic_id",
+					 "SELECT d.topic_id, d.id, d.tenant, d.key, t.incarnation, t.ordered, t.name "
+					 "FROM d LEFT JOIN outbox.topic t ON t.topic_id OPERATOR(pg_catalog.=) d.topic_id "
+					 "ORDER BY d.topic_id, d.id",
 					 4, types, values, nulls, false, 0);
 	outbox_spi_check(rc, SPI_OK_SELECT, "redrive");
 
+	count = (int) SPI_processed;
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
 		bool		isnull;
-		int32		topic_id = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[i],
-														   SPI_tuptable->tupdesc, 1, &isnull));
-		int32		nback = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[i],
-														SPI_tuptable->tupdesc, 2, &isnull));
-		int64		incarnation = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i],
-															  SPI_tuptable->tupdesc, 3, &isnull));
+		bool		no_topic;
+		int32		topic_id = DatumGetInt32(SPI_getbinval(tup, desc, 1, &isnull));
+		int64		id = DatumGetInt64(SPI_getbinval(tup, desc, 2, &isnull));
+		int64		incarnation = DatumGetInt64(SPI_getbinval(tup, desc, 5, &no_topic));
+		bool		last_of_topic;
 
-		count += nback;
-		if (outbox_shmem_available())
+		if (!outbox_shmem_available() || no_topic)
+			continue;
+
+		/* a redriven event of an ordered topic goes first among its key's */
+		if (DatumGetBool(SPI_getbinval(tup, desc, 6, &isnull)))
 		{
+			bool		tnull;
+			bool		knull;
+			Datum		tenant = SPI_getbinval(tup, desc, 3, &tnull);
+			Datum		key = SPI_getbinval(tup, desc, 4, &knull);
+
+			if (!knull)
+			{
+				text	   *k = DatumGetTextPP(key);
+				text	   *t = tnull ? NULL : DatumGetTextPP(tenant);
+
+				outbox_xact_key_waiting(topic_id, incarnation,
+										TextDatumGetCString(SPI_getbinval(tup, desc, 7, &isnull)),
+										id,
+										outbox_key_hash(t ? VARDATA_ANY(t) : NULL,
+														t ? VARSIZE_ANY_EXHDR(t) : 0,
+														VARDATA_ANY(k), VARSIZE_ANY_EXHDR(k)));
+			}
+		}
+
+		/* the counts, once per topic */
+		last_of_topic = (i + 1 == SPI_processed ||
+						 DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[i + 1], desc, 1,
+													 &isnull)) != topic_id);
+		if (last_of_topic)
+		{
+			int			nback = 1;
+
+			for (uint64 j = i; j > 0 &&
+				 DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[j - 1], desc, 1,
+											 &isnull)) == topic_id; j--)
+				nback++;
 			outbox_xact_retry_changed(topic_id, GetCurrentTimestamp());
-			if (!isnull)
-				outbox_xact_count(topic_id, incarnation, COUNT_REDRIVEN, nback);
+			outbox_xact_count(topic_id, incarnation, COUNT_REDRIVEN, nback);
 		}
 	}
 	SPI_finish();

@@ -66,7 +66,7 @@ mark_settling(int64 *ids, int n, pg_uuid_t *token, OutboxOpKind kind,
 	int			nout;
 
 	outbox_xact_reserve_ops(n);
-	nout = outbox_lease_mark_settling(ids, n, token, out);
+	nout = outbox_lease_mark_settling(ids, n, token, kind == OP_ACK, out);
 	for (int i = 0; i < nout; i++)
 		outbox_xact_add_lease_op(kind, out[i].id, out[i].topic, 0, token);
 	return nout;
@@ -263,6 +263,7 @@ outbox_nack(PG_FUNCTION_ARGS)
 			delay_usec = outbox_backoff_usec(&info, s.attempt);
 		at = GetCurrentTimestamp() + delay_usec;
 		outbox_schedule_retry(id, info.topic_id, s.attempt, at, error);
+		outbox_xact_finish_retry(id, at);
 		outbox_xact_retry_changed(s.topic_id, at);
 		result = "retry";
 	}

@@ -194,7 +194,7 @@ outbox_offer_one(OutboxOffer *o)
 
 	/* Announce the offer before drawing an id: see outbox.h. */
 	if (shared && !delayed)
-		outbox_xact_offer_register(info.topic_id, info.incarnation);
+		outbox_xact_offer_register(info.topic_id, info.incarnation, info.ordered);
 	else if (info.wal)
 		(void) GetTopTransactionId();	/* walsync.c: an xid before the id */
 
@@ -209,6 +209,18 @@ outbox_offer_one(OutboxOffer *o)
 			SPI_finish();
 			return existing;
 		}
+	}
+
+	/* a delayed event of an ordered topic holds its key back at once */
+	if (delayed && shared && info.ordered && o->key != (Datum) 0)
+	{
+		text	   *key = DatumGetTextPP(o->key);
+
+		outbox_xact_key_waiting(info.topic_id, info.incarnation, info.name, id,
+								outbox_key_hash(o->tenant,
+												o->tenant ? (int) strlen(o->tenant) : 0,
+												VARDATA_ANY(key),
+												VARSIZE_ANY_EXHDR(key)));
 	}
 
 	{
@@ -397,7 +409,7 @@ outbox_offer_batch(PG_FUNCTION_ARGS)
 	shared = offer_prepare(name, &tenant, &info);
 	check_wal_offer(&info, false);
 	if (shared)
-		outbox_xact_offer_register(info.topic_id, info.incarnation);
+		outbox_xact_offer_register(info.topic_id, info.incarnation, info.ordered);
 	else if (info.wal)
 		(void) GetTopTransactionId();	/* walsync.c: an xid before the ids */
 

@@ -28,6 +28,8 @@ PG_MODULE_MAGIC;
 int			outbox_max_leases = 65536;
 int			outbox_max_leases_per_topic = 0;
 int			outbox_max_topics = 256;
+int			outbox_max_ordered_keys = 16384;
+int			outbox_max_ordered_events = 65536;
 bool		outbox_enabled = true;
 int			outbox_reap_interval = 1000;
 int			outbox_maintenance_interval = 600;
@@ -92,6 +94,20 @@ _PG_init(void)
 								NULL,
 								&outbox_max_topics,
 								256, 1, 65536,
+								PGC_POSTMASTER, 0,
+								NULL, NULL, NULL);
+		DefineCustomIntVariable("outbox.max_ordered_keys",
+								"Keys of ordered topics, over all databases, that can have events leased, waiting or held back at once.",
+								"Each takes about 100 bytes of shared memory.",
+								&outbox_max_ordered_keys,
+								16384, 128, 16 * 1024 * 1024,
+								PGC_POSTMASTER, 0,
+								NULL, NULL, NULL);
+		DefineCustomIntVariable("outbox.max_ordered_events",
+								"Events of ordered topics, over all databases, that shared memory follows at once: leased, waiting for a retry, or held back behind an earlier event of their key.",
+								"Each takes about 12 bytes of shared memory, plus 64 bytes per key.",
+								&outbox_max_ordered_events,
+								65536, 1024, 64 * 1024 * 1024,
 								PGC_POSTMASTER, 0,
 								NULL, NULL, NULL);
 	}

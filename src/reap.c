@@ -319,8 +319,11 @@ hand_back(Expired *expired, int from, int to, TimestampTz now, bool alone,
 				outbox_xact_count(x->topic_id, info.incarnation, COUNT_DEAD_LETTERED, 1);
 			}
 			else
+			{
 				outbox_schedule_retry(x->id, x->topic_id, x->attempt, now,
 									  "lease expired");
+				outbox_xact_finish_retry(x->id, now);
+			}
 			outbox_xact_count(x->topic_id, info.incarnation, COUNT_EXPIRED, 1);
 		}
 		ReleaseCurrentSubTransaction();
@@ -393,7 +396,7 @@ outbox_do_reap(void)
 	outbox_xact_reserve_ops(max);
 	nexpired = outbox_leases_mark_expired(now, expired, max);
 	for (int i = 0; i < nexpired; i++)
-		outbox_xact_add_lease_op(OP_FINISH, expired[i].id, expired[i].topic, now,
+		outbox_xact_add_lease_op(OP_FINISH, expired[i].id, expired[i].topic, 0,
 								 &expired[i].token);
 
 	SPI_connect();

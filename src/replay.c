@@ -154,7 +154,7 @@ outbox_replay(PG_FUNCTION_ARGS)
 		SPITupleTable *tt;
 
 		if (shared)
-			outbox_xact_offer_register(ids[k], incarnations[k]);
+			outbox_xact_offer_register(ids[k], incarnations[k], true);
 		values[0] = Int32GetDatum(ids[k]);
 		rc = outbox_exec(PLAN_REPLAY, replay_sql, 5, types, values, nulls, false, 0);
 		outbox_spi_check(rc, SPI_OK_INSERT_RETURNING, "replay");

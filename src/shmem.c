@@ -23,6 +23,21 @@
  *	  of up to outbox.metrics_topics topics (metrics.h) in a pool that
  *	  counters take from on first use and give back when they go.
  *
+ *	  An ordered topic keeps, per key with an event leased, waiting in
+ *	  outbox.retry or held back behind an earlier one, the ids of those
+ *	  events in id order (OutboxKey, a hash keyed by (slot, key hash), with
+ *	  the ids in chunks of a fixed pool).  A claim leases an event of a key
+ *	  only if every event of the key below it is leased by the same claim;
+ *	  one it may not lease is held back as a member of its key, and handed
+ *	  out from there when the key becomes "runnable" (nothing leased, a held
+ *	  event first).  The ends of leases move the keys: an ack or a dead
+ *	  letter removes its event, a failure into outbox.retry leaves it
+ *	  waiting and hands the later events of its key in the same lease back.
+ *	  Events waiting in outbox.retry are loaded before a topic's first claim
+ *	  after a restart (claim.c); a delayed offer or a redrive adds its event
+ *	  when it is made, and its abort removes it.  A topic with keys keeps its
+ *	  slot.  The state lock protects all of it, as it does the rest.
+ *
  * LOCKING
  *
  *	  Locking: one LWLock, the state lock (tranche "outbox_state"),
@@ -132,6 +147,11 @@ typedef struct OutboxTopic
 	int			nsettled;
 	int			nretry_leases;	/* leases whose event sits in outbox.retry */
 	int			ninflight;		/* offer slots that name this topic */
+	bool		ordered;		/* an ordered topic (its keys below) */
+	dlist_head	keys;			/* OutboxKey of this topic */
+	dlist_head	runnable;		/* OutboxKey whose next event may go out */
+	int			nkeys;
+	int			nwaiting;		/* key members waiting in outbox.retry */
 	ConditionVariable cv;		/* claims waiting for events */
 	pg_atomic_uint64 wakes;		/* times cv was broadcast (outbox_topic_wake) */
 } OutboxTopic;
@@ -176,8 +196,59 @@ typedef struct OutboxEntry
 	TimestampTz created_at;		/* the event's, for the latency metrics */
 	int			owner;			/* pgprocno of the claiming backend */
 	bool		release_on_exit;	/* owner set outbox.release_on_disconnect */
+	bool		keyed;			/* an event of a key of an ordered topic */
+	uint64		keyhash;		/* then: its key (outbox_key_hash) */
 	dlist_node	node;			/* in the topic's leases or ready list */
 } OutboxEntry;
+
+/*
+ * The keys of ordered topics.  A key that has an event leased, waiting in
+ * outbox.retry, or held back behind an earlier one, has an OutboxKey, with
+ * those events ("members") in id order in a list of small chunks.  An
+ * event of the key may go out only when every member below it is leased
+ * under the same claim (key_may_lease).  A key is "runnable" when none of
+ * its members is leased and the first is held back: claims take the held
+ * events from the head of runnable keys, a run of them at a time.
+ */
+typedef enum OutboxMemberState
+{
+	MEMBER_LEASED = 1,
+	MEMBER_WAITING,				/* in outbox.retry: a retry, delay or redrive */
+	MEMBER_HELD					/* in the log, passed by the scan, held back */
+} OutboxMemberState;
+
+#define KEY_CHUNK_IDS	6
+
+typedef struct OutboxKeyChunk
+{
+	int32		next;			/* the key's next chunk, or the next free one */
+	int16		n;				/* ids[0..n) are in use, ascending */
+	uint8		state[KEY_CHUNK_IDS];	/* OutboxMemberState */
+	int64		ids[KEY_CHUNK_IDS];
+} OutboxKeyChunk;
+
+typedef struct OutboxKeyTag
+{
+	int32		topic;			/* the topic's slot */
+	uint32		pad;			/* always zero */
+	uint64		hash;			/* outbox_key_hash(tenant, key) */
+} OutboxKeyTag;
+
+typedef struct OutboxKey
+{
+	OutboxKeyTag tag;
+	int32		first;			/* chunks, or -1 */
+	int32		last;
+	int32		nmembers;
+	int32		nleased;		/* members in state MEMBER_LEASED */
+	bool		runnable;		/* in its topic's runnable list */
+	bool		run_valid;		/* every member up to the one at run_chunk, */
+	int16		run_at;			/* run_at is leased under run_token, and no */
+	int32		run_chunk;		/* member has moved since */
+	pg_uuid_t	run_token;
+	dlist_node	topic_node;		/* in its topic's keys */
+	dlist_node	run_node;		/* in its topic's runnable list */
+} OutboxKey;
 
 /*
  * What an offering transaction announces, per backend.  lo is a lower bound
@@ -213,12 +284,17 @@ typedef struct OutboxShared
 	OutboxLatency *latencies;	/* outbox.metrics_topics of them */
 	int			nlatencies;
 	int32		latency_free;	/* first free one, or -1 */
+	OutboxKeyChunk *chunks;		/* the key members' chunks */
+	int32		nchunks;
+	int32		chunk_free;		/* first free chunk, or -1 */
+	int64		nmembers;		/* members of all keys */
 } OutboxShared;
 
 static OutboxShared *outbox_shared = NULL;
 static HTAB *outbox_entries = NULL;
 static HTAB *topic_index = NULL;	/* (dbid, topic_id) -> slot */
 static HTAB *topic_counters = NULL; /* OutboxCounters */
+static HTAB *outbox_keys = NULL;	/* OutboxKey */
 
 /*
  * Functions that run with the shared state lock held, used before their
@@ -236,6 +312,12 @@ static int	outbox_counters_copy(OutboxCounters *out, int max);
 static int	outbox_counters_copy_latency(OutboxCounters *out, int max,
 										 OutboxLatency *lat, int maxlat);
 static void outbox_counters_reset(void);
+static OutboxKey *key_find(int topic, uint64 hash);
+static void keys_clear_locked(OutboxTopic *t);
+static bool key_leased_below(OutboxKey *k, int64 id, const pg_uuid_t *token);
+static int64 key_first_held(OutboxKey *k);
+static bool key_below_marked(OutboxKey *k, int64 id, const pg_uuid_t *token,
+							 const int64 *marked, int n);
 
 typedef struct TopicIndexEntry
 {
@@ -251,6 +333,17 @@ static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 
 #define STATE_TRANCHE "outbox_state"
 
+/*
+ * Chunks enough for every member, with chunks half full, and for every key
+ * to have one of its own.
+ */
+static int32
+key_chunk_count(void)
+{
+	return outbox_max_ordered_keys +
+		outbox_max_ordered_events / (KEY_CHUNK_IDS / 2) + 1;
+}
+
 static Size
 outbox_fixed_size(void)
 {
@@ -260,6 +353,7 @@ outbox_fixed_size(void)
 	size = add_size(size, mul_size(outbox_max_topics, sizeof(OutboxTopic)));
 	size = add_size(size, mul_size(MaxBackends, sizeof(OutboxOfferSlot)));
 	size = add_size(size, mul_size(outbox_metrics_topics, sizeof(OutboxLatency)));
+	size = add_size(size, mul_size(key_chunk_count(), sizeof(OutboxKeyChunk)));
 	return size;
 }
 
@@ -276,6 +370,8 @@ outbox_shmem_request(void)
 											  sizeof(TopicIndexEntry)));
 	RequestAddinShmemSpace(hash_estimate_size(COUNTERS_SIZE,
 											  sizeof(OutboxCounters)));
+	RequestAddinShmemSpace(hash_estimate_size(outbox_max_ordered_keys,
+											  sizeof(OutboxKey)));
 	RequestNamedLWLockTranche(STATE_TRANCHE, 1);
 }
 
@@ -311,6 +407,13 @@ outbox_shmem_startup(void)
 		for (int i = 0; i < outbox_metrics_topics; i++)
 			outbox_shared->latencies[i].next_free = i + 1 < outbox_metrics_topics ? i + 1 : -1;
 		outbox_shared->latency_free = outbox_metrics_topics > 0 ? 0 : -1;
+		p += outbox_metrics_topics * sizeof(OutboxLatency);
+		outbox_shared->chunks = (OutboxKeyChunk *) p;
+		outbox_shared->nchunks = key_chunk_count();
+		for (int i = 0; i < outbox_shared->nchunks; i++)
+			outbox_shared->chunks[i].next = i + 1 < outbox_shared->nchunks ? i + 1 : -1;
+		outbox_shared->chunk_free = 0;
+		outbox_shared->nmembers = 0;
 
 		for (int i = 0; i < outbox_max_topics; i++)
 		{
@@ -319,6 +422,8 @@ outbox_shmem_startup(void)
 			dlist_init(&t->leases);
 			dlist_init(&t->ready);
 			dlist_init(&t->settled);
+			dlist_init(&t->keys);
+			dlist_init(&t->runnable);
 			ConditionVariableInit(&t->cv);
 			pg_atomic_init_u64(&t->wakes, 0);
 		}
@@ -344,6 +449,13 @@ outbox_shmem_startup(void)
 	topic_counters = ShmemInitHash("outbox topic counters",
 								   COUNTERS_SIZE, COUNTERS_SIZE,
 								   &info, HASH_ELEM | HASH_BLOBS);
+
+	memset(&info, 0, sizeof(info));
+	info.keysize = sizeof(OutboxKeyTag);
+	info.entrysize = sizeof(OutboxKey);
+	outbox_keys = ShmemInitHash("outbox ordered keys",
+								outbox_max_ordered_keys, outbox_max_ordered_keys,
+								&info, HASH_ELEM | HASH_BLOBS);
 
 	LWLockRelease(AddinShmemInitLock);
 }
@@ -452,6 +564,8 @@ topic_clear_locked(OutboxTopic *t)
 		}
 		dlist_init(lists[l]);
 	}
+	keys_clear_locked(t);
+	t->ordered = false;
 	t->scanning = false;
 	t->nhandoff = 0;
 	t->handoff_overflow = false;
@@ -552,7 +666,7 @@ take_slot_locked(void)
 			return i;
 		}
 		if (t->ninflight > 0 || t->nleases > 0 || t->scanning ||
-			(k < n && t->nready > 0))
+			t->nkeys > 0 || (k < n && t->nready > 0))
 			continue;
 		park_locked(t);
 		topic_clear_locked(t);
@@ -935,6 +1049,30 @@ outbox_metrics_reset(void)
 	LWLockRelease(outbox_shared->lock);
 }
 
+static int
+int64_cmp(const void *a, const void *b)
+{
+	int64		x = *(const int64 *) a;
+	int64		y = *(const int64 *) b;
+
+	return x < y ? -1 : (x > y ? 1 : 0);
+}
+
+/*
+ * May an ack settle e, an event of a key of an ordered topic?  Only if no
+ * event of its key below it in the same lease is unsettled, or each such
+ * is one this call has marked (marked[0..n), ascending).  Caller holds the
+ * shared state lock.
+ */
+static bool
+key_acked_in_order(OutboxEntry *e, const int64 *marked, int n)
+{
+	OutboxKey  *k = key_find(e->topic, e->keyhash);
+
+	return k == NULL || key_below_marked(k, e->key.event_id, &e->token,
+										 marked, n);
+}
+
 /* Is e the current lease of token, and free to settle? */
 static inline bool
 lease_is(OutboxEntry *e, const pg_uuid_t *token)
@@ -949,21 +1087,45 @@ lease_is(OutboxEntry *e, const pg_uuid_t *token)
  * the caller's ends, when xact.c finishes or undoes the mark.  Returns how
  * many; out[] describes them.  n is bounded by the caller
  * (OUTBOX_MAX_BATCH).
+ *
+ * With acks, an event of a key of an ordered topic is marked only if every
+ * event of its key below it is settled, or acked by this same call: acks
+ * of a key commit in id order.  The ids are then taken in ascending order.
  */
 int
 outbox_lease_mark_settling(const int64 *ids, int n, const pg_uuid_t *token,
-						   OutboxSettling *out)
+						   bool acks, OutboxSettling *out)
 {
 	int			nout = 0;
+	int64	   *sorted = NULL;
+	int64	   *marked = NULL;
+	int			nmarked = 0;
+
+	if (acks && n > 1)
+	{
+		sorted = palloc(sizeof(int64) * n);
+		memcpy(sorted, ids, sizeof(int64) * n);
+		qsort(sorted, n, sizeof(int64), int64_cmp);
+		ids = sorted;
+	}
+	if (acks)
+		marked = palloc(sizeof(int64) * Max(1, n));
 
 	LWLockAcquire(outbox_shared->lock, LW_EXCLUSIVE);
 	for (int i = 0; i < n; i++)
 	{
 		OutboxEntry *e = outbox_entry_find(ids[i]);
 
+		if (i > 0 && sorted != NULL && ids[i] == ids[i - 1])
+			continue;
 		if (!lease_is(e, token))
 			continue;
+		if (acks && e->keyed &&
+			!key_acked_in_order(e, marked, nmarked))
+			continue;
 		e->finishing = true;
+		if (acks)
+			marked[nmarked++] = ids[i];
 		out[nout].id = ids[i];
 		out[nout].topic = e->topic;
 		out[nout].topic_id = outbox_shared->topics[e->topic].topic_id;
@@ -1040,6 +1202,15 @@ watermark_candidate(int topic)
 		if (e->source == SRC_MAIN)
 			cand = Min(cand, e->key.event_id - 1);
 	}
+	/* events held back behind their key are in the log only */
+	dlist_foreach(it, &t->keys)
+	{
+		OutboxKey  *k = dlist_container(OutboxKey, topic_node, it.cur);
+		int64		held = key_first_held(k);
+
+		if (held != PG_INT64_MAX)
+			cand = Min(cand, held - 1);
+	}
 	for (int i = 0; i < outbox_shared->nslots; i++)
 	{
 		OutboxOfferSlot *slot = &outbox_shared->slots[i];
@@ -1109,6 +1280,18 @@ typedef struct ExpiryScan
 	int			max;
 } ExpiryScan;
 
+/*
+ * Is e, an event of a key of an ordered topic, preceded in its lease by an
+ * event of its key?  Its failure hands e back (key_hand_back_later).
+ */
+static bool
+later_in_lease(OutboxEntry *e, int topic)
+{
+	OutboxKey  *k = key_find(topic, e->keyhash);
+
+	return k != NULL && key_leased_below(k, e->key.event_id, &e->token);
+}
+
 static bool
 count_expired(OutboxEntry *e, int topic, void *arg)
 {
@@ -1128,6 +1311,8 @@ mark_expired(OutboxEntry *e, int topic, void *arg)
 		return false;
 	if (e->finishing || claim_in_flight(e) || e->expires_at > st->now)
 		return true;
+	if (e->keyed && later_in_lease(e, topic))
+		return true;			/* handed back with the first of its key */
 	e->finishing = true;
 	st->out[st->n].id = e->key.event_id;
 	st->out[st->n].topic = topic;
@@ -1427,6 +1612,8 @@ outbox_entry_ready(int topic, int64 event_id)
 	e->expires_at = 0;
 	e->claimed_at = 0;
 	e->created_at = 0;
+	e->keyed = false;
+	e->keyhash = 0;
 	dlist_push_tail(&t->ready, &e->node);
 	t->nready++;
 	return true;
@@ -1439,6 +1626,621 @@ outbox_entry_remove(OutboxEntry *entry)
 	OutboxEntryKey key = entry->key;
 
 	dlist_delete(&entry->node);
+	hash_search(outbox_entries, &key, HASH_REMOVE, NULL);
+}
+
+/* ----------------------------------------------------------------
+ * Keys of ordered topics (OutboxKey): their members, in id order, in
+ * chunks of a shared pool.  Every function here runs with the shared state
+ * lock held exclusively, unless its comment says shared is enough.
+ * ----------------------------------------------------------------
+ */
+
+static int32
+chunk_alloc(void)
+{
+	int32		c = outbox_shared->chunk_free;
+
+	if (c < 0)
+		return -1;
+	outbox_shared->chunk_free = outbox_shared->chunks[c].next;
+	outbox_shared->chunks[c].next = -1;
+	outbox_shared->chunks[c].n = 0;
+	return c;
+}
+
+static void
+chunk_release(int32 c)
+{
+	outbox_shared->chunks[c].next = outbox_shared->chunk_free;
+	outbox_shared->chunk_free = c;
+}
+
+static inline OutboxKeyChunk *
+chunk_at(int32 c)
+{
+	return &outbox_shared->chunks[c];
+}
+
+static void
+key_tag(OutboxKeyTag *tag, int topic, uint64 hash)
+{
+	memset(tag, 0, sizeof(*tag));
+	tag->topic = topic;
+	tag->hash = hash;
+}
+
+/* A key's entry, or NULL.  The shared lock is enough. */
+static OutboxKey *
+key_find(int topic, uint64 hash)
+{
+	OutboxKeyTag tag;
+
+	key_tag(&tag, topic, hash);
+	return (OutboxKey *) hash_search(outbox_keys, &tag, HASH_FIND, NULL);
+}
+
+/* A key's entry, made if need be; NULL when the hash is full. */
+static OutboxKey *
+key_enter(OutboxTopic *t, int topic, uint64 hash)
+{
+	OutboxKeyTag tag;
+	OutboxKey  *k;
+	bool		found;
+
+	k = key_find(topic, hash);
+	if (k != NULL)
+		return k;
+	/* exact, as for the entries: no growing into spare shared memory */
+	if (hash_get_num_entries(outbox_keys) >= outbox_max_ordered_keys)
+		return NULL;
+	key_tag(&tag, topic, hash);
+	k = (OutboxKey *) hash_search(outbox_keys, &tag, HASH_ENTER_NULL, &found);
+	if (k == NULL)
+		return NULL;
+	k->first = -1;
+	k->last = -1;
+	k->nmembers = 0;
+	k->nleased = 0;
+	k->runnable = false;
+	k->run_valid = false;
+	dlist_push_tail(&t->keys, &k->topic_node);
+	t->nkeys++;
+	return k;
+}
+
+/* A key with no members goes. */
+static void
+key_drop_if_empty(OutboxTopic *t, OutboxKey *k)
+{
+	OutboxKeyTag tag;
+
+	if (k->nmembers > 0)
+		return;
+	if (k->runnable)
+		dlist_delete(&k->run_node);
+	dlist_delete(&k->topic_node);
+	t->nkeys--;
+	tag = k->tag;
+	hash_search(outbox_keys, &tag, HASH_REMOVE, NULL);
+}
+
+/*
+ * Find member id of k: its chunk and place.  Returns false if id is not a
+ * member.  The shared lock is enough.
+ */
+static bool
+key_member_find(OutboxKey *k, int64 id, int32 *chunk, int *at)
+{
+	/* an event the scan meets for the first time is above them all */
+	if (k->last < 0 || chunk_at(k->last)->ids[chunk_at(k->last)->n - 1] < id ||
+		chunk_at(k->first)->ids[0] > id)
+		return false;
+	for (int32 c = k->first; c >= 0; c = chunk_at(c)->next)
+	{
+		OutboxKeyChunk *ch = chunk_at(c);
+
+		if (ch->n == 0 || ch->ids[ch->n - 1] < id)
+			continue;
+		for (int i = 0; i < ch->n; i++)
+		{
+			if (ch->ids[i] == id)
+			{
+				*chunk = c;
+				*at = i;
+				return true;
+			}
+			if (ch->ids[i] > id)
+				return false;
+		}
+		return false;
+	}
+	return false;
+}
+
+/* The state of member id of k, or 0 if it is none.  Shared is enough. */
+static int
+key_member_state(OutboxKey *k, int64 id)
+{
+	int32		c;
+	int			at;
+
+	if (k == NULL || !key_member_find(k, id, &c, &at))
+		return 0;
+	return chunk_at(c)->state[at];
+}
+
+/* Count a member's change of state in its key and topic. */
+static void
+member_counts(OutboxTopic *t, OutboxKey *k, int old_state, int new_state)
+{
+	if (old_state == MEMBER_LEASED)
+		k->nleased--;
+	if (old_state == MEMBER_WAITING)
+		t->nwaiting--;
+	if (new_state == MEMBER_LEASED)
+		k->nleased++;
+	if (new_state == MEMBER_WAITING)
+		t->nwaiting++;
+}
+
+/*
+ * Add id, not a member yet, to k in the given state.  Returns false when
+ * the pool has no room for it (outbox.max_ordered_events).
+ */
+static bool
+key_member_add(OutboxTopic *t, OutboxKey *k, int64 id, int state)
+{
+	int32		c;
+	OutboxKeyChunk *ch;
+	int			at;
+
+	if (outbox_shared->nmembers >= outbox_max_ordered_events)
+		return false;
+
+	/* the usual case: above every member, at the end */
+	if (k->last < 0 || chunk_at(k->last)->ids[chunk_at(k->last)->n - 1] < id)
+	{
+		if (k->last >= 0 && chunk_at(k->last)->n < KEY_CHUNK_IDS)
+			c = k->last;
+		else
+		{
+			c = chunk_alloc();
+			if (c < 0)
+				return false;
+			if (k->last >= 0)
+				chunk_at(k->last)->next = c;
+			else
+				k->first = c;
+			k->last = c;
+		}
+		ch = chunk_at(c);
+		at = ch->n;
+	}
+	else
+	{
+		k->run_valid = false;	/* members move */
+		/* the first chunk whose last id is above id */
+		for (c = k->first;; c = chunk_at(c)->next)
+		{
+			ch = chunk_at(c);
+			if (ch->ids[ch->n - 1] > id)
+				break;
+		}
+		if (ch->n == KEY_CHUNK_IDS)
+		{
+			/* split: the upper half goes to a new chunk after it */
+			int32		d = chunk_alloc();
+			OutboxKeyChunk *dh;
+			int			half = KEY_CHUNK_IDS / 2;
+
+			if (d < 0)
+				return false;
+			dh = chunk_at(d);
+			memcpy(dh->ids, ch->ids + half, sizeof(int64) * (KEY_CHUNK_IDS - half));
+			memcpy(dh->state, ch->state + half, KEY_CHUNK_IDS - half);
+			dh->n = KEY_CHUNK_IDS - half;
+			ch->n = half;
+			dh->next = ch->next;
+			ch->next = d;
+			if (k->last == c)
+				k->last = d;
+			if (ch->ids[ch->n - 1] < id)
+			{
+				c = d;
+				ch = dh;
+			}
+		}
+		for (at = 0; at < ch->n && ch->ids[at] < id; at++)
+			;
+		memmove(ch->ids + at + 1, ch->ids + at, sizeof(int64) * (ch->n - at));
+		memmove(ch->state + at + 1, ch->state + at, ch->n - at);
+	}
+	ch->ids[at] = id;
+	ch->state[at] = (uint8) state;
+	ch->n++;
+	k->nmembers++;
+	outbox_shared->nmembers++;
+	member_counts(t, k, 0, state);
+	return true;
+}
+
+/* Change the state of member id of k; false if it is no member. */
+static bool
+key_member_set(OutboxTopic *t, OutboxKey *k, int64 id, int state)
+{
+	int32		c;
+	int			at;
+
+	if (!key_member_find(k, id, &c, &at))
+		return false;
+	member_counts(t, k, chunk_at(c)->state[at], state);
+	chunk_at(c)->state[at] = (uint8) state;
+	if (state != MEMBER_LEASED)
+		k->run_valid = false;
+	return true;
+}
+
+/* Remove member id from k (the key stays, even if empty). */
+static void
+key_member_remove(OutboxTopic *t, OutboxKey *k, int64 id)
+{
+	int32		prev = -1;
+
+	for (int32 c = k->first; c >= 0; prev = c, c = chunk_at(c)->next)
+	{
+		OutboxKeyChunk *ch = chunk_at(c);
+		int			at;
+
+		if (ch->ids[ch->n - 1] < id)
+			continue;
+		for (at = 0; at < ch->n && ch->ids[at] != id; at++)
+			;
+		if (at == ch->n)
+			return;
+		k->run_valid = false;
+		member_counts(t, k, ch->state[at], 0);
+		memmove(ch->ids + at, ch->ids + at + 1, sizeof(int64) * (ch->n - at - 1));
+		memmove(ch->state + at, ch->state + at + 1, ch->n - at - 1);
+		ch->n--;
+		k->nmembers--;
+		outbox_shared->nmembers--;
+		if (ch->n == 0)
+		{
+			if (prev >= 0)
+				chunk_at(prev)->next = ch->next;
+			else
+				k->first = ch->next;
+			if (k->last == c)
+				k->last = prev;
+			chunk_release(c);
+		}
+		return;
+	}
+}
+
+/*
+ * The key's head has changed: it is runnable when none of its members is
+ * leased and the first is held back; a first member waiting in
+ * outbox.retry is for the claims' look at due retries.  Wakes the topic's
+ * waiting claims when the key can move.
+ */
+static void
+key_refresh(OutboxTopic *t, OutboxKey *k)
+{
+	bool		runnable = false;
+	bool		wake = false;
+
+	if (k->nmembers == 0)
+	{
+		key_drop_if_empty(t, k);
+		return;
+	}
+	if (k->nleased == 0)
+	{
+		OutboxKeyChunk *ch = chunk_at(k->first);
+
+		if (ch->state[0] == MEMBER_HELD)
+			runnable = true;
+		else if (ch->state[0] == MEMBER_WAITING)
+		{
+			t->next_retry_at = 0;
+			wake = true;
+		}
+	}
+	if (runnable && !k->runnable)
+	{
+		dlist_push_tail(&t->runnable, &k->run_node);
+		wake = true;
+	}
+	else if (!runnable && k->runnable)
+		dlist_delete(&k->run_node);
+	k->runnable = runnable;
+	if (wake)
+		outbox_topic_wake(t);
+}
+
+/*
+ * May the event id of key k go out under token now?  Only if every member
+ * below it is leased under the same token.  The shared lock is enough.
+ */
+static bool
+key_may_lease(OutboxKey *k, int64 id, const pg_uuid_t *token)
+{
+	for (int32 c = k->first; c >= 0; c = chunk_at(c)->next)
+	{
+		OutboxKeyChunk *ch = chunk_at(c);
+
+		for (int i = 0; i < ch->n; i++)
+		{
+			OutboxEntry *e;
+
+			if (ch->ids[i] >= id)
+				return true;
+			if (ch->state[i] != MEMBER_LEASED || token == NULL)
+				return false;
+			e = outbox_entry_find(ch->ids[i]);
+			if (e == NULL || e->state != ENTRY_LEASED ||
+				memcmp(&e->token, token, sizeof(pg_uuid_t)) != 0)
+				return false;
+		}
+	}
+	return true;
+}
+
+/*
+ * The fast way to key_may_lease for the next event of a run a claim is
+ * leasing: if k's run (its leading members, all leased under token) is
+ * known, id may go out when no other member lies between the run and it.
+ * Returns 1 (it may; *chunk and *at: its place if it is a member, else
+ * *chunk is -1),
+ * 0 (it may not), or -1 (unknown: walk the members).
+ */
+static int
+key_run_allows(OutboxKey *k, int64 id, const pg_uuid_t *token, int32 *chunk,
+			   int *at)
+{
+	int32		c;
+	int			a;
+
+	*chunk = -1;
+	if (!k->run_valid || token == NULL ||
+		memcmp(&k->run_token, token, sizeof(pg_uuid_t)) != 0)
+		return -1;
+	c = k->run_chunk;
+	a = k->run_at + 1;
+	if (a >= chunk_at(c)->n)
+	{
+		c = chunk_at(c)->next;
+		a = 0;
+	}
+	if (c < 0 || chunk_at(c)->ids[a] > id)
+		return chunk_at(k->run_chunk)->ids[k->run_at] < id ? 1 : -1;
+	if (chunk_at(c)->ids[a] == id)
+	{
+		*chunk = c;
+		*at = a;
+		return 1;
+	}
+	return 0;
+}
+
+/* Is a member below id leased under token (the same lease)?  Shared is enough. */
+static bool
+key_leased_below(OutboxKey *k, int64 id, const pg_uuid_t *token)
+{
+	for (int32 c = k->first; c >= 0; c = chunk_at(c)->next)
+	{
+		OutboxKeyChunk *ch = chunk_at(c);
+
+		for (int i = 0; i < ch->n; i++)
+		{
+			OutboxEntry *e;
+
+			if (ch->ids[i] >= id)
+				return false;
+			if (ch->state[i] != MEMBER_LEASED)
+				continue;
+			e = outbox_entry_find(ch->ids[i]);
+			if (e != NULL && e->state == ENTRY_LEASED &&
+				memcmp(&e->token, token, sizeof(pg_uuid_t)) == 0)
+				return true;
+		}
+	}
+	return false;
+}
+
+/*
+ * Is every member of k below id that is leased under token (the same lease)
+ * among marked[0..n) (ascending)?
+ */
+static bool
+key_below_marked(OutboxKey *k, int64 id, const pg_uuid_t *token,
+				 const int64 *marked, int n)
+{
+	for (int32 c = k->first; c >= 0; c = chunk_at(c)->next)
+	{
+		OutboxKeyChunk *ch = chunk_at(c);
+
+		for (int i = 0; i < ch->n; i++)
+		{
+			OutboxEntry *e;
+
+			if (ch->ids[i] >= id)
+				return true;
+			if (ch->state[i] != MEMBER_LEASED)
+				continue;
+			e = outbox_entry_find(ch->ids[i]);
+			if (e == NULL || e->state != ENTRY_LEASED ||
+				memcmp(&e->token, token, sizeof(pg_uuid_t)) != 0)
+				continue;
+			if (bsearch(&ch->ids[i], marked, n, sizeof(int64), int64_cmp) == NULL)
+				return false;
+		}
+	}
+	return true;
+}
+
+/* The lowest held member of k, or PG_INT64_MAX.  Shared is enough. */
+static int64
+key_first_held(OutboxKey *k)
+{
+	for (int32 c = k->first; c >= 0; c = chunk_at(c)->next)
+	{
+		OutboxKeyChunk *ch = chunk_at(c);
+
+		for (int i = 0; i < ch->n; i++)
+			if (ch->state[i] == MEMBER_HELD)
+				return ch->ids[i];
+	}
+	return PG_INT64_MAX;
+}
+
+/* Every key of a topic goes. */
+static void
+keys_clear_locked(OutboxTopic *t)
+{
+	dlist_mutable_iter it;
+
+	dlist_foreach_modify(it, &t->keys)
+	{
+		OutboxKey  *k = dlist_container(OutboxKey, topic_node, it.cur);
+		OutboxKeyTag tag = k->tag;
+		int32		c = k->first;
+
+		while (c >= 0)
+		{
+			int32		next = chunk_at(c)->next;
+
+			outbox_shared->nmembers -= chunk_at(c)->n;
+			chunk_release(c);
+			c = next;
+		}
+		hash_search(outbox_keys, &tag, HASH_REMOVE, NULL);
+	}
+	dlist_init(&t->keys);
+	dlist_init(&t->runnable);
+	t->nkeys = 0;
+	t->nwaiting = 0;
+}
+
+/*
+ * A lease of a keyed event ends without the event being settled (the claim
+ * rolled back, or a failure before it hands it back): the member is held
+ * back again, or waits in outbox.retry if that is where it came from.
+ * The entry is the caller's.
+ */
+static void
+key_lease_undone(OutboxTopic *t, OutboxEntry *e)
+{
+	OutboxKey  *k = key_find((int) (t - outbox_shared->topics), e->keyhash);
+
+	if (k == NULL)
+		return;
+	key_member_set(t, k, e->key.event_id,
+				   e->source == SRC_RETRY ? MEMBER_WAITING : MEMBER_HELD);
+	if (e->source == SRC_RETRY)
+		t->next_retry_at = 0;
+	key_refresh(t, k);
+}
+
+static void key_hand_back_later(OutboxTopic *t, OutboxKey *k, OutboxEntry *e);
+static void key_waiting_undo_locked(int topic, int64 id, uint64 hash);
+
+/*
+ * The lease of e, a keyed event, ends for good (its ack, nack, dead letter
+ * or reap commits).  Into outbox.retry (retry): it waits there as its key's
+ * member, and the later events of its key in the same lease are handed
+ * back with it.  Acked or dead: it leaves its key, which moves on.  The
+ * entry is the caller's.
+ */
+static void
+key_lease_ended(OutboxTopic *t, OutboxEntry *e, bool retry)
+{
+	OutboxKey  *k = key_find((int) (t - outbox_shared->topics), e->keyhash);
+
+	if (k == NULL)
+		return;
+	if (retry)
+	{
+		key_member_set(t, k, e->key.event_id, MEMBER_WAITING);
+		key_hand_back_later(t, k, e);
+	}
+	else
+		key_member_remove(t, k, e->key.event_id);
+	key_refresh(t, k);
+}
+
+/*
+ * The later members of e's key leased under e's lease, not being settled:
+ * handed back with it, uncounted, after e failed into outbox.retry.
+ */
+static void
+key_hand_back_later(OutboxTopic *t, OutboxKey *k, OutboxEntry *e)
+{
+#define HAND_BACK_STEP 64
+	int64		ids[HAND_BACK_STEP];
+	int64		after = e->key.event_id;
+	bool		more = true;
+
+	while (more)
+	{
+		int			n = 0;
+		bool		done = false;
+
+		/* collect some, then hand them back: that moves members */
+		for (int32 c = k->first; c >= 0 && !done; c = chunk_at(c)->next)
+		{
+			OutboxKeyChunk *ch = chunk_at(c);
+
+			for (int i = 0; i < ch->n; i++)
+			{
+				OutboxEntry *l;
+
+				if (ch->ids[i] <= after)
+					continue;
+
+				/*
+				 * A lease's events of a key come before every event held
+				 * back behind it: the lease ends before the first such.
+				 */
+				if (ch->state[i] == MEMBER_HELD || n == HAND_BACK_STEP)
+				{
+					done = true;
+					break;
+				}
+				if (ch->state[i] != MEMBER_LEASED)
+					continue;
+				l = outbox_entry_find(ch->ids[i]);
+				if (l == NULL || l->state != ENTRY_LEASED || l->finishing ||
+					memcmp(&l->token, &e->token, sizeof(pg_uuid_t)) != 0)
+					continue;
+				ids[n++] = ch->ids[i];
+			}
+		}
+		more = (n == HAND_BACK_STEP);
+		for (int i = 0; i < n; i++)
+		{
+			OutboxEntry *l = outbox_entry_find(ids[i]);
+
+			t->nleases--;
+			if (l->source == SRC_RETRY)
+				t->nretry_leases--;
+			key_member_set(t, k, ids[i],
+						   l->source == SRC_RETRY ? MEMBER_WAITING : MEMBER_HELD);
+			outbox_entry_remove(l);
+			after = ids[i];
+		}
+	}
+#undef HAND_BACK_STEP
+}
+
+/* Remove an entry just entered, in no list yet. */
+static void
+outbox_entry_remove_unlinked(OutboxEntry *entry)
+{
+	OutboxEntryKey key = entry->key;
+
 	hash_search(outbox_entries, &key, HASH_REMOVE, NULL);
 }
 
@@ -1593,7 +2395,7 @@ outbox_topic_next_retry(int topic)
  */
 bool
 outbox_scan_begin(int topic, int32 topic_id, int64 incarnation,
-				  bool *initialized)
+				  bool ordered, bool *initialized)
 {
 	OutboxTopic *t = &outbox_shared->topics[topic];
 
@@ -1603,6 +2405,7 @@ outbox_scan_begin(int topic, int32 topic_id, int64 incarnation,
 		LWLockRelease(outbox_shared->lock);
 		return false;
 	}
+	t->ordered = ordered;
 	t->scanning = true;
 	t->scanner = MyProcPid;
 	t->nhandoff = 0;
@@ -1621,6 +2424,7 @@ outbox_scan_view(int topic, OutboxScanView *view)
 	LWLockAcquire(outbox_shared->lock, LW_SHARED);
 	view->next_retry_at = t->next_retry_at;
 	view->nretry_leases = t->nretry_leases;
+	view->nwaiting = t->nwaiting;
 	view->scan_pos = t->scan_pos;
 	view->recovery_until = t->recovery_until;
 	view->scan_epoch = t->scan_epoch;
@@ -1689,9 +2493,15 @@ outbox_topic_init_scan(int topic, int64 watermark, int64 bound)
 	LWLockRelease(outbox_shared->lock);
 }
 
-/* Up to max ids of the topic's ready list, oldest first.  Returns how many. */
+/*
+ * Up to max ids of events to hand out again, oldest first: the topic's
+ * ready list, then, for an ordered topic, the held events at the head of
+ * runnable keys, a run of each key in id order (held[i], with the key's
+ * hash).  Returns how many.
+ */
 int
-outbox_topic_ready_ids(int topic, int64 *ids, int max)
+outbox_topic_ready_ids(int topic, int64 *ids, bool *held, uint64 *hashes,
+					   int max)
 {
 	OutboxTopic *t = &outbox_shared->topics[topic];
 	int			n = 0;
@@ -1704,7 +2514,34 @@ outbox_topic_ready_ids(int topic, int64 *ids, int max)
 
 		if (n >= max)
 			break;
+		held[n] = false;
+		hashes[n] = 0;
 		ids[n++] = e->key.event_id;
+	}
+	dlist_foreach(it, &t->runnable)
+	{
+		OutboxKey  *k = dlist_container(OutboxKey, run_node, it.cur);
+		bool		run_ends = false;
+
+		for (int32 c = k->first; c >= 0 && n < max && !run_ends;
+			 c = chunk_at(c)->next)
+		{
+			OutboxKeyChunk *ch = chunk_at(c);
+
+			for (int i = 0; i < ch->n && n < max; i++)
+			{
+				if (ch->state[i] != MEMBER_HELD)
+				{
+					run_ends = true;
+					break;
+				}
+				held[n] = true;
+				hashes[n] = k->tag.hash;
+				ids[n++] = ch->ids[i];
+			}
+		}
+		if (n >= max)
+			break;
 	}
 	LWLockRelease(outbox_shared->lock);
 	return n;
@@ -1721,6 +2558,113 @@ outbox_entries_held(const int64 *ids, int n, bool *held)
 	for (int i = 0; i < n; i++)
 		held[i] = (outbox_entry_find(ids[i]) != NULL);
 	LWLockRelease(outbox_shared->lock);
+}
+
+/*
+ * For events of a claim's scan of an ordered topic's log: whether each one's
+ * key has an event below it that is out, waiting or held back, so that the
+ * claim reads on to fill its batch.  A hint: the lease is decided in
+ * outbox_scan_end.
+ */
+void
+outbox_keys_blocked(int topic, const uint64 *hashes, const int64 *ids, int n,
+					bool *blocked)
+{
+	LWLockAcquire(outbox_shared->lock, LW_SHARED);
+	for (int i = 0; i < n; i++)
+	{
+		OutboxKey  *k = key_find(topic, hashes[i]);
+
+		blocked[i] = (k != NULL && k->first >= 0 &&
+					  chunk_at(k->first)->ids[0] < ids[i]);
+	}
+	LWLockRelease(outbox_shared->lock);
+}
+
+/*
+ * The events of an ordered topic waiting in outbox.retry, as read before
+ * its first claim since the server started (claim.c): members of their
+ * keys, unless they are already.  Returns false when shared memory has no
+ * room for them all.
+ */
+bool
+outbox_keys_load(int topic, const int64 *ids, const uint64 *hashes, int n)
+{
+	OutboxTopic *t = &outbox_shared->topics[topic];
+	bool		ok = true;
+
+	LWLockAcquire(outbox_shared->lock, LW_EXCLUSIVE);
+	t->ordered = true;
+	for (int i = 0; i < n && ok; i++)
+	{
+		OutboxKey  *k = key_enter(t, topic, hashes[i]);
+
+		if (k == NULL)
+			ok = false;
+		else if (key_member_state(k, ids[i]) == 0)
+		{
+			ok = key_member_add(t, k, ids[i], MEMBER_WAITING);
+			key_refresh(t, k);
+		}
+	}
+	LWLockRelease(outbox_shared->lock);
+	return ok;
+}
+
+/*
+ * An event of a key of an ordered topic is going to outbox.retry outside
+ * any lease (a delayed offer, a redrive): from now on it holds the later
+ * events of its key back, until the caller's transaction rolls back
+ * (outbox_key_waiting_undo).  Returns the topic's slot, -1 when no slot
+ * can be had, -2 when there is no room for the key or the event.
+ */
+int
+outbox_key_waiting_add(int32 topic_id, int64 incarnation, int64 id,
+					   uint64 hash)
+{
+	int			topic;
+	OutboxTopic *t;
+	OutboxKey  *k;
+	int			result;
+
+	LWLockAcquire(outbox_shared->lock, LW_EXCLUSIVE);
+	topic = outbox_topic_acquire_locked(topic_id, incarnation);
+	if (topic < 0)
+	{
+		LWLockRelease(outbox_shared->lock);
+		return -1;
+	}
+	t = &outbox_shared->topics[topic];
+	t->ordered = true;
+	k = key_enter(t, topic, hash);
+	result = topic;
+	if (k == NULL)
+		result = -2;
+	else if (key_member_state(k, id) == 0)
+	{
+		if (!key_member_add(t, k, id, MEMBER_WAITING))
+			result = -2;
+		key_refresh(t, k);
+	}
+	LWLockRelease(outbox_shared->lock);
+	return result;
+}
+
+/*
+ * The transaction that made id wait (outbox_key_waiting_add) rolled back.
+ * Caller holds the shared state lock exclusively.
+ */
+static void
+key_waiting_undo_locked(int topic, int64 id, uint64 hash)
+{
+	OutboxTopic *t = &outbox_shared->topics[topic];
+	OutboxKey  *k = key_find(topic, hash);
+
+	if (k != NULL && key_member_state(k, id) == MEMBER_WAITING)
+	{
+		key_member_remove(t, k, id);
+		key_refresh(t, k);
+	}
 }
 
 /*
@@ -1848,6 +2792,8 @@ candidate_entry_locked(OutboxTopic *t, int topic, const OutboxCandidate *c,
 	e->attempt = c->attempts;
 	e->source = c->source;
 	e->topic = topic;
+	e->keyed = false;
+	e->keyhash = 0;
 	if (c->source == SRC_RETRY)
 		t->nretry_leases++;
 	return e;
@@ -1878,10 +2824,143 @@ lease_entry_locked(OutboxTopic *t, OutboxEntry *e, OutboxCandidate *c,
 }
 
 /*
- * Lease the claim's candidates in order, as far as the topic's share of the
- * lease pool and the room in the hash go.  Returns the scan position the
- * claim may take: the highest id it examined, or just below the first event
- * from the log that it could not lease.  Caller holds the shared state lock
+ * How far an ordered topic's scan may go: below every id an offering
+ * transaction in flight in snap may hold, named in an offer slot, left in
+ * the handoff, or covered by an offer slot's lo_any.  Events above it
+ * might come after an earlier event of their key that is not committed
+ * yet.  Caller holds the shared state lock.
+ */
+static int64
+ordered_cap_locked(OutboxTopic *t, int topic, Snapshot snap, int64 old_pos)
+{
+	int64		cap = PG_INT64_MAX;
+
+	for (int i = 0; i < outbox_shared->nslots; i++)
+	{
+		OutboxOfferSlot *slot = &outbox_shared->slots[i];
+
+		for (int k = 0; k < slot->ntopics; k++)
+			if (slot->topic[k] == topic && XidInMVCCSnapshot(slot->xid, snap))
+				cap = Min(cap, slot->lo[k] - 1);
+	}
+	if (outbox_shared->nany > 0)
+		cap = Min(cap, Max(old_pos, scan_cap(snap, old_pos)));
+	for (int i = 0; i < t->nhandoff; i++)
+		if (XidInMVCCSnapshot(t->handoff[i].xid, snap))
+			cap = Min(cap, t->handoff[i].id - 1);
+	if (t->handoff_overflow)
+		cap = Min(cap, t->handoff_min - 1);
+	return Max(cap, old_pos);
+}
+
+typedef enum KeyedLease
+{
+	KEYED_LEASED,
+	KEYED_HELD,					/* held back behind its key */
+	KEYED_SKIPPED,				/* not now: it stays as it is */
+	KEYED_FULL					/* no room for its lease or its place */
+} KeyedLease;
+
+/*
+ * Lease candidate c, an event of a key of an ordered topic, if every
+ * member of its key below it is leased by this claim; else hold it back
+ * behind its key, if it comes from the log.  Caller holds the shared state
+ * lock exclusively.
+ */
+static KeyedLease
+lease_keyed_locked(OutboxTopic *t, OutboxCandidate *c, OutboxScanEnd *s)
+{
+	bool		from_log = (c->source == SRC_MAIN && !c->from_ready);
+	OutboxKey  *k = key_find(s->topic, c->keyhash);
+	int			state = key_member_state(k, c->id);
+	OutboxEntry *e;
+	bool		found;
+	int32		run_chunk = -1;
+	int			run_at = 0;
+
+	if (from_log && (state != 0 || outbox_entry_find(c->id) != NULL))
+		return KEYED_SKIPPED;	/* met again after a rescan */
+	if (c->held && state != MEMBER_HELD)
+		return KEYED_SKIPPED;
+	if (c->source == SRC_RETRY && state != 0 && state != MEMBER_WAITING)
+		return KEYED_SKIPPED;
+
+	if (k != NULL)
+	{
+		int			run = key_run_allows(k, c->id, s->token, &run_chunk, &run_at);
+
+		if (run == 0 || (run < 0 && !key_may_lease(k, c->id, s->token)))
+		{
+			/* an earlier event of its key is out or waiting */
+			if (!from_log)
+				return KEYED_SKIPPED;
+			if (!key_member_add(t, k, c->id, MEMBER_HELD))
+				return KEYED_FULL;
+			key_refresh(t, k);
+			s->nheld++;
+			return KEYED_HELD;
+		}
+	}
+	else if ((k = key_enter(t, s->topic, c->keyhash)) == NULL)
+		return KEYED_FULL;
+
+	e = outbox_entry_enter(c->id, &found);
+	if (e == NULL)
+	{
+		s->full = true;
+		key_drop_if_empty(t, k);
+		return KEYED_FULL;
+	}
+	if (found)
+	{
+		key_drop_if_empty(t, k);
+		return KEYED_SKIPPED;
+	}
+	if (state == 0)
+	{
+		if (!key_member_add(t, k, c->id, MEMBER_LEASED))
+		{
+			outbox_entry_remove_unlinked(e);
+			key_drop_if_empty(t, k);
+			return KEYED_FULL;
+		}
+		c->member_new = true;
+	}
+	else
+		key_member_set(t, k, c->id, MEMBER_LEASED);
+
+	/* the run of the key this claim leases now ends here */
+	if (k->last >= 0 && chunk_at(k->last)->ids[chunk_at(k->last)->n - 1] == c->id)
+	{
+		run_chunk = k->last;
+		run_at = chunk_at(k->last)->n - 1;
+	}
+	else if (run_chunk < 0 || chunk_at(run_chunk)->ids[run_at] != c->id)
+		(void) key_member_find(k, c->id, &run_chunk, &run_at);
+	k->run_valid = true;
+	k->run_token = *s->token;
+	k->run_chunk = run_chunk;
+	k->run_at = (int16) run_at;
+	key_refresh(t, k);
+
+	e->attempt = c->held ? 0 : c->attempts;
+	e->source = c->source;
+	e->topic = s->topic;
+	e->keyed = true;
+	e->keyhash = c->keyhash;
+	if (c->source == SRC_RETRY)
+		t->nretry_leases++;
+	lease_entry_locked(t, e, c, s);
+	return KEYED_LEASED;
+}
+
+/*
+ * Lease the claim's candidates in order, as far as the batch, the topic's
+ * share of the lease pool and the room in the hash go; in an ordered topic
+ * an event of a key with an earlier event out or waiting is held back
+ * behind it instead.  Returns the scan position the claim may take: the
+ * highest id it examined, or just below the first event from the log that
+ * it could neither lease nor hold back.  Caller holds the shared state lock
  * exclusively.
  */
 static int64
@@ -1890,12 +2969,27 @@ lease_candidates_locked(OutboxTopic *t, OutboxScanEnd *s)
 	int64		pos = s->scanned;
 	int			room = outbox_max_leases_per_topic > 0 ?
 		outbox_max_leases_per_topic - t->nleases : INT_MAX;
+	int64		ocap = PG_INT64_MAX;
+
+	if (t->ordered && s->snap != NULL)
+	{
+		ocap = ordered_cap_locked(t, s->topic, s->snap, s->seen.scan_pos);
+		pos = Min(pos, ocap);
+	}
 
 	for (int i = 0; i < s->ncand; i++)
 	{
 		OutboxCandidate *c = &s->cand[i];
+		bool		from_log = (c->source == SRC_MAIN && !c->from_ready);
 		OutboxEntry *e;
 
+		if (from_log && (c->id > ocap || s->nleased >= s->batch))
+		{
+			/* what lies beyond is for a later claim */
+			pos = Min(pos, c->id - 1);
+			s->scanned = Min(s->scanned, pos);
+			return pos;
+		}
 		if (room <= 0)
 		{
 			/*
@@ -1904,6 +2998,30 @@ lease_candidates_locked(OutboxTopic *t, OutboxScanEnd *s)
 			 */
 			s->capped = true;
 			return resume_before(s, i, pos);
+		}
+		if (t->ordered && c->keyed)
+		{
+			switch (lease_keyed_locked(t, c, s))
+			{
+				case KEYED_LEASED:
+					s->nleased++;
+					room--;
+					break;
+				case KEYED_FULL:
+					if (!s->full)
+						s->keys_full = true;
+					if (from_log)
+					{
+						pos = Min(pos, c->id - 1);
+						s->scanned = Min(s->scanned, pos);
+						return pos;
+					}
+					break;
+				case KEYED_HELD:
+				case KEYED_SKIPPED:
+					break;
+			}
+			continue;
 		}
 		e = candidate_entry_locked(t, s->topic, c, &s->full);
 		if (s->full)
@@ -1926,8 +3044,20 @@ drop_junk_locked(OutboxTopic *t, const OutboxScanEnd *s)
 {
 	for (int i = 0; i < s->njunk; i++)
 	{
-		OutboxEntry *e = outbox_entry_find(s->junk[i]);
+		OutboxEntry *e;
 
+		if (s->junk_held != NULL && s->junk_held[i])
+		{
+			OutboxKey  *k = key_find(s->topic, s->junk_hashes[i]);
+
+			if (key_member_state(k, s->junk[i]) == MEMBER_HELD)
+			{
+				key_member_remove(t, k, s->junk[i]);
+				key_refresh(t, k);
+			}
+			continue;
+		}
+		e = outbox_entry_find(s->junk[i]);
 		if (e && e->state == ENTRY_READY && e->topic == s->topic)
 		{
 			outbox_entry_remove(e);
@@ -2052,6 +3182,20 @@ outbox_retry_leases_verify(int topic, const pg_uuid_t *token,
 		/* settled or moved to later meanwhile: undo the lease */
 		t->nleases--;
 		t->nretry_leases--;
+		if (e->keyed)
+		{
+			OutboxKey  *k = key_find(topic, e->keyhash);
+
+			if (k != NULL)
+			{
+				/* its member is as the earlier lease's end left it */
+				if (c->member_new)
+					key_member_remove(t, k, c->id);
+				else
+					key_member_set(t, k, c->id, MEMBER_WAITING);
+				key_refresh(t, k);
+			}
+		}
 		outbox_entry_settled(t, e);
 		c->leased = false;
 		undone++;
@@ -2156,6 +3300,22 @@ outbox_offer_slot_set_lo_any(int64 event_id)
 	pg_atomic_write_u64(&slot->lo_any, (uint64) event_id);
 }
 
+/*
+ * The first id this transaction drew for the topic named at slot_index of
+ * its offer slot: a lower bound on its ids there closer than the one set
+ * at registration (ordered topics' claims stop below it).
+ */
+void
+outbox_offer_slot_set_lo(int slot_index, int64 event_id)
+{
+	OutboxOfferSlot *slot = outbox_my_slot();
+
+	LWLockAcquire(outbox_shared->lock, LW_EXCLUSIVE);
+	if (slot_index < slot->ntopics && slot->lo[slot_index] < event_id)
+		slot->lo[slot_index] = event_id;
+	LWLockRelease(outbox_shared->lock);
+}
+
 /* The transaction has ended: our offer slot is empty again. */
 void
 outbox_offer_slot_reset(void)
@@ -2254,7 +3414,15 @@ settle_claimed(SettleContext *sc, OutboxTopic *t, OutboxEntry *e, bool commit)
 		return;
 	/* the claim rolled back: the event is available at once */
 	t->nleases--;
-	if (e->source == SRC_RETRY)
+	if (e->keyed)
+	{
+		/* first again among its key's events */
+		if (e->source == SRC_RETRY)
+			t->nretry_leases--;
+		key_lease_undone(t, e);
+		outbox_entry_remove(e);
+	}
+	else if (e->source == SRC_RETRY)
 	{
 		t->nretry_leases--;
 		outbox_entry_remove(e);
@@ -2291,6 +3459,8 @@ settle_finish(SettleContext *sc, OutboxTopic *t, OutboxEntry *e,
 	t->nleases--;
 	if (e->source == SRC_RETRY)
 		t->nretry_leases--;
+	if (e->keyed)
+		key_lease_ended(t, e, op->retry_at != 0);
 	outbox_entry_settled(t, e);
 	if (op->kind == OP_ACK)
 	{
@@ -2321,6 +3491,12 @@ settle_op(SettleContext *sc, OutboxOp *op, bool commit)
 	if (op->done || op->kind == OP_EXTENDED)
 		return;
 	op->done = true;
+	if (op->kind == OP_WAITING)
+	{
+		if (!commit)
+			key_waiting_undo_locked(op->topic, op->event_id, op->keyhash);
+		return;
+	}
 
 	e = outbox_entry_find(op->event_id);
 	if (e == NULL || e->state != ENTRY_LEASED || e->topic != op->topic ||
@@ -2340,6 +3516,7 @@ settle_op(SettleContext *sc, OutboxOp *op, bool commit)
 			break;
 
 		case OP_EXTENDED:
+		case OP_WAITING:
 			break;
 	}
 }

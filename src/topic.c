@@ -494,11 +494,6 @@ outbox_create_topic(PG_FUNCTION_ARGS)
 	check_settings(fcinfo, 1, 0, 0);
 	outbox_refuse_if_bound("outbox.create_topic()");
 	ordered = PG_GETARG_BOOL(5);
-	if (ordered)
-		ereport(ERROR,
-				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("ordered topics are not supported yet"),
-				 errhint("Create the topic with ordered => false.")));
 
 	delivery = outbox_text_arg(fcinfo, 6, "delivery", true);
 	if (strcmp(delivery, "claim") != 0 && strcmp(delivery, "wal") != 0)
@@ -507,6 +502,12 @@ outbox_create_topic(PG_FUNCTION_ARGS)
 				 errmsg("invalid value for \"delivery\": \"%s\"", delivery),
 				 errhint("Use 'claim' (relays claim and ack) or 'wal' (a logical replication slot reads the topic).")));
 	wal = (strcmp(delivery, "wal") == 0);
+	if (wal && ordered)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("a topic delivered through the WAL cannot be ordered"),
+				 errdetail("Its events reach the slot in commit order; ordered => true orders the events relays claim."),
+				 errhint("Create the topic with ordered => false, or with delivery => 'claim'.")));
 	if (wal)
 	{
 		if (PG_ARGISNULL(7))

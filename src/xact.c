@@ -39,6 +39,7 @@ typedef struct XactTopic
 	int32		topic_id;
 	int64		incarnation;	/* 0: whatever the topic's is */
 	bool		registered;		/* its offers are announced */
+	bool		exact_lo;		/* tell the slot our first id (ordered) */
 	int			topic;			/* the slot our offer slot names, or -1 */
 	int			slot_index;		/* in our offer slot, or -1 */
 	int64	   *ids;			/* offered ids */
@@ -196,6 +197,45 @@ outbox_xact_add_lease_op(OutboxOpKind kind, int64 event_id, int topic,
 	op->subid = GetCurrentSubTransactionId();
 	op->retry_at = retry_at;
 	op->token = *token;
+	op->keyhash = 0;
+}
+
+/*
+ * An event of a key of an ordered topic made to wait in outbox.retry by
+ * this transaction (a delayed offer, a redrive): at abort it stops holding
+ * its key back.  topic_id's slot must be had, and room for the key:
+ * else an error, before anything is written.
+ */
+void
+outbox_xact_key_waiting(int32 topic_id, int64 incarnation, const char *name,
+						int64 event_id, uint64 keyhash)
+{
+	int			topic;
+	OutboxOp   *op;
+
+	outbox_xact_reserve_ops(1);
+	topic = outbox_key_waiting_add(topic_id, incarnation, event_id, keyhash);
+	if (topic == -1)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+				 errmsg("no shared slot is free for ordered topic \"%s\"", name),
+				 errdetail("An event that waits in an ordered topic holds its key back from shared memory; all %d topic slots are busy.",
+						   outbox_max_topics),
+				 errhint("Ack or nack leased events, or raise outbox.max_topics and restart the server.")));
+	if (topic == -2)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+				 errmsg("too many events of ordered topics are waiting or held back"),
+				 errdetail("Shared memory follows at most %d such events (outbox.max_ordered_events) of at most %d keys (outbox.max_ordered_keys).",
+						   outbox_max_ordered_events, outbox_max_ordered_keys),
+				 errhint("Drain the ordered topics, or raise outbox.max_ordered_events or outbox.max_ordered_keys and restart the server.")));
+	op = &xs.ops[xs.nops++];
+	memset(op, 0, sizeof(*op));
+	op->event_id = event_id;
+	op->topic = topic;
+	op->kind = OP_WAITING;
+	op->subid = GetCurrentSubTransactionId();
+	op->keyhash = keyhash;
 }
 
 /*
@@ -206,11 +246,14 @@ outbox_xact_add_lease_op(OutboxOpKind kind, int64 event_id, int topic,
  * (outbox_offer_slot_register).
  */
 void
-outbox_xact_offer_register(int32 topic_id, int64 incarnation)
+outbox_xact_offer_register(int32 topic_id, int64 incarnation, bool ordered)
 {
 	XactTopic  *xt = xact_topic(topic_id, incarnation);
 	TransactionId xid;
 	bool		lo_pending;
+
+	if (ordered)
+		xt->exact_lo = true;
 
 	if (xt->registered)
 		return;
@@ -241,6 +284,14 @@ outbox_xact_offered(int32 topic_id, int64 incarnation, int64 event_id,
 		outbox_offer_slot_set_lo_any(event_id);
 		xs.lo_pending = false;
 	}
+
+	/*
+	 * An ordered topic's claims hand out nothing above the lowest id an
+	 * offering transaction in flight may hold: from our first id on, that
+	 * bound is exact, not the scan position when we registered.
+	 */
+	if (xt->exact_lo && xt->nids == 0 && xt->slot_index >= 0)
+		outbox_offer_slot_set_lo(xt->slot_index, event_id);
 
 	if (xt->nids == xt->maxids)
 	{
@@ -275,6 +326,27 @@ outbox_xact_forget_topic(int32 topic_id, int64 incarnation)
 
 	xt->forget = true;
 	xt->forget_subid = GetCurrentSubTransactionId();
+}
+
+/*
+ * The lease of event_id that this transaction ends (a nack or a reap) sends
+ * the event to outbox.retry, due at retry_at: at commit its topic looks
+ * there again by then, and in an ordered topic the later events of its key
+ * in the same lease are handed back with it.
+ */
+void
+outbox_xact_finish_retry(int64 event_id, TimestampTz retry_at)
+{
+	for (int i = xs.nops - 1; i >= 0; i--)
+	{
+		OutboxOp   *op = &xs.ops[i];
+
+		if (op->event_id == event_id && op->kind == OP_FINISH && !op->done)
+		{
+			op->retry_at = retry_at;
+			return;
+		}
+	}
 }
 
 /*

@@ -38,7 +38,7 @@ $node->safe_psql('old', q{
 # The library refuses to work on the old schema, with a hint.
 my ($rc, $out, $err) = $node->psql('old', q{SELECT outbox.create_topic('early')},
 	extra_params => ['-v', 'VERBOSITY=verbose']);
-like($err, qr/ERROR:  55000: the outbox extension in this database is version 1\.0, but the library is version 1\.5/,
+like($err, qr/ERROR:  55000: the outbox extension in this database is version 1\.0, but the library is version 1\.6/,
 	'a schema older than the library: 55000');
 like($err, qr/HINT:  ALTER EXTENSION outbox UPDATE/, 'with the hint to update');
 $node->safe_psql('old', q{
@@ -55,8 +55,8 @@ $node->safe_psql('old', q{
 });
 
 $node->safe_psql('old', q{ALTER EXTENSION outbox UPDATE});
-is($node->safe_psql('old', "SELECT extversion FROM pg_extension WHERE extname = 'outbox'"), '1.5',
-	'updated to 1.5');
+is($node->safe_psql('old', "SELECT extversion FROM pg_extension WHERE extname = 'outbox'"), '1.6',
+	'updated to 1.6');
 
 # The schema, as the catalogs describe it (the log's daily partitions left
 # out: they are the same on both sides and made by pg_partman).
