@@ -13,12 +13,14 @@ PG_CPPFLAGS = -Iinclude -Wall -Wextra -Wno-unused-parameter \
 
 # Regression tests run on a private instance that preloads the library.
 REGRESS = setup topics alter_topic metrics offer log_insert claim_ack nack_dead redrive dedupe errors \
-	maintain stats replay capture readonly limits many_topics reap_bad_row reinstall
+	maintain stats replay capture readonly limits many_topics reap_bad_row reinstall ordered
 REGRESS_OPTS = --temp-instance=./tmp_check --temp-config=./test/outbox-test.conf
 # Isolation specs, on their own private instance.
 ISOLATION = inflight claim_race dedupe_race ack_reap stale_token tenant_part \
 	redrive_claim drop_offer nack_expiry settle_claim maintain_twice \
-	slot_handover scan_commit alter_visible reap_open_claim capture_order
+	slot_handover scan_commit alter_visible reap_open_claim capture_order \
+	ordered_two_consumers ordered_nack ordered_expiry ordered_ack_order \
+	ordered_dead_letter ordered_redrive ordered_inflight
 ISOLATION_OPTS = --temp-instance=./tmp_check_iso --temp-config=./test/outbox-test.conf
 
 # Perl TAP tests (t/): the background worker and crash recovery.

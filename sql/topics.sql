@@ -25,7 +25,7 @@ SELECT try($$SELECT outbox.create_topic('t1', retention => '0')$$);
 SELECT try($$SELECT outbox.create_topic('t1', retention => '-1 day')$$);
 SELECT try($$SELECT outbox.create_topic('t1', backoff_base => '0')$$);
 SELECT try($$SELECT outbox.create_topic('t1', backoff_base => '1 minute', backoff_max => '1 second')$$);
-SELECT try($$SELECT outbox.create_topic('t1', ordered => true)$$);
+SELECT try($$SELECT outbox.create_topic('t1', ordered => true, delivery => 'wal', slot => 's1')$$);
 SELECT try($$SELECT outbox.create_topic('t1', max_attempts => NULL)$$);
 SELECT count(*) AS t1_not_created FROM outbox.topics WHERE topic = 't1';
 

@@ -115,6 +115,27 @@ typedef struct ClaimState
 	OutboxLogScan *ls;			/* the log's partitions, opened and locked */
 } ClaimState;
 
+/*
+ * In an ordered topic, a row with a key: its hash (tenant and key).  Returns
+ * false for other rows.
+ */
+static bool
+row_key(ClaimState *cs, const OutboxEventRow *row, uint64 *hash)
+{
+	text	   *key;
+	text	   *tenant;
+
+	*hash = 0;
+	if (!cs->info->ordered || row->nulls[EV_KEY])
+		return false;
+	key = DatumGetTextPP(row->values[EV_KEY]);
+	tenant = row->nulls[EV_TENANT] ? NULL : DatumGetTextPP(row->values[EV_TENANT]);
+	*hash = outbox_key_hash(tenant ? VARDATA_ANY(tenant) : NULL,
+							tenant ? VARSIZE_ANY_EXHDR(tenant) : 0,
+							VARDATA_ANY(key), VARSIZE_ANY_EXHDR(key));
+	return true;
+}
+
 static void
 add_candidate(ClaimState *cs, const OutboxEventRow *row, uint8 source,
 			  bool from_ready, bool held, int32 attempts)
@@ -127,19 +148,7 @@ add_candidate(ClaimState *cs, const OutboxEventRow *row, uint8 source,
 	c->source = source;
 	c->from_ready = from_ready;
 	c->held = held;
-	c->keyed = false;
-	c->keyhash = 0;
-	if (cs->info->ordered && !row->nulls[EV_KEY])
-	{
-		text	   *key = DatumGetTextPP(row->values[EV_KEY]);
-		text	   *tenant = row->nulls[EV_TENANT] ? NULL :
-			DatumGetTextPP(row->values[EV_TENANT]);
-
-		c->keyed = true;
-		c->keyhash = outbox_key_hash(tenant ? VARDATA_ANY(tenant) : NULL,
-									 tenant ? VARSIZE_ANY_EXHDR(tenant) : 0,
-									 VARDATA_ANY(key), VARSIZE_ANY_EXHDR(key));
-	}
+	c->keyed = row_key(cs, row, &c->keyhash);
 	c->member_new = false;
 	c->attempts = attempts;
 	c->created_at = row->nulls[EV_CREATED_AT] ? 0 :
@@ -393,6 +402,50 @@ take_ready(ClaimState *cs, OutboxScanEnd *s)
 	s->junk_hashes = junk_hashes;
 }
 
+/*
+ * Of an ordered topic's due rows in outbox.retry, those that cannot go out
+ * now count as held: an earlier event of their key is out, waiting or held
+ * back, or the scan has not read up to them yet (earlier events of their
+ * key may be in the log).  They stay in outbox.retry, and do not take the
+ * claim's batch from other keys.
+ */
+static void
+retry_keys_held(ClaimState *cs, SPITupleTable *tt, uint64 n, const int64 *ids,
+				bool *held, int64 scan_pos)
+{
+	uint64	   *hashes = palloc(sizeof(uint64) * Max(1, n));
+	int64	   *kids = palloc(sizeof(int64) * Max(1, n));
+	int		   *at = palloc(sizeof(int) * Max(1, n));
+	bool	   *blocked = palloc(sizeof(bool) * Max(1, n));
+	int			nkeyed = 0;
+
+	for (uint64 i = 0; i < n; i++)
+	{
+		OutboxEventRow row;
+
+		if (held[i])
+			continue;
+		spi_row(tt->vals[i], tt->tupdesc, &row);
+		if (!row_key(cs, &row, &hashes[nkeyed]))
+			continue;
+		if (ids[i] > scan_pos)
+		{
+			held[i] = true;
+			continue;
+		}
+		kids[nkeyed] = ids[i];
+		at[nkeyed++] = (int) i;
+	}
+	outbox_keys_blocked(cs->topic, hashes, kids, nkeyed, blocked);
+	for (int j = 0; j < nkeyed; j++)
+		if (blocked[j])
+			held[at[j]] = true;
+	pfree(hashes);
+	pfree(kids);
+	pfree(at);
+	pfree(blocked);
+}
+
 /* Events due in outbox.retry that nobody holds.  Returns true if exhausted. */
 static bool
 take_retry(ClaimState *cs, TimestampTz now, const OutboxScanView *seen)
@@ -433,13 +486,17 @@ take_retry(ClaimState *cs, TimestampTz now, const OutboxScanView *seen)
 											 EV_ID + 1, &isnull));
 	}
 	outbox_entries_held(ids, (int) n, held);
-	for (uint64 i = 0; i < n && cs->ncand < cs->batch; i++)
+	if (cs->info->ordered)
+		retry_keys_held(cs, tt, n, ids, held, seen->scan_pos);
+	for (uint64 i = 0; i < n; i++)
 	{
 		bool		isnull;
 		OutboxEventRow row;
 
 		if (held[i])
 			continue;
+		if (cs->ncand >= cs->batch)
+			return false;		/* due rows are left for the next claim */
 		spi_row(tt->vals[i], tt->tupdesc, &row);
 		add_candidate(cs, &row, SRC_RETRY, false, false,
 					  DatumGetInt32(SPI_getbinval(tt->vals[i], tt->tupdesc,
@@ -783,6 +840,48 @@ claim_read(ClaimState *cs, bool initialized, OutboxScanEnd *s)
 	}
 }
 
+static int
+candidate_cmp(const void *a, const void *b, void *arg)
+{
+	const OutboxCandidate *cand = (const OutboxCandidate *) arg;
+	int64		x = cand[*(const int *) a].id;
+	int64		y = cand[*(const int *) b].id;
+
+	return x < y ? -1 : (x > y ? 1 : 0);
+}
+
+/*
+ * An ordered topic's candidates go to the lease in id order, wherever they
+ * come from, so that each key's events are decided, and returned, in its
+ * order.  The log's stay in order among themselves.
+ */
+static void
+sort_candidates(ClaimState *cs)
+{
+	int		   *order;
+	OutboxCandidate *cand;
+	OutboxEventRow *rows;
+
+	if (cs->ncand < 2)
+		return;
+	order = palloc(sizeof(int) * cs->ncand);
+	for (int i = 0; i < cs->ncand; i++)
+		order[i] = i;
+	qsort_arg(order, cs->ncand, sizeof(int), candidate_cmp, cs->cand);
+	cand = palloc(sizeof(OutboxCandidate) * cs->maxcand);
+	rows = palloc(sizeof(OutboxEventRow) * cs->maxcand);
+	for (int i = 0; i < cs->ncand; i++)
+	{
+		cand[i] = cs->cand[order[i]];
+		rows[i] = cs->rows[order[i]];
+	}
+	memcpy(cs->cand, cand, sizeof(OutboxCandidate) * cs->ncand);
+	memcpy(cs->rows, rows, sizeof(OutboxEventRow) * cs->ncand);
+	pfree(cand);
+	pfree(rows);
+	pfree(order);
+}
+
 /*
  * One attempt to lease up to cs->batch events.  Returns how many were
  * leased (their candidates are marked), or -1 if the topic's slot was given
@@ -830,6 +929,8 @@ claim_once(ClaimState *cs, pg_uuid_t *token, TimestampTz expires_at)
 	claim_read(cs, initialized, &s);
 
 	outbox_xact_reserve_ops(cs->ncand);
+	if (cs->info->ordered)
+		sort_candidates(cs);
 
 	/* 3. lease, and set the scan position */
 	s.cand = cs->cand;

@@ -192,8 +192,12 @@ outbox_offer_one(OutboxOffer *o)
 	if (delayed)
 		outbox_check_delay(&info, o->available_at - GetCurrentTimestamp(), "available_at");
 
-	/* Announce the offer before drawing an id: see outbox.h. */
-	if (shared && !delayed)
+	/*
+	 * Announce the offer before drawing an id: see outbox.h.  A delayed
+	 * offer to an ordered topic too: until it commits, its event may be
+	 * the earliest of its key, and claims stop below it.
+	 */
+	if (shared && (!delayed || info.ordered))
 		outbox_xact_offer_register(info.topic_id, info.incarnation, info.ordered);
 	else if (info.wal)
 		(void) GetTopTransactionId();	/* walsync.c: an xid before the id */

@@ -197,6 +197,9 @@ typedef struct OutboxEntry
 	int			owner;			/* pgprocno of the claiming backend */
 	bool		release_on_exit;	/* owner set outbox.release_on_disconnect */
 	bool		keyed;			/* an event of a key of an ordered topic */
+	bool		member_new;		/* keyed: its lease made it its key's member */
+	bool		waits_after;	/* keyed: redriven while leased: it waits in
+								 * outbox.retry once the lease ends */
 	uint64		keyhash;		/* then: its key (outbox_key_hash) */
 	dlist_node	node;			/* in the topic's leases or ready list */
 } OutboxEntry;
@@ -316,8 +319,14 @@ static OutboxKey *key_find(int topic, uint64 hash);
 static void keys_clear_locked(OutboxTopic *t);
 static bool key_leased_below(OutboxKey *k, int64 id, const pg_uuid_t *token);
 static int64 key_first_held(OutboxKey *k);
+typedef struct KeyCursor
+{
+	OutboxKey  *k;
+	int32		chunk;			/* -1: from the key's first member */
+	int			at;
+} KeyCursor;
 static bool key_below_marked(OutboxKey *k, int64 id, const pg_uuid_t *token,
-							 const int64 *marked, int n);
+							 const int64 *marked, int n, KeyCursor *cur);
 
 typedef struct TopicIndexEntry
 {
@@ -1064,13 +1073,32 @@ int64_cmp(const void *a, const void *b)
  * is one this call has marked (marked[0..n), ascending).  Caller holds the
  * shared state lock.
  */
+#define KEY_CURSORS 8
+
 static bool
-key_acked_in_order(OutboxEntry *e, const int64 *marked, int n)
+key_acked_in_order(OutboxEntry *e, const int64 *marked, int n,
+				   KeyCursor *cursors, int *ncursors)
 {
 	OutboxKey  *k = key_find(e->topic, e->keyhash);
+	KeyCursor  *cur = NULL;
 
-	return k == NULL || key_below_marked(k, e->key.event_id, &e->token,
-										 marked, n);
+	if (k == NULL)
+		return true;
+	for (int i = 0; i < *ncursors; i++)
+		if (cursors[i].k == k)
+			cur = &cursors[i];
+	if (cur == NULL)
+	{
+		/* a new key: take a free cursor, or the oldest */
+		int			slot = *ncursors < KEY_CURSORS ? (*ncursors)++ :
+			(int) (k->tag.hash % KEY_CURSORS);
+
+		cur = &cursors[slot];
+		cur->k = k;
+		cur->chunk = -1;
+		cur->at = 0;
+	}
+	return key_below_marked(k, e->key.event_id, &e->token, marked, n, cur);
 }
 
 /* Is e the current lease of token, and free to settle? */
@@ -1100,6 +1128,8 @@ outbox_lease_mark_settling(const int64 *ids, int n, const pg_uuid_t *token,
 	int64	   *sorted = NULL;
 	int64	   *marked = NULL;
 	int			nmarked = 0;
+	KeyCursor	cursors[KEY_CURSORS];
+	int			ncursors = 0;
 
 	if (acks && n > 1)
 	{
@@ -1121,7 +1151,7 @@ outbox_lease_mark_settling(const int64 *ids, int n, const pg_uuid_t *token,
 		if (!lease_is(e, token))
 			continue;
 		if (acks && e->keyed &&
-			!key_acked_in_order(e, marked, nmarked))
+			!key_acked_in_order(e, marked, nmarked, cursors, &ncursors))
 			continue;
 		e->finishing = true;
 		if (acks)
@@ -2052,20 +2082,27 @@ key_leased_below(OutboxKey *k, int64 id, const pg_uuid_t *token)
 
 /*
  * Is every member of k below id that is leased under token (the same lease)
- * among marked[0..n) (ascending)?
+ * among marked[0..n) (ascending)?  The walk starts where cur says the last
+ * one of the same key ended: ids are asked in ascending order, members do
+ * not move meanwhile, and marked only grows.
  */
 static bool
 key_below_marked(OutboxKey *k, int64 id, const pg_uuid_t *token,
-				 const int64 *marked, int n)
+				 const int64 *marked, int n, KeyCursor *cur)
 {
-	for (int32 c = k->first; c >= 0; c = chunk_at(c)->next)
+	int32		c = cur->chunk >= 0 ? cur->chunk : k->first;
+	int			i = cur->chunk >= 0 ? cur->at : 0;
+
+	for (; c >= 0; c = chunk_at(c)->next, i = 0)
 	{
 		OutboxKeyChunk *ch = chunk_at(c);
 
-		for (int i = 0; i < ch->n; i++)
+		for (; i < ch->n; i++)
 		{
 			OutboxEntry *e;
 
+			cur->chunk = c;
+			cur->at = i;
 			if (ch->ids[i] >= id)
 				return true;
 			if (ch->state[i] != MEMBER_LEASED)
@@ -2077,6 +2114,7 @@ key_below_marked(OutboxKey *k, int64 id, const pg_uuid_t *token,
 			if (bsearch(&ch->ids[i], marked, n, sizeof(int64), int64_cmp) == NULL)
 				return false;
 		}
+		cur->at = ch->n;
 	}
 	return true;
 }
@@ -2137,11 +2175,41 @@ key_lease_undone(OutboxTopic *t, OutboxEntry *e)
 
 	if (k == NULL)
 		return;
-	key_member_set(t, k, e->key.event_id,
-				   e->source == SRC_RETRY ? MEMBER_WAITING : MEMBER_HELD);
-	if (e->source == SRC_RETRY)
-		t->next_retry_at = 0;
+	if (e->source == SRC_RETRY && e->member_new)
+	{
+		/* its earlier lease ended for good meanwhile: it waits nowhere */
+		key_member_remove(t, k, e->key.event_id);
+	}
+	else
+	{
+		key_member_set(t, k, e->key.event_id,
+					   e->source == SRC_RETRY ? MEMBER_WAITING : MEMBER_HELD);
+		if (e->source == SRC_RETRY)
+			t->next_retry_at = 0;
+	}
 	key_refresh(t, k);
+}
+
+/*
+ * A lease of a keyed event stands again after the end of another of its
+ * key (a nack or dead letter rolled back) but an earlier event of its key
+ * is not leased under the same lease any more: it was handed back when
+ * that one failed, and goes back too.  Returns whether it did; the entry
+ * is then gone.
+ */
+static bool
+key_lease_recheck(OutboxTopic *t, OutboxEntry *e)
+{
+	OutboxKey  *k = key_find((int) (t - outbox_shared->topics), e->keyhash);
+
+	if (k == NULL || key_may_lease(k, e->key.event_id, &e->token))
+		return false;
+	t->nleases--;
+	if (e->source == SRC_RETRY)
+		t->nretry_leases--;
+	key_lease_undone(t, e);
+	outbox_entry_remove(e);
+	return true;
 }
 
 static void key_hand_back_later(OutboxTopic *t, OutboxKey *k, OutboxEntry *e);
@@ -2166,6 +2234,12 @@ key_lease_ended(OutboxTopic *t, OutboxEntry *e, bool retry)
 		key_member_set(t, k, e->key.event_id, MEMBER_WAITING);
 		key_hand_back_later(t, k, e);
 	}
+	else if (e->waits_after)
+	{
+		/* dead, and redriven before this end was seen: it waits again */
+		key_member_set(t, k, e->key.event_id, MEMBER_WAITING);
+		t->next_retry_at = 0;
+	}
 	else
 		key_member_remove(t, k, e->key.event_id);
 	key_refresh(t, k);
@@ -2178,61 +2252,41 @@ key_lease_ended(OutboxTopic *t, OutboxEntry *e, bool retry)
 static void
 key_hand_back_later(OutboxTopic *t, OutboxKey *k, OutboxEntry *e)
 {
-#define HAND_BACK_STEP 64
-	int64		ids[HAND_BACK_STEP];
-	int64		after = e->key.event_id;
-	bool		more = true;
-
-	while (more)
+	/* states change in place: no member moves */
+	for (int32 c = k->first; c >= 0; c = chunk_at(c)->next)
 	{
-		int			n = 0;
-		bool		done = false;
+		OutboxKeyChunk *ch = chunk_at(c);
 
-		/* collect some, then hand them back: that moves members */
-		for (int32 c = k->first; c >= 0 && !done; c = chunk_at(c)->next)
+		for (int i = 0; i < ch->n; i++)
 		{
-			OutboxKeyChunk *ch = chunk_at(c);
+			OutboxEntry *l;
+			int			state;
 
-			for (int i = 0; i < ch->n; i++)
-			{
-				OutboxEntry *l;
+			if (ch->ids[i] <= e->key.event_id)
+				continue;
 
-				if (ch->ids[i] <= after)
-					continue;
-
-				/*
-				 * A lease's events of a key come before every event held
-				 * back behind it: the lease ends before the first such.
-				 */
-				if (ch->state[i] == MEMBER_HELD || n == HAND_BACK_STEP)
-				{
-					done = true;
-					break;
-				}
-				if (ch->state[i] != MEMBER_LEASED)
-					continue;
-				l = outbox_entry_find(ch->ids[i]);
-				if (l == NULL || l->state != ENTRY_LEASED || l->finishing ||
-					memcmp(&l->token, &e->token, sizeof(pg_uuid_t)) != 0)
-					continue;
-				ids[n++] = ch->ids[i];
-			}
-		}
-		more = (n == HAND_BACK_STEP);
-		for (int i = 0; i < n; i++)
-		{
-			OutboxEntry *l = outbox_entry_find(ids[i]);
-
+			/*
+			 * A lease's events of a key come before every event held back
+			 * behind it: the lease ends before the first such.
+			 */
+			if (ch->state[i] == MEMBER_HELD)
+				return;
+			if (ch->state[i] != MEMBER_LEASED)
+				continue;
+			l = outbox_entry_find(ch->ids[i]);
+			if (l == NULL || l->state != ENTRY_LEASED || l->finishing ||
+				memcmp(&l->token, &e->token, sizeof(pg_uuid_t)) != 0)
+				continue;
 			t->nleases--;
 			if (l->source == SRC_RETRY)
 				t->nretry_leases--;
-			key_member_set(t, k, ids[i],
-						   l->source == SRC_RETRY ? MEMBER_WAITING : MEMBER_HELD);
+			state = l->source == SRC_RETRY ? MEMBER_WAITING : MEMBER_HELD;
+			member_counts(t, k, MEMBER_LEASED, state);
+			ch->state[i] = (uint8) state;
+			k->run_valid = false;
 			outbox_entry_remove(l);
-			after = ids[i];
 		}
 	}
-#undef HAND_BACK_STEP
 }
 
 /* Remove an entry just entered, in no list yet. */
@@ -2640,11 +2694,27 @@ outbox_key_waiting_add(int32 topic_id, int64 incarnation, int64 id,
 	result = topic;
 	if (k == NULL)
 		result = -2;
-	else if (key_member_state(k, id) == 0)
+	else
 	{
-		if (!key_member_add(t, k, id, MEMBER_WAITING))
-			result = -2;
-		key_refresh(t, k);
+		int			state = key_member_state(k, id);
+
+		if (state == 0)
+		{
+			if (!key_member_add(t, k, id, MEMBER_WAITING))
+				result = -2;
+			key_refresh(t, k);
+		}
+		else if (state == MEMBER_LEASED)
+		{
+			/*
+			 * Its lease's end (a dead letter) committed but was not applied
+			 * yet: the event is to wait again when it is.
+			 */
+			OutboxEntry *e = outbox_entry_find(id);
+
+			if (e != NULL && e->keyed)
+				e->waits_after = true;
+		}
 	}
 	LWLockRelease(outbox_shared->lock);
 	return result;
@@ -2659,11 +2729,19 @@ key_waiting_undo_locked(int topic, int64 id, uint64 hash)
 {
 	OutboxTopic *t = &outbox_shared->topics[topic];
 	OutboxKey  *k = key_find(topic, hash);
+	int			state = key_member_state(k, id);
 
-	if (k != NULL && key_member_state(k, id) == MEMBER_WAITING)
+	if (state == MEMBER_WAITING)
 	{
 		key_member_remove(t, k, id);
 		key_refresh(t, k);
+	}
+	else if (state == MEMBER_LEASED)
+	{
+		OutboxEntry *e = outbox_entry_find(id);
+
+		if (e != NULL && e->keyed)
+			e->waits_after = false;
 	}
 }
 
@@ -2868,15 +2946,34 @@ typedef enum KeyedLease
  * lock exclusively.
  */
 static KeyedLease
-lease_keyed_locked(OutboxTopic *t, OutboxCandidate *c, OutboxScanEnd *s)
+lease_keyed_locked(OutboxTopic *t, OutboxCandidate *c, OutboxScanEnd *s,
+				   int64 seen_upto)
 {
 	bool		from_log = (c->source == SRC_MAIN && !c->from_ready);
 	OutboxKey  *k = key_find(s->topic, c->keyhash);
-	int			state = key_member_state(k, c->id);
+	int			state = 0;
 	OutboxEntry *e;
 	bool		found;
-	int32		run_chunk = -1;
-	int			run_at = 0;
+	int32		chunk = -1;
+	int			at = 0;
+	int			run = -1;
+
+	/*
+	 * An event from outbox.retry above what the scan has read may have
+	 * earlier events of its key in the log that are no members yet.
+	 */
+	if (!from_log && c->id > seen_upto)
+		return KEYED_SKIPPED;
+
+	if (k != NULL)
+	{
+		/* where it stands among its key's members, and whether it may go */
+		run = key_run_allows(k, c->id, s->token, &chunk, &at);
+		if (chunk < 0 && key_member_find(k, c->id, &chunk, &at))
+			run = -1;
+		if (chunk >= 0)
+			state = chunk_at(chunk)->state[at];
+	}
 
 	if (from_log && (state != 0 || outbox_entry_find(c->id) != NULL))
 		return KEYED_SKIPPED;	/* met again after a rescan */
@@ -2887,8 +2984,6 @@ lease_keyed_locked(OutboxTopic *t, OutboxCandidate *c, OutboxScanEnd *s)
 
 	if (k != NULL)
 	{
-		int			run = key_run_allows(k, c->id, s->token, &run_chunk, &run_at);
-
 		if (run == 0 || (run < 0 && !key_may_lease(k, c->id, s->token)))
 		{
 			/* an earlier event of its key is out or waiting */
@@ -2925,28 +3020,35 @@ lease_keyed_locked(OutboxTopic *t, OutboxCandidate *c, OutboxScanEnd *s)
 			return KEYED_FULL;
 		}
 		c->member_new = true;
+		/* found again: a member added in the middle moves the others */
+		if (chunk_at(k->last)->ids[chunk_at(k->last)->n - 1] == c->id)
+		{
+			chunk = k->last;
+			at = chunk_at(k->last)->n - 1;
+		}
+		else
+			(void) key_member_find(k, c->id, &chunk, &at);
 	}
 	else
-		key_member_set(t, k, c->id, MEMBER_LEASED);
-
-	/* the run of the key this claim leases now ends here */
-	if (k->last >= 0 && chunk_at(k->last)->ids[chunk_at(k->last)->n - 1] == c->id)
 	{
-		run_chunk = k->last;
-		run_at = chunk_at(k->last)->n - 1;
+		/* in place: nothing moves */
+		member_counts(t, k, state, MEMBER_LEASED);
+		chunk_at(chunk)->state[at] = MEMBER_LEASED;
 	}
-	else if (run_chunk < 0 || chunk_at(run_chunk)->ids[run_at] != c->id)
-		(void) key_member_find(k, c->id, &run_chunk, &run_at);
+
+	/* every member up to this one is leased by this claim */
 	k->run_valid = true;
 	k->run_token = *s->token;
-	k->run_chunk = run_chunk;
-	k->run_at = (int16) run_at;
+	k->run_chunk = chunk;
+	k->run_at = (int16) at;
 	key_refresh(t, k);
 
 	e->attempt = c->held ? 0 : c->attempts;
 	e->source = c->source;
 	e->topic = s->topic;
 	e->keyed = true;
+	e->member_new = c->member_new;
+	e->waits_after = false;
 	e->keyhash = c->keyhash;
 	if (c->source == SRC_RETRY)
 		t->nretry_leases++;
@@ -3001,7 +3103,7 @@ lease_candidates_locked(OutboxTopic *t, OutboxScanEnd *s)
 		}
 		if (t->ordered && c->keyed)
 		{
-			switch (lease_keyed_locked(t, c, s))
+			switch (lease_keyed_locked(t, c, s, Min(s->scanned, ocap)))
 			{
 				case KEYED_LEASED:
 					s->nleased++;
@@ -3188,7 +3290,12 @@ outbox_retry_leases_verify(int topic, const pg_uuid_t *token,
 
 			if (k != NULL)
 			{
-				/* its member is as the earlier lease's end left it */
+				/*
+				 * The later events of its key this claim leased with it go
+				 * back too; its member is as the earlier lease's end left
+				 * it.
+				 */
+				key_hand_back_later(t, k, e);
 				if (c->member_new)
 					key_member_remove(t, k, c->id);
 				else
@@ -3199,6 +3306,23 @@ outbox_retry_leases_verify(int topic, const pg_uuid_t *token,
 		outbox_entry_settled(t, e);
 		c->leased = false;
 		undone++;
+	}
+
+	/* those handed back with an undone one */
+	for (int i = 0; i < ncand; i++)
+	{
+		OutboxCandidate *c = &cand[i];
+		OutboxEntry *e;
+
+		if (!c->leased || !c->keyed)
+			continue;
+		e = outbox_entry_find(c->id);
+		if (e == NULL || e->state != ENTRY_LEASED ||
+			memcmp(&e->token, token, sizeof(pg_uuid_t)) != 0)
+		{
+			c->leased = false;
+			undone++;
+		}
 	}
 	LWLockRelease(outbox_shared->lock);
 	return undone;
@@ -3454,6 +3578,8 @@ settle_finish(SettleContext *sc, OutboxTopic *t, OutboxEntry *e,
 	if (!commit)
 	{
 		e->finishing = false;
+		if (e->keyed)
+			(void) key_lease_recheck(t, e);
 		return;
 	}
 	t->nleases--;

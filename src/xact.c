@@ -522,6 +522,14 @@ xact_finish(bool commit)
 		if (commit && xs.forget_database)
 			outbox_forget_database_state();
 
+		/*
+		 * The extension made in this transaction is gone with it: so is
+		 * what its topics left in shared memory (its event ids come again
+		 * when it is made anew).
+		 */
+		if (!commit && xs.announce_database && !xs.forget_database)
+			outbox_forget_database_state();
+
 		/* Tell the launcher the database gained or lost the extension. */
 		if (commit && xs.forget_database)
 			outbox_database_changed(MyDatabaseId, false);

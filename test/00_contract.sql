@@ -3,7 +3,7 @@
 -- basic behaviour those signatures promise.
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS outbox CASCADE;
-SELECT plan(126);
+SELECT plan(145);
 
 -- Input-argument defaults of a function, evaluated: '-' for an argument
 -- without a default, 'NULL' for DEFAULT NULL.
@@ -163,6 +163,9 @@ SELECT is(pg_get_function_result(pg_temp.fn('metrics_histograms', '{}')),
           'TABLE(topic text, histogram text, le double precision[], bucket bigint[], sum double precision, count bigint)',
           'outbox.metrics_histograms returns the columns Prometheus needs');
 SELECT has_column('outbox', 'topics', 'ordered', 'outbox.topics has column ordered');
+SELECT col_type_is('outbox', 'topics', 'ordered', 'boolean', 'outbox.topics has column ordered (boolean)');
+SELECT is((SELECT proisstrict FROM pg_proc WHERE oid = pg_temp.fn('alter_topic', '{text,integer,interval,interval,interval}')),
+          false, 'outbox.alter_topic is not STRICT: a NULL argument keeps a setting, the others still apply');
 SELECT col_type_is('outbox', 'topics', 'delivery', 'text', 'outbox.topics has column delivery (text)');
 SELECT col_type_is('outbox', 'topics', 'slot', 'name', 'outbox.topics has column slot (name)');
 SELECT throws_ok($$SELECT outbox.create_topic('contract_w', delivery => 'wal', slot => 'contract_slot')$$,
@@ -187,6 +190,45 @@ SELECT lives_ok($$SELECT outbox.drop_topic('contract_s')$$, 'drop_topic of an em
 SELECT is((SELECT count(*)::int FROM outbox.topics WHERE topic = 'contract_s'), 0,
           'a dropped topic leaves outbox.topics');
 
+-- Ordered topics: created with ordered => true, shown as such, fixed for good.
+SELECT lives_ok($$SELECT outbox.create_topic('contract_o', ordered => true)$$,
+                'create_topic with ordered => true');
+SELECT results_eq(
+    $$SELECT topic, max_attempts, retention, backoff_base, backoff_max, ordered
+        FROM outbox.topics WHERE topic = 'contract_o'$$,
+    $$VALUES ('contract_o'::text, 5, '7 days'::interval, '1 second'::interval, '60 seconds'::interval, true)$$,
+    'outbox.topics shows an ordered topic with ordered = true and the default settings');
+SELECT throws_ok($$UPDATE outbox.topic SET ordered = false WHERE name = 'contract_o'$$, '0A000', NULL,
+                 'ordered cannot be turned off after creation');
+SELECT throws_ok($$UPDATE outbox.topic SET ordered = true WHERE name = 'contract_t'$$, '0A000', NULL,
+                 'ordered cannot be turned on after creation');
+SELECT lives_ok($$SELECT outbox.alter_topic('contract_o', max_attempts => 2)$$,
+                'alter_topic on an ordered topic');
+SELECT results_eq($$SELECT max_attempts, ordered FROM outbox.topics WHERE topic = 'contract_o'$$,
+                  $$VALUES (2, true)$$, 'alter_topic leaves an ordered topic ordered');
+
+-- alter_topic: a NULL argument keeps its setting, the others change.
+SELECT lives_ok($$SELECT outbox.create_topic('contract_a', max_attempts => 4, retention => '3 days',
+                   backoff_base => '2 seconds', backoff_max => '2 minutes')$$,
+                'create_topic contract_a');
+SELECT lives_ok($$SELECT outbox.alter_topic('contract_a')$$, 'alter_topic with only the topic');
+SELECT results_eq(
+    $$SELECT max_attempts, retention, backoff_base, backoff_max, ordered FROM outbox.topics WHERE topic = 'contract_a'$$,
+    $$VALUES (4, '3 days'::interval, '2 seconds'::interval, '2 minutes'::interval, false)$$,
+    'alter_topic with every setting NULL changes nothing');
+SELECT lives_ok($$SELECT outbox.alter_topic('contract_a', max_attempts => 6, backoff_max => '5 minutes')$$,
+                'alter_topic of two settings by name');
+SELECT results_eq(
+    $$SELECT max_attempts, retention, backoff_base, backoff_max FROM outbox.topics WHERE topic = 'contract_a'$$,
+    $$VALUES (6, '3 days'::interval, '2 seconds'::interval, '5 minutes'::interval)$$,
+    'alter_topic changes the settings given and keeps those passed as NULL');
+SELECT lives_ok($$SELECT outbox.alter_topic(topic => 'contract_a', max_attempts => NULL, retention => '1 day',
+                   backoff_base => '1 second', backoff_max => NULL)$$,
+                'alter_topic with explicit NULLs');
+SELECT results_eq(
+    $$SELECT max_attempts, retention, backoff_base, backoff_max FROM outbox.topics WHERE topic = 'contract_a'$$,
+    $$VALUES (6, '1 day'::interval, '1 second'::interval, '5 minutes'::interval)$$,
+    'explicit NULLs keep max_attempts and backoff_max');
 -- Producing
 CREATE TEMP TABLE ids (label text PRIMARY KEY, id bigint);
 INSERT INTO ids
@@ -261,6 +303,17 @@ SELECT ok((SELECT count(*) FROM pg_catalog.pg_inherits i
                  >= now() + interval '4 days') >= 1,
           'after maintain a partition covers four days from now');
 SELECT is(outbox.reap(), 0, 'reap hands back nothing while no lease has expired');
+
+-- alter_topic takes effect for the next nack: lowered to 1 while an event
+-- of contract_a is leased, max_attempts makes its first nack the last.
+SELECT isnt(outbox.offer('contract_a', '{"a": 1}'), NULL::bigint, 'offer to contract_a');
+CREATE TEMP TABLE ac1 AS SELECT * FROM outbox.claim('contract_a');
+SELECT lives_ok($$SELECT outbox.alter_topic('contract_a', max_attempts => 1)$$,
+                'alter_topic lowers max_attempts to 1 while the event is leased');
+SELECT is(outbox.nack(id, lease_token, 'boom', retry_after => '0'), 'dead',
+          'a nack after alter_topic uses the new max_attempts') FROM ac1;
+SELECT is((SELECT attempts FROM outbox.dead_letters WHERE id = (SELECT id FROM ac1)), 1,
+          'the event went dead after its first attempt');
 
 SELECT * FROM finish();
 ROLLBACK;

@@ -2,7 +2,7 @@
 -- the contract and a message that names what is wrong.
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS outbox CASCADE;
-SELECT plan(74);
+SELECT plan(103);
 
 -- 'SQLSTATE: message' of the error a statement raises, or 'no error'.
 CREATE FUNCTION pg_temp.error_of(q text) RETURNS text
@@ -73,8 +73,18 @@ SELECT throws_ok($$SELECT outbox.create_topic(E'new\nline')$$, '42602', NULL,
 SELECT lives_ok($$SELECT outbox.create_topic(repeat('a', 63))$$, 'topic name of 63 bytes is accepted');
 SELECT lives_ok($$SELECT outbox.create_topic('Mixed.Case-name_09')$$,
                 'letters, digits, _, - and . are accepted');
-SELECT throws_ok($$SELECT outbox.create_topic('err_o', ordered => true)$$, '0A000', NULL,
-                 'ordered topics: feature_not_supported');
+SELECT throws_ok($$SELECT outbox.create_topic('err_o', ordered => NULL)$$, '22004', NULL,
+                 'ordered => NULL: null_value_not_allowed');
+SELECT lives_ok($$SELECT outbox.create_topic('err_ord', ordered => true)$$,
+                'ordered => true is accepted');
+SELECT throws_ok($$SELECT outbox.create_topic('err_ord', ordered => true)$$, '42710', NULL,
+                 'create_topic of an existing ordered topic: duplicate_object');
+SELECT throws_ok($$UPDATE outbox.topic SET ordered = false WHERE name = 'err_ord'$$, '0A000', NULL,
+                 'changing ordered of a topic: feature_not_supported');
+SELECT throws_ok($$UPDATE outbox.topic SET delivery = 'wal', slot = 'err_slot' WHERE name = 'err_ord'$$, '0A000', NULL,
+                 'changing delivery of a topic: feature_not_supported');
+SELECT is((SELECT ordered FROM outbox.topics WHERE topic = 'err_ord'), true,
+          'a refused change leaves the topic ordered');
 SELECT throws_ok($$SELECT outbox.create_topic('err_x', max_attempts => 0)$$, '22023', NULL,
                  'max_attempts 0: invalid_parameter_value');
 SELECT throws_ok($$SELECT outbox.create_topic('err_x', retention => '0')$$, '22023', NULL,
@@ -88,6 +98,62 @@ SELECT throws_ok($$SELECT outbox.create_topic('err_x', backoff_base => '10 secon
                  'backoff_max below backoff_base: invalid_parameter_value');
 SELECT is((SELECT count(*)::int FROM outbox.topics WHERE topic IN ('err_o', 'err_x')), 0,
           'refused topics are not created');
+
+-- alter_topic: the checks and SQLSTATEs of create_topic; a refused call
+-- changes nothing.
+SELECT outbox.create_topic('err_alt', max_attempts => 5, retention => '7 days',
+                           backoff_base => '1 second', backoff_max => '60 seconds');
+SELECT throws_ok($$SELECT outbox.alter_topic('no_such_topic', max_attempts => 2)$$, '42704', NULL,
+                 'alter_topic of an unknown topic: undefined_object');
+SELECT matches(pg_temp.error_of($$SELECT outbox.alter_topic('no_such_topic', max_attempts => 2)$$),
+               '^42704: .*no_such_topic', 'the unknown-topic message of alter_topic names the topic');
+SELECT matches(pg_temp.hint_of($$SELECT outbox.alter_topic('no_such_topic', max_attempts => 2)$$),
+               'outbox\.create_topic', 'the unknown-topic hint of alter_topic points to outbox.create_topic');
+SELECT throws_ok($$SELECT outbox.alter_topic(NULL, max_attempts => 2)$$, '22004', NULL,
+                 'alter_topic(NULL): null_value_not_allowed');
+SELECT throws_ok($$SELECT outbox.alter_topic('has space', max_attempts => 2)$$, '42602', NULL,
+                 'alter_topic of an invalid topic name: invalid_name');
+SELECT throws_ok($$SELECT outbox.alter_topic('err_alt', max_attempts => 0)$$, '22023', NULL,
+                 'alter_topic max_attempts 0: invalid_parameter_value');
+SELECT throws_ok($$SELECT outbox.alter_topic('err_alt', max_attempts => -1)$$, '22023', NULL,
+                 'alter_topic negative max_attempts: invalid_parameter_value');
+SELECT throws_ok($$SELECT outbox.alter_topic('err_alt', max_attempts => 1000001)$$, '22023', NULL,
+                 'alter_topic max_attempts above 1000000: invalid_parameter_value');
+SELECT matches(pg_temp.error_of($$SELECT outbox.alter_topic('err_alt', max_attempts => 0)$$),
+               '^22023: .*max_attempts', 'the max_attempts message of alter_topic names max_attempts');
+SELECT throws_ok($$SELECT outbox.alter_topic('err_alt', retention => '0')$$, '22023', NULL,
+                 'alter_topic retention 0: invalid_parameter_value');
+SELECT throws_ok($$SELECT outbox.alter_topic('err_alt', retention => '-1 day')$$, '22023', NULL,
+                 'alter_topic negative retention: invalid_parameter_value');
+SELECT throws_ok($$SELECT outbox.alter_topic('err_alt', retention => '36601 days')$$, '22023', NULL,
+                 'alter_topic retention above 36600 days: invalid_parameter_value');
+SELECT matches(pg_temp.error_of($$SELECT outbox.alter_topic('err_alt', retention => '-1 day')$$),
+               '^22023: .*retention', 'the retention message of alter_topic names retention');
+SELECT throws_ok($$SELECT outbox.alter_topic('err_alt', backoff_base => '0')$$, '22023', NULL,
+                 'alter_topic backoff_base 0: invalid_parameter_value');
+SELECT throws_ok($$SELECT outbox.alter_topic('err_alt', backoff_base => '-1 second')$$, '22023', NULL,
+                 'alter_topic negative backoff_base: invalid_parameter_value');
+SELECT throws_ok($$SELECT outbox.alter_topic('err_alt', backoff_base => '367 days', backoff_max => '367 days')$$,
+                 '22023', NULL, 'alter_topic backoff_base above 366 days: invalid_parameter_value');
+SELECT throws_ok($$SELECT outbox.alter_topic('err_alt', backoff_max => '0')$$, '22023', NULL,
+                 'alter_topic backoff_max 0: invalid_parameter_value');
+SELECT throws_ok($$SELECT outbox.alter_topic('err_alt', backoff_max => '367 days')$$, '22023', NULL,
+                 'alter_topic backoff_max above 366 days: invalid_parameter_value');
+SELECT throws_ok($$SELECT outbox.alter_topic('err_alt', backoff_base => '10 seconds', backoff_max => '5 seconds')$$,
+                 '22023', NULL, 'alter_topic backoff_max below backoff_base: invalid_parameter_value');
+SELECT throws_ok($$SELECT outbox.alter_topic('err_alt', backoff_max => '500 milliseconds')$$, '22023', NULL,
+                 'alter_topic backoff_max alone below the kept backoff_base: invalid_parameter_value');
+SELECT throws_ok($$SELECT outbox.alter_topic('err_alt', backoff_base => '2 minutes')$$, '22023', NULL,
+                 'alter_topic backoff_base alone above the kept backoff_max: invalid_parameter_value');
+SELECT matches(pg_temp.error_of($$SELECT outbox.alter_topic('err_alt', backoff_base => '2 minutes')$$),
+               '^22023: .*backoff_max.*backoff_base', 'the message names backoff_max and backoff_base');
+SELECT throws_ok($$SELECT outbox.alter_topic('err_alt', max_attempts => 3, retention => '1 day',
+                                             backoff_base => '0')$$, '22023', NULL,
+                 'alter_topic with one bad setting among good ones: invalid_parameter_value');
+SELECT results_eq(
+    $$SELECT max_attempts, retention, backoff_base, backoff_max FROM outbox.topics WHERE topic = 'err_alt'$$,
+    $$VALUES (5, '7 days'::interval, '1 second'::interval, '60 seconds'::interval)$$,
+    'refused alter_topic calls change nothing');
 
 -- NULL arguments: 22004
 SELECT throws_ok($$SELECT outbox.create_topic(NULL)$$, '22004', NULL, 'create_topic(NULL): null_value_not_allowed');
