@@ -16,7 +16,7 @@
 #   tap          Perl TAP tests (t/) through `make installcheck`, once the
 #                Makefile declares TAP_TESTS
 #   pgtap        pgTAP files test/*.sql under pg_prove
-#   concurrency  test/concurrency/drain.sh, then test/concurrency/nack.sh
+#   concurrency  test/concurrency/drain.sh, then nack.sh, then ordered.sh
 #   fuzz         test/fuzz/run.sh: 20,000 hostile calls, fixed seed
 #   examples     examples/test.sh: the Node.js and Python example relays
 #   dist         scripts/dist-check.sh: make dist, then the tarball builds,
@@ -192,8 +192,10 @@ suite_pgtap() {
 suite_concurrency() {
 	[ -f "$ROOT/test/concurrency/drain.sh" ] || { echo "concurrency: test/concurrency/drain.sh is missing"; return 1; }
 	[ -f "$ROOT/test/concurrency/nack.sh" ] || { echo "concurrency: test/concurrency/nack.sh is missing"; return 1; }
+	[ -f "$ROOT/test/concurrency/ordered.sh" ] || { echo "concurrency: test/concurrency/ordered.sh is missing"; return 1; }
 	OUTBOX_TEST_WORK="$WORK" bash "$ROOT/test/concurrency/drain.sh" || return 1
-	OUTBOX_TEST_WORK="$WORK" bash "$ROOT/test/concurrency/nack.sh"
+	OUTBOX_TEST_WORK="$WORK" bash "$ROOT/test/concurrency/nack.sh" || return 1
+	OUTBOX_TEST_WORK="$WORK" bash "$ROOT/test/concurrency/ordered.sh"
 }
 
 suite_fuzz() {

@@ -16,3 +16,19 @@ SELECT setval('outbox.event_id_seq', :old_id - 1) >= 0;
 SELECT count(*) FROM outbox.offer_batch('again', ARRAY['{"b": 1}', '{"b": 2}']::jsonb[]);
 SELECT id - :old_id AS rel_id, payload, attempt FROM outbox.claim('again', 10) ORDER BY id;
 SELECT topic, available, leased, offered FROM outbox.stats;
+-- An install rolled back takes what its topics left in shared memory with
+-- it: the lease of a claim it made stays behind no more, and the next
+-- install, drawing the same id for a topic of another id, finds it
+-- claimable.
+DROP EXTENSION outbox;
+BEGIN;
+CREATE EXTENSION outbox;
+SELECT count(*) FROM (SELECT outbox.create_topic('pad' || g) FROM generate_series(1, 3) g) p;
+SELECT outbox.create_topic('gone');
+SELECT outbox.offer('gone', '{"c": 1}') AS gone_id \gset
+SELECT outbox.nack(id, lease_token, 'x', retry_after => '0') FROM outbox.claim('gone');
+ROLLBACK;
+CREATE EXTENSION outbox;
+SELECT outbox.create_topic('back');
+SELECT outbox.offer('back', '{"c": 2}') = :gone_id AS same_id;
+SELECT payload FROM outbox.claim('back');

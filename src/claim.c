@@ -407,12 +407,16 @@ take_ready(ClaimState *cs, OutboxScanEnd *s)
  * now count as held: an earlier event of their key is out, waiting or held
  * back, or the scan has not read up to them yet (earlier events of their
  * key may be in the log).  They stay in outbox.retry, and do not take the
- * claim's batch from other keys.
+ * claim's batch from other keys.  Returns whether some are due but above
+ * the scan: the next claim looks again (a key's blocking event, when it
+ * ends, makes claims look again itself).
  */
-static void
+static bool
 retry_keys_held(ClaimState *cs, SPITupleTable *tt, uint64 n, const int64 *ids,
 				bool *held, int64 scan_pos)
 {
+	bool		above = false;
+
 	uint64	   *hashes = palloc(sizeof(uint64) * Max(1, n));
 	int64	   *kids = palloc(sizeof(int64) * Max(1, n));
 	int		   *at = palloc(sizeof(int) * Max(1, n));
@@ -431,6 +435,7 @@ retry_keys_held(ClaimState *cs, SPITupleTable *tt, uint64 n, const int64 *ids,
 		if (ids[i] > scan_pos)
 		{
 			held[i] = true;
+			above = true;
 			continue;
 		}
 		kids[nkeyed] = ids[i];
@@ -444,6 +449,7 @@ retry_keys_held(ClaimState *cs, SPITupleTable *tt, uint64 n, const int64 *ids,
 	pfree(kids);
 	pfree(at);
 	pfree(blocked);
+	return above;
 }
 
 /* Events due in outbox.retry that nobody holds.  Returns true if exhausted. */
@@ -459,6 +465,7 @@ take_retry(ClaimState *cs, TimestampTz now, const OutboxScanView *seen)
 	 * may be those of keys held back by an earlier event.
 	 */
 	int			limit = want + seen->nretry_leases + seen->nwaiting;
+	bool		exhausted = true;
 	int			rc;
 	SPITupleTable *tt;
 	uint64		n;
@@ -486,8 +493,9 @@ take_retry(ClaimState *cs, TimestampTz now, const OutboxScanView *seen)
 											 EV_ID + 1, &isnull));
 	}
 	outbox_entries_held(ids, (int) n, held);
-	if (cs->info->ordered)
-		retry_keys_held(cs, tt, n, ids, held, seen->scan_pos);
+	if (cs->info->ordered &&
+		retry_keys_held(cs, tt, n, ids, held, seen->scan_pos))
+		exhausted = false;
 	for (uint64 i = 0; i < n; i++)
 	{
 		bool		isnull;
@@ -503,7 +511,7 @@ take_retry(ClaimState *cs, TimestampTz now, const OutboxScanView *seen)
 												  COL_ATTEMPTS, &isnull)));
 	}
 
-	return n < (uint64) limit;
+	return exhausted && n < (uint64) limit;
 }
 
 /* When the next retry row falls due, or DT_NOEND. */
