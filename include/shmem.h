@@ -159,6 +159,8 @@ typedef struct OutboxScanEnd
 	OutboxScanView seen;		/* the topic as the scan found it */
 	int64		scanned;		/* the highest id the scan examined */
 	bool		retry_exhausted;	/* every due retry was read */
+	int64		retry_above;	/* ordered: the lowest due retry above the
+								 * scan position, or 0 */
 	TimestampTz next_retry;		/* then: when to look in outbox.retry again */
 	/* out: */
 	int			nleased;

@@ -407,15 +407,15 @@ take_ready(ClaimState *cs, OutboxScanEnd *s)
  * now count as held: an earlier event of their key is out, waiting or held
  * back, or the scan has not read up to them yet (earlier events of their
  * key may be in the log).  They stay in outbox.retry, and do not take the
- * claim's batch from other keys.  Returns whether some are due but above
- * the scan: the next claim looks again (a key's blocking event, when it
- * ends, makes claims look again itself).
+ * claim's batch from other keys.  Returns the lowest id due but above the
+ * scan, or 0: once the scan has passed it, the next claim looks again (a
+ * key's blocking event, when it ends, makes claims look again itself).
  */
-static bool
+static int64
 retry_keys_held(ClaimState *cs, SPITupleTable *tt, uint64 n, const int64 *ids,
 				bool *held, int64 scan_pos)
 {
-	bool		above = false;
+	int64		above = 0;
 
 	uint64	   *hashes = palloc(sizeof(uint64) * Max(1, n));
 	int64	   *kids = palloc(sizeof(int64) * Max(1, n));
@@ -435,7 +435,8 @@ retry_keys_held(ClaimState *cs, SPITupleTable *tt, uint64 n, const int64 *ids,
 		if (ids[i] > scan_pos)
 		{
 			held[i] = true;
-			above = true;
+			if (above == 0 || ids[i] < above)
+				above = ids[i];
 			continue;
 		}
 		kids[nkeyed] = ids[i];
@@ -454,7 +455,8 @@ retry_keys_held(ClaimState *cs, SPITupleTable *tt, uint64 n, const int64 *ids,
 
 /* Events due in outbox.retry that nobody holds.  Returns true if exhausted. */
 static bool
-take_retry(ClaimState *cs, TimestampTz now, const OutboxScanView *seen)
+take_retry(ClaimState *cs, TimestampTz now, const OutboxScanView *seen,
+		   int64 *above)
 {
 	static const Oid types[3] = {INT4OID, TIMESTAMPTZOID, INT4OID};
 	Datum		values[3];
@@ -465,13 +467,13 @@ take_retry(ClaimState *cs, TimestampTz now, const OutboxScanView *seen)
 	 * may be those of keys held back by an earlier event.
 	 */
 	int			limit = want + seen->nretry_leases + seen->nwaiting;
-	bool		exhausted = true;
 	int			rc;
 	SPITupleTable *tt;
 	uint64		n;
 	int64	   *ids;
 	bool	   *held;
 
+	*above = 0;
 	values[0] = Int32GetDatum(cs->info->topic_id);
 	values[1] = TimestampTzGetDatum(now);
 	values[2] = Int32GetDatum(limit);
@@ -493,9 +495,8 @@ take_retry(ClaimState *cs, TimestampTz now, const OutboxScanView *seen)
 											 EV_ID + 1, &isnull));
 	}
 	outbox_entries_held(ids, (int) n, held);
-	if (cs->info->ordered &&
-		retry_keys_held(cs, tt, n, ids, held, seen->scan_pos))
-		exhausted = false;
+	if (cs->info->ordered)
+		*above = retry_keys_held(cs, tt, n, ids, held, seen->scan_pos);
 	for (uint64 i = 0; i < n; i++)
 	{
 		bool		isnull;
@@ -511,7 +512,7 @@ take_retry(ClaimState *cs, TimestampTz now, const OutboxScanView *seen)
 												  COL_ATTEMPTS, &isnull)));
 	}
 
-	return exhausted && n < (uint64) limit;
+	return n < (uint64) limit;
 }
 
 /* When the next retry row falls due, or DT_NOEND. */
@@ -828,7 +829,7 @@ claim_read(ClaimState *cs, bool initialized, OutboxScanEnd *s)
 
 	if (cs->ncand < cs->batch && s->seen.next_retry_at <= s->now)
 	{
-		s->retry_exhausted = take_retry(cs, s->now, &s->seen);
+		s->retry_exhausted = take_retry(cs, s->now, &s->seen, &s->retry_above);
 		/*
 		 * Remember when the next retry falls due, but look again within a
 		 * second whatever it says, so that no change to outbox.retry can

@@ -3072,6 +3072,7 @@ lease_candidates_locked(OutboxTopic *t, OutboxScanEnd *s)
 	int			room = outbox_max_leases_per_topic > 0 ?
 		outbox_max_leases_per_topic - t->nleases : INT_MAX;
 	int64		ocap = PG_INT64_MAX;
+	bool		log_stopped = false;	/* the log's candidates stop here */
 
 	if (t->ordered && s->snap != NULL)
 	{
@@ -3085,12 +3086,20 @@ lease_candidates_locked(OutboxTopic *t, OutboxScanEnd *s)
 		bool		from_log = (c->source == SRC_MAIN && !c->from_ready);
 		OutboxEntry *e;
 
-		if (from_log && (c->id > ocap || s->nleased >= s->batch))
+		if (from_log && log_stopped)
+			continue;
+		if (s->nleased >= s->batch || (from_log && c->id > ocap))
 		{
 			/* what lies beyond is for a later claim */
-			pos = Min(pos, c->id - 1);
-			s->scanned = Min(s->scanned, pos);
-			return pos;
+			if (from_log)
+			{
+				pos = Min(pos, c->id - 1);
+				s->scanned = Min(s->scanned, pos);
+				log_stopped = true;
+			}
+			else if (c->source == SRC_RETRY)
+				s->retry_exhausted = false;
+			continue;
 		}
 		if (room <= 0)
 		{
@@ -3116,7 +3125,7 @@ lease_candidates_locked(OutboxTopic *t, OutboxScanEnd *s)
 					{
 						pos = Min(pos, c->id - 1);
 						s->scanned = Min(s->scanned, pos);
-						return pos;
+						log_stopped = true;
 					}
 					break;
 				case KEYED_HELD:
@@ -3238,6 +3247,13 @@ outbox_scan_end(OutboxScanEnd *s)
 	if (s->retry_exhausted && !s->full && !s->capped &&
 		t->next_retry_at == s->seen.next_retry_at)
 		t->next_retry_at = s->next_retry;
+
+	/*
+	 * Due retries of an ordered topic the scan had not reached: once it
+	 * has, the next claim looks at them at once.
+	 */
+	if (s->retry_above > 0 && t->scan_pos >= s->retry_above)
+		t->next_retry_at = 0;
 	scan_stop_locked(t);
 	LWLockRelease(outbox_shared->lock);
 }
