@@ -1191,9 +1191,10 @@ outbox_claim(PG_FUNCTION_ARGS)
 	SPI_connect();
 	outbox_lock_topic(name, AccessShareLock);
 	outbox_lookup_topic(name, &info);
+	/* in the call's context: SPI's is let go of between attempts */
 	cs.maxcand = batch + (info.ordered ? OUTBOX_HOLD_PER_CLAIM : 0);
-	cs.cand = palloc(sizeof(OutboxCandidate) * cs.maxcand);
-	cs.rows = palloc(sizeof(OutboxEventRow) * cs.maxcand);
+	cs.cand = MemoryContextAlloc(callcxt, sizeof(OutboxCandidate) * cs.maxcand);
+	cs.rows = MemoryContextAlloc(callcxt, sizeof(OutboxEventRow) * cs.maxcand);
 	if (info.wal)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
