@@ -8,7 +8,7 @@
 #                  speed (writes bench/out/RESULTS-quick.md)
 #   --runs N       runs per case (default 3; 1 with --quick)
 #   --cases LIST   comma-separated subset of: wal,offer,drain,churn,held,
-#                  history,latency,topics,cdc (default: all)
+#                  history,latency,topics,ordered,hotkey,cdc (default: all)
 #   --output FILE  where the results go (default bench/RESULTS.md; with
 #                  --cases naming fewer than all cases,
 #                  bench/out/<date>/RESULTS.md, so that a partial run does
@@ -27,7 +27,9 @@
 # midst (OUTBOX_INSTALL_LOCKED=1: the caller holds the lock already).  The
 # cdc case restarts the server with wal_level = logical for its duration
 # and needs Node.js and npm (it installs the npm package
-# pg-logical-replication into a scratch directory).
+# pg-logical-replication into a scratch directory).  The hotkey case
+# restarts the server with a larger outbox.max_ordered_events for its
+# duration (HOT_ORDERED_EVENTS below).
 #
 # Environment:
 #   OUTBOX_BENCH_HOUSEKEEPING  loop (default): while outbox is drained the
@@ -60,7 +62,7 @@ usage() { sed -n '2,40s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; }
 
 QUICK=0
 RUNS=
-ALL_CASES=wal,offer,drain,churn,held,history,latency,topics,cdc
+ALL_CASES=wal,offer,drain,churn,held,history,latency,topics,ordered,hotkey,cdc
 CASES=$ALL_CASES
 OUTPUT=
 KEEP=0
@@ -78,7 +80,7 @@ while [ $# -gt 0 ]; do
 	esac
 done
 for c in ${CASES//,/ }; do
-	case "$c" in wal|offer|drain|churn|held|history|latency|topics|cdc) ;;
+	case "$c" in wal|offer|drain|churn|held|history|latency|topics|ordered|hotkey|cdc) ;;
 		*) echo "bench: unknown case '$c'" >&2; exit 2 ;;
 	esac
 done
@@ -108,6 +110,9 @@ if [ "$QUICK" = 1 ]; then
 	TOPICS_BACKLOG=20     # topics: pending events per topic
 	TOPICS_DRAIN_SECS=2   # topics: seconds per drain point
 	CDC_SECS=5            # cdc: seconds the producers offer while decoded
+	KEYS_BACKLOG=50000    # ordered / hotkey: events drained per point
+	KEYS_TIMEOUT=120      # ordered / hotkey: seconds a point may take at most
+	HOT_ORDERED_EVENTS=131072   # hotkey: outbox.max_ordered_events
 	OUTPUT=${OUTPUT:-$BENCH/out/RESULTS-quick.md}
 else
 	RUNS=${RUNS:-3}
@@ -127,6 +132,11 @@ else
 	TOPICS_BACKLOG=200
 	TOPICS_DRAIN_SECS=5   # one topic drains 1,000,000 events in about 15 s
 	CDC_SECS=30
+	KEYS_BACKLOG=1000000
+	KEYS_TIMEOUT=600
+	# the hot key's 500,000 events are all held back behind its lease, in
+	# shared memory, once the claims have read past them
+	HOT_ORDERED_EVENTS=1048576
 	# a run of fewer than all cases goes to bench/out/<date>/ (below)
 	if [ -z "$OUTPUT" ] && [ "$(tr , '\n' <<<"$CASES" | sort -u | paste -sd,)" = "$(tr , '\n' <<<"$ALL_CASES" | sort -u | paste -sd,)" ]; then
 		OUTPUT=$BENCH/RESULTS.md
@@ -138,6 +148,9 @@ HIST_CLIENTS=4
 HIST_BATCH=100
 LAT_RATE=100
 CDC_CLIENTS=4
+KEYS_CLIENTS=4
+KEYS_BATCH=100
+KEYS_NKEYS=10000
 
 # shellcheck source=scripts/pgcluster.sh
 . "$ROOT/scripts/pgcluster.sh"
@@ -814,6 +827,145 @@ case_topics() {
 	rec topics_drain c=4 many 0 topics "$TOPICS_DRAIN"
 }
 
+# ---------------------------------------------------------------- ordered, hotkey
+# Ordered topics.  Each point: KEYS_CLIENTS relays (claim KEYS_BATCH, then
+# ack the batch with one ack(ids[]) call, pgbench/outbox_drain_keys.sql)
+# drain a backlog loaded before it, until a given number of events not of
+# the hot key are acked; the relays note each batch with the time and the
+# WAL position (bench_keys.done, unlogged), so that the moment that number
+# was reached, and the WAL written until then, are exact.  Housekeeping as
+# in drain.
+#   ordered: KEYS_BACKLOG events over KEYS_NKEYS keys (event i has key
+#            i % KEYS_NKEYS) in an ordered topic, against the same events
+#            in an unordered topic: events/s and WAL per event.
+#   hotkey:  an ordered topic whose backlog of KEYS_BACKLOG events has
+#            every other event of key 'hot' and the others over KEYS_NKEYS
+#            keys, against an ordered topic holding only those other
+#            events (KEYS_BACKLOG / 2): the time until all events not of
+#            the hot key are acked.  The server runs with
+#            outbox.max_ordered_events = HOT_ORDERED_EVENTS for it.
+
+# keys_db DB ORDERED: a fresh database with topic 't' and the helpers
+keys_db() {
+	mkdb "$1"
+	qf "$1" -f "$BENCH/keys.sql" -c "SELECT outbox.create_topic('t', ordered => $2)"
+}
+
+# keys_fill DB N HOT: events 0 .. N-1 of bench_keys.fill, two sessions
+keys_fill() {
+	local db=$1 n=$2 hot=$3 half=$(($2 / 2)) p1 p2
+	q "$db" "CALL bench_keys.fill('t', 0, $half, $KEYS_NKEYS, $hot)" >/dev/null & p1=$!
+	q "$db" "CALL bench_keys.fill('t', $half, $((n - half)), $KEYS_NKEYS, $hot)" >/dev/null & p2=$!
+	wait "$p1" || die "keys: fill of $db failed"
+	wait "$p2" || die "keys: fill of $db failed"
+	[ "$(outbox_pending "$db")" = "$n" ] || die "keys: $db holds $(outbox_pending "$db") pending events, not $n"
+	q "$db" "VACUUM ANALYZE" >/dev/null
+}
+
+# keys_point DB KASE POINT SYS RUN TARGET: drain DB until TARGET events not
+# of the hot key are acked; records events_s (TARGET per second),
+# all_events_s (events acked per second, hot ones included), wal_per_event
+# (WAL per event acked meanwhile, hot ones included), hot_acked (hot events
+# acked meanwhile) and hot_batch_share (the share of batches until then
+# that held hot events).
+keys_point() {
+	local db=$1 kase=$2 point=$3 sys=$4 run=$5 target=$6
+	local file start log pid i got res secs wal acked hot short share
+	file=$(script outbox_drain_keys "$KEYS_BATCH")
+	q "$db" "TRUNCATE bench_keys.done" >/dev/null
+	checkpoint
+	bg_start "$db" outbox
+	start=$(q "$db" "SELECT clock_timestamp() || '|' || pg_current_wal_insert_lsn()")
+	PBN=$((PBN + 1))
+	log=$OUT/logs/pgbench.$PBN.log
+	echo "pgbench -c $KEYS_CLIENTS -j 2 -T $KEYS_TIMEOUT -f $file $db (stopped once $target events not of the hot key are acked)" >"$log"
+	"$BIN/pgbench" -n -M prepared -c "$KEYS_CLIENTS" -j 2 -T "$KEYS_TIMEOUT" -f "$file" "$db" >>"$log" 2>&1 &
+	pid=$!
+	i=0
+	while :; do
+		sleep 0.2
+		got=$(q "$db" "SELECT coalesce(sum(m), 0) FROM bench_keys.done")
+		[ "$got" -ge "$target" ] && break
+		if ! kill -0 "$pid" 2>/dev/null; then
+			tail -20 "$log" >&2
+			die "$kase: the relays stopped with $got of $target events acked (log $log)"
+		fi
+	done
+	# (SIGTERM: a background job of a script ignores SIGINT)
+	kill -TERM "$pid" 2>/dev/null || true
+	wait "$pid" 2>/dev/null || true
+	bg_stop
+	cut -d' ' -f1 /proc/loadavg >>"$OUT/load.txt"
+	# the batch whose ack made TARGET, and what was acked until then
+	res=$(q "$db" "WITH s AS (SELECT split_part('$start', '|', 1)::timestamptz AS t0, split_part('$start', '|', 2)::pg_lsn AS l0),
+	               d AS (SELECT d.*, sum(d.m) OVER w AS cm, sum(d.acked) OVER w AS ca
+	                     FROM bench_keys.done d WINDOW w AS (ORDER BY d.at, d.lsn ROWS UNBOUNDED PRECEDING))
+	               SELECT extract(epoch FROM d.at - s.t0), d.lsn - s.l0, d.ca, d.ca - d.cm,
+	                      (SELECT count(*) FROM bench_keys.done x WHERE x.acked <> x.n),
+	                      (SELECT round(avg((x.m < x.n)::int), 4) FROM bench_keys.done x WHERE (x.at, x.lsn) <= (d.at, d.lsn))
+	               FROM d, s WHERE d.cm >= $target ORDER BY d.at, d.lsn LIMIT 1")
+	IFS='|' read -r secs wal acked hot short share <<<"$res"
+	[ "$short" = 0 ] || log "  $kase $point $sys run $run: $short ack calls acked fewer events than their batch"
+	rec "$kase" "$point" "$sys" "$run" events_s "$(rate "$target" "$secs")"
+	rec "$kase" "$point" "$sys" "$run" seconds "$secs"
+	rec "$kase" "$point" "$sys" "$run" all_events_s "$(rate "$acked" "$secs")"
+	rec "$kase" "$point" "$sys" "$run" hot_batch_share "$share"
+	rec "$kase" "$point" "$sys" "$run" wal_per_event "$(awk -v w="$wal" -v n="$acked" 'BEGIN { printf "%.1f", w / n }')"
+	rec "$kase" "$point" "$sys" "$run" hot_acked "$hot"
+	rec "$kase" "$point" "$sys" "$run" short_acks "$short"
+	log "  $kase $point $sys run $run: $target events in $secs s, $(rate "$target" "$secs") events/s; WAL $(awk -v w="$wal" -v n="$acked" 'BEGIN { printf "%.1f", w / n }') B per event acked; $hot hot events acked meanwhile"
+}
+
+case_ordered() {
+	log "case ordered: $KEYS_BACKLOG events over $KEYS_NKEYS keys, ordered topic vs unordered; $KEYS_CLIENTS relays, claim $KEYS_BATCH + ack"
+	local run sys point="batch $KEYS_BATCH, $KEYS_CLIENTS relays"
+	for ((run = 1; run <= RUNS; run++)); do
+		keys_db ord true
+		keys_db unord false
+		keys_fill ord "$KEYS_BACKLOG" false
+		keys_fill unord "$KEYS_BACKLOG" false
+		for sys in $(rotate "ordered unordered" "$run"); do
+			if [ "$sys" = ordered ]; then
+				keys_point ord ordered "$point" ordered "$run" "$KEYS_BACKLOG"
+			else
+				keys_point unord ordered "$point" unordered "$run" "$KEYS_BACKLOG"
+			fi
+		done
+		dropdb ord
+		dropdb unord
+	done
+	rec ordered - keys 0 keys "$KEYS_NKEYS"
+	rec ordered - keys 0 backlog "$KEYS_BACKLOG"
+}
+
+case_hotkey() {
+	log "case hotkey: $KEYS_BACKLOG events, half of key 'hot', the rest over $KEYS_NKEYS keys, vs that rest alone; outbox.max_ordered_events = $HOT_ORDERED_EVENTS"
+	server_start "outbox.max_ordered_events=$HOT_ORDERED_EVENTS"
+	[ "$(q postgres "SHOW outbox.max_ordered_events")" = "$HOT_ORDERED_EVENTS" ] ||
+		die "hotkey: outbox.max_ordered_events is not $HOT_ORDERED_EVENTS"
+	local run sys point="batch $KEYS_BATCH, $KEYS_CLIENTS relays" other=$((KEYS_BACKLOG / 2))
+	for ((run = 1; run <= RUNS; run++)); do
+		keys_db hot true
+		keys_db cold true
+		keys_fill hot "$KEYS_BACKLOG" true
+		keys_fill cold "$other" false
+		for sys in $(rotate "hot cold" "$run"); do
+			if [ "$sys" = hot ]; then
+				keys_point hot hotkey "$point" hot "$run" "$other"
+			else
+				keys_point cold hotkey "$point" cold "$run" "$other"
+			fi
+		done
+		dropdb hot
+		dropdb cold
+	done
+	rec hotkey - keys 0 keys "$KEYS_NKEYS"
+	rec hotkey - keys 0 backlog "$KEYS_BACKLOG"
+	rec hotkey - keys 0 max_ordered_events "$HOT_ORDERED_EVENTS"
+	# the next cases run on the server as it was
+	server_start
+}
+
 # ---------------------------------------------------------------- cdc
 # Delivery through the WAL and capture triggers, on the server restarted
 # with wal_level = logical (every point of the case, baselines included):
@@ -1063,6 +1215,8 @@ want held && case_churn held
 want history && case_history
 want latency && case_latency
 want topics && case_topics
+want ordered && case_ordered
+want hotkey && case_hotkey
 want cdc && case_cdc
 
 # ---------------------------------------------------------------- report
@@ -1071,8 +1225,15 @@ PGVERSION=$(q postgres "SHOW server_version")
 MEM=$(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)
 CPU=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
 TABLE=$OUT/table.md
-"$BIN/psql" -X -q -At -v ON_ERROR_STOP=1 -d postgres -f "$BENCH/report.sql" \
-	<"$RAW" >"$TABLE" || die "report failed"
+if awk -F'\t' '$1 != "ordered" && $1 != "hotkey" { found = 1 } END { exit !found }' "$RAW"; then
+	"$BIN/psql" -X -q -At -v ON_ERROR_STOP=1 -d postgres -f "$BENCH/report.sql" \
+		<"$RAW" >"$TABLE" || die "report failed"
+else
+	: >"$TABLE"
+fi
+# the ordered and hotkey cases: a table of their own after the first
+"$BIN/psql" -X -q -At -v ON_ERROR_STOP=1 -d postgres -f "$BENCH/report-keys.sql" \
+	<"$RAW" >>"$TABLE" || die "report of the ordered cases failed"
 cat "$TABLE"
 
 {
@@ -1083,10 +1244,11 @@ cat "$TABLE"
 	echo "- command: \`$CMDLINE\` ($RUNS run(s) per case, $(( ($(date +%s) - T0) / 60 )) minutes)"
 	echo "- commit: $COMMIT"
 	echo "- server: ${SETTINGS[*]}, shared_preload_libraries = 'outbox', autovacuum at its defaults"
+	want hotkey && echo "- hotkey: the server restarted with \`outbox.max_ordered_events = $HOT_ORDERED_EVENTS\` for the case (default 65536): the hot key's events, held back behind its lease, are followed in shared memory"
 	want cdc && echo "- cdc: the server restarted with \`wal_level = logical\` for the case (baselines included); decoding read by a pgoutput client, Node.js $(node --version 2>/dev/null) with pg-logical-replication $CDC_CLIENT_VERSION (bench/cdc_client.js)"
 	[ -s "$OUT/load.txt" ] && echo "- machine load (1-minute load average at the end of each pgbench run): $(sort -n "$OUT/load.txt" | awk '{ v[NR] = $1 } END { printf "min %s, median %s, max %s", v[1], v[int((NR + 1) / 2)], v[NR] }')"
 	case "$HOUSEKEEPING" in
-		loop) echo "- housekeeping: while outbox was drained (drain, churn, held horizon, history) the harness called \`outbox.reap()\` every second and \`outbox.maintain()\` every 10 s; the extension's worker was off (\`outbox.enabled = off\`)" ;;
+		loop) echo "- housekeeping: while outbox was drained (drain, churn, held horizon, history, ordered, hotkey) the harness called \`outbox.reap()\` every second and \`outbox.maintain()\` every 10 s; the extension's worker was off (\`outbox.enabled = off\`)" ;;
 		worker) echo "- housekeeping: the extension's background worker (reap every 1 s, maintenance every 10 s)" ;;
 		off) echo "- housekeeping: none (no reap, no maintain)" ;;
 	esac

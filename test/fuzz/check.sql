@@ -32,7 +32,7 @@ FROM (SELECT DISTINCT name FROM outbox.topic) t JOIN outbox.stats s ON s.topic =
 -- topic by a session acting for its tenant.  Leases the fuzz session held
 -- expired when it ended, and its delays are a second at most: 20 seconds
 -- is plenty.
-CREATE TEMP TABLE drained (id bigint, topic text, token uuid);
+CREATE TEMP TABLE drained (id bigint, topic text, token uuid, batch int);
 CREATE TEMP TABLE drain_acks (token uuid, claimed int, acked int);
 CREATE TEMP TABLE drain_took (rounds int, seconds numeric);
 DO $$
@@ -43,6 +43,7 @@ DECLARE
 	tok uuid;
 	got bigint;
 	rounds int := 0;
+	batch int := 0;
 	started timestamptz := clock_timestamp();
 BEGIN
 	LOOP
@@ -55,7 +56,8 @@ BEGIN
 				SELECT array_agg(c.id), (array_agg(c.lease_token))[1] INTO ids, tok
 				FROM outbox.claim(t, 1000, lease => '1 hour') c;
 				EXIT WHEN ids IS NULL;
-				INSERT INTO drained SELECT u, t, tok FROM unnest(ids) u;
+				batch := batch + 1;
+				INSERT INTO drained SELECT u, t, tok, batch FROM unnest(ids) u;
 				INSERT INTO drain_acks VALUES (tok, cardinality(ids), outbox.ack(ids, tok));
 				got := got + cardinality(ids);
 				COMMIT;
@@ -83,8 +85,27 @@ LOCK TABLE outbox.acked IN ACCESS SHARE MODE;
 SELECT 'ledger', op, count(*) FROM fuzz_ledger GROUP BY op
 UNION ALL SELECT 'ledger', 'drained', count(*) FROM drained
 ORDER BY 2;
+-- what the order checks had to check: claims and acks of events with a key
+-- in ordered topics, claims that returned several events of one key, acks
+-- that did not count an event the client held (ordering refuses some), and
+-- events redriven
+CREATE TEMP TABLE ordered_ev AS
+SELECT e.id, e.topic_id, e.tenant, e.key
+FROM outbox.event e JOIN outbox.topic t USING (topic_id) LEFT JOIN outbox.topic p ON p.topic_id = t.parent_id
+WHERE e.key IS NOT NULL AND (t.ordered OR coalesce(p.ordered, false));
+SELECT 'ledger', 'ordered-claim', count(*) FROM fuzz_ledger l JOIN ordered_ev USING (id) WHERE l.op = 'claim';
+SELECT 'ledger', 'ordered-ack', count(*) FROM fuzz_ledger l JOIN ordered_ev USING (id) WHERE l.op = 'ack';
+SELECT 'ledger', 'ordered-not-acked', count(*) FROM fuzz_ledger l JOIN ordered_ev USING (id) WHERE l.op = 'ack-';
+SELECT 'ledger', 'ordered-batch', count(*) FROM (
+	SELECT 1 FROM fuzz_ledger l JOIN ordered_ev o USING (id) WHERE l.op = 'claim'
+	GROUP BY l.n, o.topic_id, o.tenant, o.key HAVING count(*) > 1) x;
+SELECT 'ledger', 'ordered-redriven', count(DISTINCT g.event_id) FROM outbox.redrive_log g JOIN ordered_ev o ON o.id = g.event_id;
+SELECT 'ledger', 'ordered-dead', count(*) FROM outbox.dead_letter d JOIN ordered_ev o USING (id);
 
 CREATE TEMP TABLE bad AS SELECT * FROM fuzz_audit(ARRAY(SELECT id FROM drained));
+-- per-key order in the ordered topics, the drain's batches after the session
+INSERT INTO bad SELECT * FROM fuzz_order_audit(0, ARRAY(SELECT id FROM drained ORDER BY id),
+											   ARRAY(SELECT batch FROM drained ORDER BY id));
 -- the drain: each event once, none the server had settled, each ack whole
 INSERT INTO bad SELECT 'drained-twice', id, count(*) || ' times' FROM drained GROUP BY id HAVING count(*) > 1;
 INSERT INTO bad SELECT 'redelivered-settled', d.id, 'in ' || d.topic FROM drained d JOIN settled s USING (id);
@@ -112,7 +133,8 @@ FROM unnest(ARRAY['offered-missing', 'offered-wrong-topic', 'dropped-kept', 'eve
 				  'replayed', 'acked-not-settled', 'settled-not-acked', 'dead-not-dead', 'dead-unclaimed',
 				  'ack-beyond-lease', 'settle-unheld', 'acked-twice', 'acked-claimed', 'dead-claimed',
 				  'drained-twice', 'redelivered-settled', 'drain-ack-short', 'undelivered',
-				  'pending-after-drain', 'acks-recorded']) c;
+				  'pending-after-drain', 'acks-recorded', 'ack-resolved', 'order-claim', 'order-ack',
+				  'order-handed-back']) c;
 SELECT 'example', check_name, coalesce(id::text, '-'), detail
 FROM (SELECT b.*, row_number() OVER (PARTITION BY check_name ORDER BY id) AS k FROM bad b) x
 WHERE k <= 5 ORDER BY check_name, k;

@@ -15,7 +15,18 @@
 #     letter had been claimed; ack, nack and dead_letter settle only leases
 #     the client held; no event is acked twice, or claimed after its ack,
 #     or after it died and before a redrive (also in a transaction that
-#     rolls back),
+#     rolls back); an ack whose count left open which ids it acked counted
+#     as many as the server then had acked,
+#   - per-key order in the ordered topics (ledger.sql, fuzz_order_audit),
+#     in the session's statement order, which is the commit order (one
+#     session), then the drain's batches: no event is claimed while an
+#     earlier event of its key (same topic part, tenant and key) is not
+#     acked or dead, unless the same claim returns it too; an ack counts an
+#     event only if every earlier event of its key in the same lease is
+#     acked or dead, or acked by the same call; once a nack sends an event
+#     to retry, the later events of its key in that lease are no longer
+#     held: no ack, nack or dead_letter with that token settles them
+#     (also in a transaction that rolls back),
 #   - once the session's leases (released when it ends) and delays (a
 #     second at most) have fallen due, a drain of every topic (claim and
 #     ack until nothing is left, check.sql) hands out each event once, none
@@ -102,13 +113,13 @@ if awk '$1 == "check" && $3 != 0 { bad = 1; print "fuzz: check " $2 " failed: " 
 	grep 'fuzz ledger:' "$dir/err.txt" | head -n 10 | sed 's/^/  /' || true
 	fail=1
 fi
-# (check.sql's 21, and in-run)
-if [ "$(grep -c '^check ' "$dir/books.txt")" -lt 22 ]; then
+# (check.sql's 25, and in-run)
+if [ "$(grep -c '^check ' "$dir/books.txt")" -lt 26 ]; then
 	echo "fuzz: the checks did not all run"
 	fail=1
 fi
 # the checks must have had something to check
-for what in offer claim ack nack drained; do
+for what in offer claim ack nack drained ordered-claim ordered-ack ordered-batch; do
 	if ! grep -E -q "^ledger $what [1-9]" "$dir/books.txt"; then
 		echo "fuzz: the ledger holds no '$what': the checks of it checked nothing"
 		fail=1
