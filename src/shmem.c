@@ -2551,8 +2551,7 @@ outbox_topic_init_scan(int topic, int64 watermark, int64 bound)
  * Up to max ids of events to hand out again, oldest first: the topic's
  * ready list, then, for an ordered topic, the held events at the head of
  * runnable keys, a run of each key in id order (held[i], with the key's
- * hash), a quarter of max at most, so that a busy key leaves most of a
- * claim to the others.  Returns how many.
+ * hash).  Returns how many.
  */
 int
 outbox_topic_ready_ids(int topic, int64 *ids, bool *held, uint64 *hashes,
@@ -2577,7 +2576,6 @@ outbox_topic_ready_ids(int topic, int64 *ids, bool *held, uint64 *hashes,
 	{
 		OutboxKey  *k = dlist_container(OutboxKey, run_node, it.cur);
 		bool		run_ends = false;
-		int			run = 0;
 
 		for (int32 c = k->first; c >= 0 && n < max && !run_ends;
 			 c = chunk_at(c)->next)
@@ -2586,12 +2584,6 @@ outbox_topic_ready_ids(int topic, int64 *ids, bool *held, uint64 *hashes,
 
 			for (int i = 0; i < ch->n && n < max; i++)
 			{
-				/* one key takes a quarter of a claim at most */
-				if (run++ >= Max(1, max / 4))
-				{
-					run_ends = true;
-					break;
-				}
 				if (ch->state[i] != MEMBER_HELD)
 				{
 					run_ends = true;
