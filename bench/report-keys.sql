@@ -18,6 +18,7 @@ LANGUAGE sql IMMUTABLE AS $$
 		WHEN kind = 'B' THEN to_char(v, 'FM999G990.0') || ' B'
 		WHEN kind = 's' THEN to_char(v, 'FM999990.00') || ' s'
 		WHEN kind = 'pct' THEN to_char(v * 100, 'FM990.0') || ' %'
+		WHEN kind = 'dec' THEN to_char(v, 'FM999990.0')
 		ELSE to_char(v, 'FM999990.00')
 	END
 $$;
@@ -44,6 +45,9 @@ INSERT INTO spec VALUES
 	(1, format('ordered topic, %s keys, drain of %s events (vs an unordered topic, the same events)',
 			   pg_temp.meta('ordered', 'keys'), pg_temp.meta('ordered', 'backlog')),
 	 'events/s', 'ordered', 'events_s', 'ordered', 'unordered', 'int', '≥ 0.8×', 0.8),
+	(1.5, format('ordered topic, %s keys, drain of %s events (vs an unordered topic, the same events)',
+			   pg_temp.meta('ordered', 'keys'), pg_temp.meta('ordered', 'backlog')),
+	 'events per claim', 'ordered', 'per_claim', 'ordered', 'unordered', 'dec', '—', NULL),
 	(2, format('ordered topic, %s keys, drain of %s events (vs an unordered topic, the same events)',
 			   pg_temp.meta('ordered', 'keys'), pg_temp.meta('ordered', 'backlog')),
 	 'WAL per event', 'ordered', 'wal_per_event', 'ordered', 'unordered', 'B', '≈ 1×', NULL),
@@ -58,7 +62,10 @@ INSERT INTO spec VALUES
 	 'events/s of all keys meanwhile (hot key included)', 'hotkey', 'all_events_s', 'hot', 'cold', 'int', '—', NULL),
 	(3.2, format('ordered topic, %s events, every other one of one hot key, the rest over %s keys (vs the rest alone)',
 			   pg_temp.meta('hotkey', 'backlog'), pg_temp.meta('hotkey', 'keys')),
-	 'share of the batches that held hot-key events', 'hotkey', 'hot_batch_share', 'hot', NULL, 'pct', '—', NULL),
+	 'events per claim', 'hotkey', 'per_claim', 'hot', 'cold', 'dec', '—', NULL),
+	(3.3, format('ordered topic, %s events, every other one of one hot key, the rest over %s keys (vs the rest alone)',
+			   pg_temp.meta('hotkey', 'backlog'), pg_temp.meta('hotkey', 'keys')),
+	 'hot-key events among those acked by then', 'hotkey', 'hot_share', 'hot', NULL, 'pct', '—', NULL),
 	(5, format('ordered topic, %s events, every other one of one hot key, the rest over %s keys (vs the rest alone)',
 			   pg_temp.meta('hotkey', 'backlog'), pg_temp.meta('hotkey', 'keys')),
 	 'WAL per event acked', 'hotkey', 'wal_per_event', 'hot', 'cold', 'B', '—', NULL),

@@ -865,12 +865,12 @@ keys_fill() {
 # keys_point DB KASE POINT SYS RUN TARGET: drain DB until TARGET events not
 # of the hot key are acked; records events_s (TARGET per second),
 # all_events_s (events acked per second, hot ones included), wal_per_event
-# (WAL per event acked meanwhile, hot ones included), hot_acked (hot events
-# acked meanwhile) and hot_batch_share (the share of batches until then
-# that held hot events).
+# (WAL per event acked meanwhile, hot ones included), hot_acked and
+# hot_share (hot events acked meanwhile, and their share of all acked),
+# and per_claim (events per claim that returned any, until then).
 keys_point() {
 	local db=$1 kase=$2 point=$3 sys=$4 run=$5 target=$6
-	local file start log pid i got res secs wal acked hot short share
+	local file start log pid i got res secs wal acked hot short per
 	file=$(script outbox_drain_keys "$KEYS_BATCH")
 	q "$db" "TRUNCATE bench_keys.done" >/dev/null
 	checkpoint
@@ -902,18 +902,19 @@ keys_point() {
 	                     FROM bench_keys.done d WINDOW w AS (ORDER BY d.at, d.lsn ROWS UNBOUNDED PRECEDING))
 	               SELECT extract(epoch FROM d.at - s.t0), d.lsn - s.l0, d.ca, d.ca - d.cm,
 	                      (SELECT count(*) FROM bench_keys.done x WHERE x.acked <> x.n),
-	                      (SELECT round(avg((x.m < x.n)::int), 4) FROM bench_keys.done x WHERE (x.at, x.lsn) <= (d.at, d.lsn))
+	                      (SELECT round(avg(x.n), 1) FROM bench_keys.done x WHERE (x.at, x.lsn) <= (d.at, d.lsn))
 	               FROM d, s WHERE d.cm >= $target ORDER BY d.at, d.lsn LIMIT 1")
-	IFS='|' read -r secs wal acked hot short share <<<"$res"
+	IFS='|' read -r secs wal acked hot short per <<<"$res"
 	[ "$short" = 0 ] || log "  $kase $point $sys run $run: $short ack calls acked fewer events than their batch"
 	rec "$kase" "$point" "$sys" "$run" events_s "$(rate "$target" "$secs")"
 	rec "$kase" "$point" "$sys" "$run" seconds "$secs"
 	rec "$kase" "$point" "$sys" "$run" all_events_s "$(rate "$acked" "$secs")"
-	rec "$kase" "$point" "$sys" "$run" hot_batch_share "$share"
+	rec "$kase" "$point" "$sys" "$run" per_claim "$per"
+	rec "$kase" "$point" "$sys" "$run" hot_share "$(awk -v h="$hot" -v n="$acked" 'BEGIN { printf "%.4f", h / n }')"
 	rec "$kase" "$point" "$sys" "$run" wal_per_event "$(awk -v w="$wal" -v n="$acked" 'BEGIN { printf "%.1f", w / n }')"
 	rec "$kase" "$point" "$sys" "$run" hot_acked "$hot"
 	rec "$kase" "$point" "$sys" "$run" short_acks "$short"
-	log "  $kase $point $sys run $run: $target events in $secs s, $(rate "$target" "$secs") events/s; WAL $(awk -v w="$wal" -v n="$acked" 'BEGIN { printf "%.1f", w / n }') B per event acked; $hot hot events acked meanwhile"
+	log "  $kase $point $sys run $run: $target events in $secs s, $(rate "$target" "$secs") events/s; WAL $(awk -v w="$wal" -v n="$acked" 'BEGIN { printf "%.1f", w / n }') B per event acked; $hot hot events acked meanwhile; $per events per claim"
 }
 
 case_ordered() {
