@@ -167,7 +167,6 @@ typedef struct OutboxScanEnd
 	bool		full;			/* the lease hash is full */
 	bool		capped;			/* the topic holds its share of leases */
 	bool		keys_full;		/* no room to hold an event behind its key */
-	int			nheld;			/* events held back behind their key */
 } OutboxScanEnd;
 
 extern int	outbox_topic_acquire(int32 topic_id, int64 incarnation);

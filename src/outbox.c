@@ -105,7 +105,7 @@ _PG_init(void)
 								NULL, NULL, NULL);
 		DefineCustomIntVariable("outbox.max_ordered_events",
 								"Events of ordered topics, over all databases, that shared memory follows at once: leased, waiting for a retry, or held back behind an earlier event of their key.",
-								"Each takes about 12 bytes of shared memory, plus 64 bytes per key.",
+								"Each takes about 22 bytes of shared memory.",
 								&outbox_max_ordered_events,
 								65536, 1024, 64 * 1024 * 1024,
 								PGC_POSTMASTER, 0,

@@ -1101,6 +1101,18 @@ key_acked_in_order(OutboxEntry *e, const int64 *marked, int n,
 	return key_below_marked(k, e->key.event_id, &e->token, marked, n, cur);
 }
 
+/* The entry of event id if it is leased under token, else NULL */
+static inline OutboxEntry *
+leased_under(int64 id, const pg_uuid_t *token)
+{
+	OutboxEntry *e = outbox_entry_find(id);
+
+	if (e == NULL || e->state != ENTRY_LEASED ||
+		memcmp(&e->token, token, sizeof(pg_uuid_t)) != 0)
+		return NULL;
+	return e;
+}
+
 /* Is e the current lease of token, and free to settle? */
 static inline bool
 lease_is(OutboxEntry *e, const pg_uuid_t *token)
@@ -2003,15 +2015,10 @@ key_may_lease(OutboxKey *k, int64 id, const pg_uuid_t *token)
 
 		for (int i = 0; i < ch->n; i++)
 		{
-			OutboxEntry *e;
-
 			if (ch->ids[i] >= id)
 				return true;
-			if (ch->state[i] != MEMBER_LEASED || token == NULL)
-				return false;
-			e = outbox_entry_find(ch->ids[i]);
-			if (e == NULL || e->state != ENTRY_LEASED ||
-				memcmp(&e->token, token, sizeof(pg_uuid_t)) != 0)
+			if (ch->state[i] != MEMBER_LEASED || token == NULL ||
+				leased_under(ch->ids[i], token) == NULL)
 				return false;
 		}
 	}
@@ -2065,15 +2072,10 @@ key_leased_below(OutboxKey *k, int64 id, const pg_uuid_t *token)
 
 		for (int i = 0; i < ch->n; i++)
 		{
-			OutboxEntry *e;
-
 			if (ch->ids[i] >= id)
 				return false;
-			if (ch->state[i] != MEMBER_LEASED)
-				continue;
-			e = outbox_entry_find(ch->ids[i]);
-			if (e != NULL && e->state == ENTRY_LEASED &&
-				memcmp(&e->token, token, sizeof(pg_uuid_t)) == 0)
+			if (ch->state[i] == MEMBER_LEASED &&
+				leased_under(ch->ids[i], token) != NULL)
 				return true;
 		}
 	}
@@ -2099,17 +2101,12 @@ key_below_marked(OutboxKey *k, int64 id, const pg_uuid_t *token,
 
 		for (; i < ch->n; i++)
 		{
-			OutboxEntry *e;
-
 			cur->chunk = c;
 			cur->at = i;
 			if (ch->ids[i] >= id)
 				return true;
-			if (ch->state[i] != MEMBER_LEASED)
-				continue;
-			e = outbox_entry_find(ch->ids[i]);
-			if (e == NULL || e->state != ENTRY_LEASED ||
-				memcmp(&e->token, token, sizeof(pg_uuid_t)) != 0)
+			if (ch->state[i] != MEMBER_LEASED ||
+				leased_under(ch->ids[i], token) == NULL)
 				continue;
 			if (bsearch(&ch->ids[i], marked, n, sizeof(int64), int64_cmp) == NULL)
 				return false;
@@ -2273,9 +2270,8 @@ key_hand_back_later(OutboxTopic *t, OutboxKey *k, OutboxEntry *e)
 				return;
 			if (ch->state[i] != MEMBER_LEASED)
 				continue;
-			l = outbox_entry_find(ch->ids[i]);
-			if (l == NULL || l->state != ENTRY_LEASED || l->finishing ||
-				memcmp(&l->token, &e->token, sizeof(pg_uuid_t)) != 0)
+			l = leased_under(ch->ids[i], &e->token);
+			if (l == NULL || l->finishing)
 				continue;
 			t->nleases--;
 			if (l->source == SRC_RETRY)
@@ -2992,7 +2988,6 @@ lease_keyed_locked(OutboxTopic *t, OutboxCandidate *c, OutboxScanEnd *s,
 			if (!key_member_add(t, k, c->id, MEMBER_HELD))
 				return KEYED_FULL;
 			key_refresh(t, k);
-			s->nheld++;
 			return KEYED_HELD;
 		}
 	}
@@ -3328,13 +3323,10 @@ outbox_retry_leases_verify(int topic, const pg_uuid_t *token,
 	for (int i = 0; i < ncand; i++)
 	{
 		OutboxCandidate *c = &cand[i];
-		OutboxEntry *e;
 
 		if (!c->leased || !c->keyed)
 			continue;
-		e = outbox_entry_find(c->id);
-		if (e == NULL || e->state != ENTRY_LEASED ||
-			memcmp(&e->token, token, sizeof(pg_uuid_t)) != 0)
+		if (leased_under(c->id, token) == NULL)
 		{
 			c->leased = false;
 			undone++;
