@@ -350,6 +350,9 @@ LEFT JOIN first_ack fa ON fa.id = ei.id
 WHERE a.op = 'ack' AND a.n > since
   AND (fa.n IS NULL OR fa.n > a.n)
   AND NOT EXISTS (SELECT 1 FROM dint d WHERE d.id = ei.id AND d.s < a.n AND a.n < d.t)
+  -- dead after that claim, the event left the lease: redriven, it waits
+  -- apart from the lease's later events, which may still be acked
+  AND NOT EXISTS (SELECT 1 FROM dint d WHERE d.id = ei.id AND c.n < d.s AND d.s < a.n)
 GROUP BY a.n, a.id
 UNION ALL
 SELECT 'order-handed-back', s.id,
