@@ -176,7 +176,8 @@ extern void outbox_scan_view(int topic, OutboxScanView *view);
 extern int64 outbox_topic_watermark(int topic);
 extern void outbox_topic_init_scan(int topic, int64 watermark, int64 bound);
 extern int	outbox_topic_ready_ids(int topic, int64 *ids, bool *held,
-								   uint64 *hashes, int max);
+								   uint64 *hashes, int max, int run_from,
+								   int run_max);
 extern void outbox_entries_held(const int64 *ids, int n, bool *held);
 extern void outbox_keys_blocked(int topic, const uint64 *hashes,
 								const int64 *ids, int n, bool *blocked);

@@ -171,6 +171,23 @@ SELECT pg_temp.take('ord_exp', 10);
 SELECT pg_temp.acks('{g2}') + pg_temp.acks('{h1}') AS acked;
 SELECT outbox.drop_topic('ord_exp', force => true);
 
+-- a key with a long run held back (a hot key) gets a tenth of a claim while
+-- the log has events of other keys to fill it, and the rest of the claim
+-- when it has not
+SELECT outbox.create_topic('ord_share', ordered => true);
+SELECT pg_temp.offers('ord_share', '{h1}', '{h}');
+SELECT pg_temp.take('ord_share', 1);
+SELECT pg_temp.offers('ord_share', '{h2,h3,h4,h5,h6,h7,h8,h9,h10,h11,h12,h13}', '{h,h,h,h,h,h,h,h,h,h,h,h}');
+SELECT pg_temp.offers('ord_share', '{c1,c2,c3,c4,c5,c6,c7,c8,c9,c10,c11,c12}', '{c1,c2,c3,c4,c5,c6,c7,c8,c9,c10,c11,c12}');
+SELECT pg_temp.take('ord_share', 1);
+SELECT pg_temp.ack1('h1');
+SELECT pg_temp.take('ord_share', 10);
+SELECT pg_temp.acks('{h2}') + pg_temp.acks('{c1}') + pg_temp.acks('{c2}') AS acked;
+SELECT pg_temp.take('ord_share', 20);
+SELECT count(DISTINCT lease_token) AS leases FROM held WHERE e IN ('h3', 'h4', 'h5', 'h13');
+SELECT pg_temp.take('ord_share', 20);
+SELECT outbox.drop_topic('ord_share', force => true);
+
 -- the tenant is part of the key: key k of tenant x and of tenant y are two
 -- keys, in a topic that mixes tenants ...
 SELECT outbox.create_topic('ord_mix', ordered => true);

@@ -103,6 +103,17 @@ static const char *retry_due_sql =
  */
 #define OUTBOX_HOLD_PER_CLAIM	1024
 
+/*
+ * How many held events of one key a claim of an ordered topic takes before
+ * it reads the log: a key with a long run waiting (a hot key) gets a tenth
+ * of a batch while other keys have events to go, and the rest of the batch
+ * only when the log has too few of them.
+ */
+#ifndef OUTBOX_RUN_DIVISOR
+#define OUTBOX_RUN_DIVISOR	10
+#endif
+#define OUTBOX_RUN_FIRST(batch)	Max(1, (batch) / OUTBOX_RUN_DIVISOR)
+
 typedef struct ClaimState
 {
 	OutboxTopicInfo *info;
@@ -110,6 +121,7 @@ typedef struct ClaimState
 	OutboxCandidate *cand;		/* what may be leased (shmem.h), */
 	OutboxEventRow *rows;		/* and its rows */
 	int			ncand;
+	int			nfree;			/* of them, not held back behind a key */
 	int			maxcand;		/* room in cand and rows */
 	int			batch;
 	OutboxLogScan *ls;			/* the log's partitions, opened and locked */
@@ -321,30 +333,35 @@ ready_id_cmp(const void *a, const void *b)
 
 /*
  * Events to hand out again (handed back, or held back behind a key that
- * may move now): fetch them, oldest first.  Ids whose event is gone go to
- * s's junk.
+ * may move now): fetch up to max of them, oldest first, into cs's
+ * candidates.  Of each runnable key's held run, the first run_from are left
+ * out and at most run_max taken (outbox_topic_ready_ids).  Returns how many
+ * held events were named.  Ids whose event is gone join s's junk.
  */
-static void
-take_ready(ClaimState *cs, OutboxScanEnd *s)
+static int
+take_ready(ClaimState *cs, OutboxScanEnd *s, int max, int run_from,
+		   int run_max)
 {
 	static const Oid types[2] = {INT4OID, INT8ARRAYOID};
-	int64	   *ready = palloc(sizeof(int64) * cs->batch);
-	bool	   *held = palloc(sizeof(bool) * cs->batch);
-	uint64	   *hashes = palloc(sizeof(uint64) * cs->batch);
+	int64	   *ready = palloc(sizeof(int64) * max);
+	bool	   *held = palloc(sizeof(bool) * max);
+	uint64	   *hashes = palloc(sizeof(uint64) * max);
 	ReadyId    *r;
 	int64	   *junk;
 	bool	   *junk_held;
 	uint64	   *junk_hashes;
 	Datum	   *ids;
 	int			nids;
+	int			nheld = 0;
+	int			njunk = s->njunk;
 	Datum		values[2];
 	int			rc;
 	int			i;
 
-	s->njunk = 0;
-	nids = outbox_topic_ready_ids(cs->topic, ready, held, hashes, cs->batch);
+	nids = outbox_topic_ready_ids(cs->topic, ready, held, hashes, max,
+								  run_from, run_max);
 	if (nids == 0)
-		return;
+		return 0;
 	r = palloc(sizeof(ReadyId) * nids);
 	ids = palloc(sizeof(Datum) * nids);
 	for (i = 0; i < nids; i++)
@@ -352,6 +369,8 @@ take_ready(ClaimState *cs, OutboxScanEnd *s)
 		r[i].id = ready[i];
 		r[i].held = held[i];
 		r[i].hash = hashes[i];
+		if (held[i])
+			nheld++;
 	}
 	qsort(r, nids, sizeof(ReadyId), ready_id_cmp);
 	for (i = 0; i < nids; i++)
@@ -367,11 +386,17 @@ take_ready(ClaimState *cs, OutboxScanEnd *s)
 
 	/*
 	 * Both in id order: the ids without a row are junk (an event offered in
-	 * a rolled-back subtransaction).
+	 * a rolled-back subtransaction).  The junk of an earlier call stays.
 	 */
-	junk = palloc(sizeof(int64) * nids);
-	junk_held = palloc(sizeof(bool) * nids);
-	junk_hashes = palloc(sizeof(uint64) * nids);
+	junk = palloc(sizeof(int64) * (njunk + nids));
+	junk_held = palloc(sizeof(bool) * (njunk + nids));
+	junk_hashes = palloc(sizeof(uint64) * (njunk + nids));
+	if (njunk > 0)
+	{
+		memcpy(junk, s->junk, sizeof(int64) * njunk);
+		memcpy(junk_held, s->junk_held, sizeof(bool) * njunk);
+		memcpy(junk_hashes, s->junk_hashes, sizeof(uint64) * njunk);
+	}
 	i = 0;
 	for (uint64 j = 0; j < SPI_processed; j++)
 	{
@@ -380,9 +405,9 @@ take_ready(ClaimState *cs, OutboxScanEnd *s)
 		spi_row(SPI_tuptable->vals[j], SPI_tuptable->tupdesc, &row);
 		for (; i < nids && r[i].id < row.id; i++)
 		{
-			junk_held[s->njunk] = r[i].held;
-			junk_hashes[s->njunk] = r[i].hash;
-			junk[s->njunk++] = r[i].id;
+			junk_held[njunk] = r[i].held;
+			junk_hashes[njunk] = r[i].hash;
+			junk[njunk++] = r[i].id;
 		}
 		if (i < nids && r[i].id == row.id)
 		{
@@ -393,13 +418,15 @@ take_ready(ClaimState *cs, OutboxScanEnd *s)
 	}
 	for (; i < nids; i++)
 	{
-		junk_held[s->njunk] = r[i].held;
-		junk_hashes[s->njunk] = r[i].hash;
-		junk[s->njunk++] = r[i].id;
+		junk_held[njunk] = r[i].held;
+		junk_hashes[njunk] = r[i].hash;
+		junk[njunk++] = r[i].id;
 	}
 	s->junk = junk;
 	s->junk_held = junk_held;
 	s->junk_hashes = junk_hashes;
+	s->njunk = njunk;
+	return nheld;
 }
 
 /*
@@ -695,6 +722,7 @@ scan_log(ClaimState *cs, Snapshot snap, int64 pos, int64 recovery_until,
 	OutboxEventRow row;
 	int			nfree = cs->ncand;	/* candidates not held back */
 	int			npending = 0;	/* keyed ones not looked at yet */
+	int			maxread = cs->batch + (cs->info->ordered ? OUTBOX_HOLD_PER_CLAIM : 0);
 
 	if (recovering)
 	{
@@ -713,7 +741,7 @@ scan_log(ClaimState *cs, Snapshot snap, int64 pos, int64 recovery_until,
 		settled_forget(cs->info->topic_id);
 
 	outbox_logscan_begin(ls, snap, cs->info->topic_id, pos);
-	while (nfree < cs->batch && cs->ncand < cs->maxcand)
+	while (nfree < cs->batch && cs->ncand < maxread)
 	{
 		CHECK_FOR_INTERRUPTS();
 		if (!outbox_logscan_next(ls, &row, recovering ? &skip : NULL))
@@ -734,7 +762,10 @@ scan_log(ClaimState *cs, Snapshot snap, int64 pos, int64 recovery_until,
 			npending = 0;
 		}
 	}
+	if (npending > 0)
+		nfree += keys_free(cs, cs->ncand - npending, npending);
 	outbox_logscan_end(ls);
+	cs->nfree = nfree;
 	return pos;
 }
 
@@ -821,10 +852,13 @@ scan_lock_tag(ClaimState *cs, LOCKTAG *tag)
 static void
 claim_read(ClaimState *cs, bool initialized, OutboxScanEnd *s)
 {
+	int			nheld;
+
 	if (!initialized)
 		topic_init(cs);
 
-	take_ready(cs, s);
+	nheld = take_ready(cs, s, cs->batch, 0,
+					   cs->info->ordered ? OUTBOX_RUN_FIRST(cs->batch) : 0);
 	outbox_scan_view(cs->topic, &s->seen);
 
 	if (cs->ncand < cs->batch && s->seen.next_retry_at <= s->now)
@@ -846,6 +880,14 @@ claim_read(ClaimState *cs, bool initialized, OutboxScanEnd *s)
 		s->snap = RegisterSnapshot(GetLatestSnapshot());
 		s->scanned = scan_log(cs, s->snap, s->seen.scan_pos,
 							  s->seen.recovery_until, s->seen.scan_epoch);
+
+		/*
+		 * The log had too few events of other keys to fill the batch: the
+		 * runs of held events take the rest.
+		 */
+		if (nheld > 0 && cs->nfree < cs->batch)
+			(void) take_ready(cs, s, cs->batch - cs->nfree,
+							  OUTBOX_RUN_FIRST(cs->batch), 0);
 	}
 }
 
@@ -1192,7 +1234,7 @@ outbox_claim(PG_FUNCTION_ARGS)
 	outbox_lock_topic(name, AccessShareLock);
 	outbox_lookup_topic(name, &info);
 	/* in the call's context: SPI's is let go of between attempts */
-	cs.maxcand = batch + (info.ordered ? OUTBOX_HOLD_PER_CLAIM : 0);
+	cs.maxcand = batch + (info.ordered ? OUTBOX_HOLD_PER_CLAIM + batch : 0);
 	cs.cand = MemoryContextAlloc(callcxt, sizeof(OutboxCandidate) * cs.maxcand);
 	cs.rows = MemoryContextAlloc(callcxt, sizeof(OutboxEventRow) * cs.maxcand);
 	if (info.wal)

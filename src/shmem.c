@@ -2547,31 +2547,38 @@ outbox_topic_init_scan(int topic, int64 watermark, int64 bound)
  * Up to max ids of events to hand out again, oldest first: the topic's
  * ready list, then, for an ordered topic, the held events at the head of
  * runnable keys, a run of each key in id order (held[i], with the key's
- * hash).  Returns how many.
+ * hash).  Of each key's run, the first run_from events are left out (and
+ * with run_from > 0 the ready list too: a claim asking for more of the
+ * runs it took part of), and at most run_max are taken (0: no limit).
+ * Returns how many.
  */
 int
 outbox_topic_ready_ids(int topic, int64 *ids, bool *held, uint64 *hashes,
-					   int max)
+					   int max, int run_from, int run_max)
 {
 	OutboxTopic *t = &outbox_shared->topics[topic];
 	int			n = 0;
 	dlist_iter	it;
 
 	LWLockAcquire(outbox_shared->lock, LW_SHARED);
-	dlist_foreach(it, &t->ready)
+	if (run_from == 0)
 	{
-		OutboxEntry *e = dlist_container(OutboxEntry, node, it.cur);
+		dlist_foreach(it, &t->ready)
+		{
+			OutboxEntry *e = dlist_container(OutboxEntry, node, it.cur);
 
-		if (n >= max)
-			break;
-		held[n] = false;
-		hashes[n] = 0;
-		ids[n++] = e->key.event_id;
+			if (n >= max)
+				break;
+			held[n] = false;
+			hashes[n] = 0;
+			ids[n++] = e->key.event_id;
+		}
 	}
 	dlist_foreach(it, &t->runnable)
 	{
 		OutboxKey  *k = dlist_container(OutboxKey, run_node, it.cur);
 		bool		run_ends = false;
+		int			run = 0;
 
 		for (int32 c = k->first; c >= 0 && n < max && !run_ends;
 			 c = chunk_at(c)->next)
@@ -2580,11 +2587,14 @@ outbox_topic_ready_ids(int topic, int64 *ids, bool *held, uint64 *hashes,
 
 			for (int i = 0; i < ch->n && n < max; i++)
 			{
-				if (ch->state[i] != MEMBER_HELD)
+				if (ch->state[i] != MEMBER_HELD ||
+					(run_max > 0 && run >= run_from + run_max))
 				{
 					run_ends = true;
 					break;
 				}
+				if (run++ < run_from)
+					continue;
 				held[n] = true;
 				hashes[n] = k->tag.hash;
 				ids[n++] = ch->ids[i];
