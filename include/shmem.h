@@ -63,7 +63,6 @@ typedef enum OutboxEntrySource
 extern void outbox_shmem_install_hooks(void);
 extern bool outbox_shmem_available(void);
 extern void outbox_require_shmem(const char *function);
-extern void outbox_counters_forget_database(Oid dbid);
 
 /* The leases of a topic, as copied for outbox.stats */
 typedef struct OutboxTopicLeases
@@ -263,6 +262,6 @@ extern void outbox_ops_settle(OutboxOp *ops, int nops, bool commit,
 							  const OutboxCountOp *counts, int ncounts);
 extern void outbox_ops_undo(OutboxOp *ops, int nops, SubTransactionId subid);
 extern void outbox_ops_keep_lease(OutboxOp *ops, int nops, int64 event_id);
-extern void outbox_forget_database_state(void);
+extern void outbox_forget_database_state(Oid dbid);
 
 #endif							/* OUTBOX_SHMEM_H */

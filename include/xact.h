@@ -27,6 +27,7 @@ extern void outbox_xact_offered(int32 topic_id, int64 incarnation,
 								TimestampTz available_at);
 extern void outbox_xact_forget_topic(int32 topic_id, int64 incarnation);
 extern void outbox_xact_forget_database(void);
+extern void outbox_xact_forget_dropped_database(Oid dbid);
 extern void outbox_xact_announce_database(void);
 extern void outbox_xact_set_watermark(int32 topic_id, int64 incarnation,
 									  int64 watermark);

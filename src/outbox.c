@@ -59,8 +59,8 @@ outbox_object_access(ObjectAccessType access, Oid classId, Oid objectId,
 	else if (classId == DatabaseRelationId)
 	{
 		outbox_database_dropping(objectId);
-		/* its topics' counters would only take room from others' */
-		outbox_counters_forget_database(objectId);
+		/* its topics' shared state would only take room from others' */
+		outbox_xact_forget_dropped_database(objectId);
 	}
 }
 

@@ -249,6 +249,8 @@ typedef struct OutboxKey
 	int16		run_at;			/* run_at is leased under run_token, and no */
 	int32		run_chunk;		/* member has moved since */
 	pg_uuid_t	run_token;
+	int32		find_chunk;		/* the chunk of the member last found, or */
+								/* -1: where key_member_find starts */
 	dlist_node	topic_node;		/* in its topic's keys */
 	dlist_node	run_node;		/* in its topic's runnable list */
 } OutboxKey;
@@ -1394,15 +1396,6 @@ outbox_leases_mark_expired(TimestampTz now, OutboxSettling *out, int max)
 	return st.n;
 }
 
-/* Forget the counters of every topic of a database being dropped */
-void
-outbox_counters_forget_database(Oid dbid)
-{
-	LWLockAcquire(outbox_shared->lock, LW_EXCLUSIVE);
-	outbox_counters_forget(dbid, 0);
-	LWLockRelease(outbox_shared->lock);
-}
-
 /*
  * Forget the counters of a dropped topic, or with topic_id 0 of every topic
  * of a database.  Caller holds the shared state lock exclusively.
@@ -1746,6 +1739,7 @@ key_enter(OutboxTopic *t, int topic, uint64 hash)
 	k->nleased = 0;
 	k->runnable = false;
 	k->run_valid = false;
+	k->find_chunk = -1;
 	dlist_push_tail(&t->keys, &k->topic_node);
 	t->nkeys++;
 	return k;
@@ -1769,16 +1763,24 @@ key_drop_if_empty(OutboxTopic *t, OutboxKey *k)
 
 /*
  * Find member id of k: its chunk and place.  Returns false if id is not a
- * member.  The shared lock is enough.
+ * member.  The walk starts at the chunk of the member found last, if that
+ * lies below id, so that finding the members of a long run one after the
+ * other in id order (a claim rolled back) costs no walk from the first
+ * chunk each time.  Caller holds the shared state lock exclusively (the
+ * starting point moves).
  */
 static bool
 key_member_find(OutboxKey *k, int64 id, int32 *chunk, int *at)
 {
+	int32		c = k->first;
+
 	/* an event the scan meets for the first time is above them all */
 	if (k->last < 0 || chunk_at(k->last)->ids[chunk_at(k->last)->n - 1] < id ||
 		chunk_at(k->first)->ids[0] > id)
 		return false;
-	for (int32 c = k->first; c >= 0; c = chunk_at(c)->next)
+	if (k->find_chunk >= 0 && chunk_at(k->find_chunk)->ids[0] <= id)
+		c = k->find_chunk;
+	for (; c >= 0; c = chunk_at(c)->next)
 	{
 		OutboxKeyChunk *ch = chunk_at(c);
 
@@ -1790,6 +1792,7 @@ key_member_find(OutboxKey *k, int64 id, int32 *chunk, int *at)
 			{
 				*chunk = c;
 				*at = i;
+				k->find_chunk = c;
 				return true;
 			}
 			if (ch->ids[i] > id)
@@ -1955,6 +1958,8 @@ key_member_remove(OutboxTopic *t, OutboxKey *k, int64 id)
 				k->first = ch->next;
 			if (k->last == c)
 				k->last = prev;
+			if (k->find_chunk == c)
+				k->find_chunk = -1;
 			chunk_release(c);
 		}
 		return;
@@ -3972,22 +3977,24 @@ outbox_topic_settle(const OutboxTopicChange *xt)
 }
 
 /*
- * The extension was dropped from this database, and the drop commits: the
- * shared state of every topic of it goes, and their counters.
+ * The extension was dropped from database dbid, or the database itself, and
+ * the drop commits: the shared state of every topic of it goes (leases,
+ * events on ready lists, keys and their held-back events), and their
+ * counters.
  */
 void
-outbox_forget_database_state(void)
+outbox_forget_database_state(Oid dbid)
 {
 	for (int i = 0; i < outbox_shared->max_topics; i++)
 	{
 		OutboxTopic *t = &outbox_shared->topics[i];
 
 		LWLockAcquire(outbox_shared->lock, LW_EXCLUSIVE);
-		if (t->in_use && t->dbid == MyDatabaseId)
+		if (t->in_use && t->dbid == dbid)
 			outbox_topic_forget(i);
 		LWLockRelease(outbox_shared->lock);
 	}
 	LWLockAcquire(outbox_shared->lock, LW_EXCLUSIVE);
-	outbox_counters_forget(MyDatabaseId, 0);
+	outbox_counters_forget(dbid, 0);
 	LWLockRelease(outbox_shared->lock);
 }

@@ -67,6 +67,7 @@ typedef struct XactState
 	SubTransactionId scan_subid;	/* in this subtransaction */
 	bool		lo_pending;		/* our slot's lo_any waits for an id */
 	bool		forget_database;	/* the extension is being dropped */
+	Oid			dropped_database;	/* another database is being dropped */
 	bool		announce_database;	/* the extension is being created */
 	OutboxCountOp *counts;		/* what it counts at commit (shmem.h) */
 	int			ncounts;
@@ -392,6 +393,19 @@ outbox_xact_forget_database(void)
 	xs.forget_database = true;
 }
 
+/*
+ * DROP DATABASE of dbid: what shared memory holds for its topics (leases,
+ * keys, events held back, counters) goes when the drop commits.  Not
+ * before: the drop can still fail (another session is connected), and the
+ * database then lives on with its leases.
+ */
+void
+outbox_xact_forget_dropped_database(Oid dbid)
+{
+	xact_activate();
+	xs.dropped_database = dbid;
+}
+
 void
 outbox_xact_announce_database(void)
 {
@@ -520,7 +534,7 @@ xact_finish(bool commit)
 			xact_settle_topic_changes();
 
 		if (commit && xs.forget_database)
-			outbox_forget_database_state();
+			outbox_forget_database_state(MyDatabaseId);
 
 		/*
 		 * The extension made in this transaction is gone with it: so is
@@ -528,7 +542,10 @@ xact_finish(bool commit)
 		 * when it is made anew).
 		 */
 		if (!commit && xs.announce_database && !xs.forget_database)
-			outbox_forget_database_state();
+			outbox_forget_database_state(MyDatabaseId);
+
+		if (commit && OidIsValid(xs.dropped_database))
+			outbox_forget_database_state(xs.dropped_database);
 
 		/* Tell the launcher the database gained or lost the extension. */
 		if (commit && xs.forget_database)

@@ -113,4 +113,42 @@ is($node->safe_psql('postgres', q{
 is($node->safe_psql('postgres',
 	q{SELECT available, leased FROM outbox.stats WHERE topic = 'cap'}), '0|0', 'the topic is empty');
 
+# A dead letter of an ordered topic, for a redrive below.
+$node->safe_psql('postgres', q{
+	SELECT outbox.offer('cap', '{"n": "dead"}', key => 'dl');
+	SELECT outbox.dead_letter(id, lease_token, 'poison') FROM outbox.claim('cap', 1);});
+my $dead = $node->safe_psql('postgres', q{SELECT id FROM outbox.dead_letters WHERE topic = 'cap'});
+like($dead, qr/^\d+$/, 'one event is dead');
+
+# A database dropped with its ordered topic's room used up gives the room
+# back when the drop commits: the same delayed offer that was refused in
+# it is taken in another database afterwards.
+$node->safe_psql('postgres', 'CREATE DATABASE doomed');
+$node->safe_psql('doomed', q{
+	SET client_min_messages = warning;
+	CREATE EXTENSION outbox CASCADE;
+	SELECT outbox.create_topic('full', ordered => true);
+	SELECT count(*) FROM outbox.offer_batch('full',
+		ARRAY(SELECT jsonb_build_object('n', g) FROM generate_series(1, 1500) g),
+		keys => ARRAY(SELECT 'one' FROM generate_series(1, 1500) g));
+	SELECT count(*) FROM outbox.claim('full', 1, lease => '1 hour');
+});
+($rc, $out, $err) = $node->psql('doomed', q{SELECT count(*) FROM outbox.claim('full', 10)},
+	extra_params => ['-v', 'VERBOSITY=verbose']);
+like($err, qr/ERROR:  53400/, 'a claim behind a leased key fills the room in another database');
+my $late = q{SELECT outbox.offer('cap', '{}', key => 'late', available_at => now() + interval '1 hour') > 0};
+($rc, $out, $err) = $node->psql('postgres', $late, extra_params => ['-v', 'VERBOSITY=verbose']);
+like($err, qr/ERROR:  53400/, 'so a delayed offer here finds no room');
+my $redrive = qq{SELECT outbox.redrive(ARRAY[$dead]::bigint[], 'fixed')};
+($rc, $out, $err) = $node->psql('postgres', $redrive, extra_params => ['-v', 'VERBOSITY=verbose']);
+like($err, qr/ERROR:  53400: too many events of ordered topics/, 'nor does a redrive');
+is($node->safe_psql('postgres', q{SELECT count(*) FROM outbox.dead_letters WHERE topic = 'cap'}), '1',
+	'which leaves the event dead');
+$node->safe_psql('postgres', 'DROP DATABASE doomed');
+is($node->safe_psql('postgres', $late), 't', 'the room comes back when that database is dropped');
+is($node->safe_psql('postgres', $redrive), '1', 'the redrive goes through');
+is($node->safe_psql('postgres', q{
+	SELECT count(*) FROM outbox.claim('cap', 10) WHERE key = 'dl' AND payload->>'n' = 'dead'}), '1',
+	'and the redriven event is claimed');
+
 done_testing();
