@@ -885,7 +885,7 @@ claim_read(ClaimState *cs, bool initialized, OutboxScanEnd *s)
 		 * The log had too few events of other keys to fill the batch: the
 		 * runs of held events take the rest.
 		 */
-		if (nheld > 0 && cs->nfree < cs->batch)
+		if (cs->info->ordered && nheld > 0 && cs->nfree < cs->batch)
 			(void) take_ready(cs, s, cs->batch - cs->nfree,
 							  OUTBOX_RUN_FIRST(cs->batch), 0);
 	}

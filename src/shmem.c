@@ -225,6 +225,7 @@ typedef enum OutboxMemberState
 typedef struct OutboxKeyChunk
 {
 	int32		next;			/* the key's next chunk, or the next free one */
+	int32		prev;			/* the key's previous chunk, or -1 */
 	int16		n;				/* ids[0..n) are in use, ascending */
 	uint8		state[KEY_CHUNK_IDS];	/* OutboxMemberState */
 	int64		ids[KEY_CHUNK_IDS];
@@ -1680,6 +1681,7 @@ chunk_alloc(void)
 		return -1;
 	outbox_shared->chunk_free = outbox_shared->chunks[c].next;
 	outbox_shared->chunks[c].next = -1;
+	outbox_shared->chunks[c].prev = -1;
 	outbox_shared->chunks[c].n = 0;
 	return c;
 }
@@ -1763,11 +1765,12 @@ key_drop_if_empty(OutboxTopic *t, OutboxKey *k)
 
 /*
  * Find member id of k: its chunk and place.  Returns false if id is not a
- * member.  The walk starts at the chunk of the member found last, if that
- * lies below id, so that finding the members of a long run one after the
- * other in id order (a claim rolled back) costs no walk from the first
- * chunk each time.  Caller holds the shared state lock exclusively (the
- * starting point moves).
+ * member.  The walk starts at the chunk of the member found last, going
+ * back first if that lies above id, so that finding the members of a long
+ * run one after the other, upward or downward (a claim rolled back undoes
+ * its leases in reverse), costs no walk from the first chunk each time.
+ * Caller holds the shared state lock exclusively (the starting point
+ * moves).
  */
 static bool
 key_member_find(OutboxKey *k, int64 id, int32 *chunk, int *at)
@@ -1778,8 +1781,14 @@ key_member_find(OutboxKey *k, int64 id, int32 *chunk, int *at)
 	if (k->last < 0 || chunk_at(k->last)->ids[chunk_at(k->last)->n - 1] < id ||
 		chunk_at(k->first)->ids[0] > id)
 		return false;
-	if (k->find_chunk >= 0 && chunk_at(k->find_chunk)->ids[0] <= id)
+	if (k->find_chunk >= 0)
+	{
+		/* the first chunk starts at or below id: this stops there at most */
 		c = k->find_chunk;
+		while (chunk_at(c)->prev >= 0 &&
+			   (chunk_at(c)->n == 0 || chunk_at(c)->ids[0] > id))
+			c = chunk_at(c)->prev;
+	}
 	for (; c >= 0; c = chunk_at(c)->next)
 	{
 		OutboxKeyChunk *ch = chunk_at(c);
@@ -1803,7 +1812,10 @@ key_member_find(OutboxKey *k, int64 id, int32 *chunk, int *at)
 	return false;
 }
 
-/* The state of member id of k, or 0 if it is none.  Shared is enough. */
+/*
+ * The state of member id of k, or 0 if it is none.  Caller holds the shared
+ * state lock exclusively (key_member_find).
+ */
 static int
 key_member_state(OutboxKey *k, int64 id)
 {
@@ -1857,6 +1869,7 @@ key_member_add(OutboxTopic *t, OutboxKey *k, int64 id, int state)
 				chunk_at(k->last)->next = c;
 			else
 				k->first = c;
+			chunk_at(c)->prev = k->last;
 			k->last = c;
 		}
 		ch = chunk_at(c);
@@ -1887,6 +1900,9 @@ key_member_add(OutboxTopic *t, OutboxKey *k, int64 id, int state)
 			dh->n = KEY_CHUNK_IDS - half;
 			ch->n = half;
 			dh->next = ch->next;
+			dh->prev = c;
+			if (dh->next >= 0)
+				chunk_at(dh->next)->prev = d;
 			ch->next = d;
 			if (k->last == c)
 				k->last = d;
@@ -1956,6 +1972,8 @@ key_member_remove(OutboxTopic *t, OutboxKey *k, int64 id)
 				chunk_at(prev)->next = ch->next;
 			else
 				k->first = ch->next;
+			if (ch->next >= 0)
+				chunk_at(ch->next)->prev = prev;
 			if (k->last == c)
 				k->last = prev;
 			if (k->find_chunk == c)
