@@ -32,3 +32,30 @@ CREATE EXTENSION outbox;
 SELECT outbox.create_topic('back');
 SELECT outbox.offer('back', '{"c": 2}') = :gone_id AS same_id;
 SELECT payload FROM outbox.claim('back');
+-- ... and so does an install rolled back to a savepoint
+DROP EXTENSION outbox;
+BEGIN;
+SAVEPOINT before_install;
+CREATE EXTENSION outbox;
+SELECT count(*) FROM (SELECT outbox.create_topic('pad' || g) FROM generate_series(1, 3) g) p;
+SELECT outbox.create_topic('gone');
+SELECT outbox.offer('gone', '{"d": 1}') AS gone_id \gset
+SELECT outbox.nack(id, lease_token, 'x', retry_after => '0') FROM outbox.claim('gone');
+ROLLBACK TO SAVEPOINT before_install;
+COMMIT;
+CREATE EXTENSION outbox;
+SELECT outbox.create_topic('back');
+SELECT outbox.offer('back', '{"d": 2}') = :gone_id AS same_id;
+SELECT payload FROM outbox.claim('back');
+-- A DROP EXTENSION rolled back to a savepoint leaves the install as it was:
+-- a lease made before it still holds its event
+SELECT outbox.create_topic('kept');
+SELECT outbox.offer('kept', '{"e": 1}') > 0 AS offered;
+SELECT count(*) AS leased FROM outbox.claim('kept', 1, lease => '1 hour');
+BEGIN;
+SAVEPOINT before_drop;
+DROP EXTENSION outbox;
+ROLLBACK TO SAVEPOINT before_drop;
+COMMIT;
+SELECT count(*) AS claimed_again FROM outbox.claim('kept', 1);
+SELECT topic, available, leased FROM outbox.stats WHERE topic = 'kept';

@@ -66,9 +66,11 @@ typedef struct XactState
 	int			scan_topic;		/* a claim of ours reads this topic's log, */
 	SubTransactionId scan_subid;	/* in this subtransaction */
 	bool		lo_pending;		/* our slot's lo_any waits for an id */
-	bool		forget_database;	/* the extension is being dropped */
+	bool		forget_database;	/* the extension is being dropped, */
+	SubTransactionId forget_subid;	/* in this subtransaction */
 	Oid			dropped_database;	/* another database is being dropped */
-	bool		announce_database;	/* the extension is being created */
+	bool		announce_database;	/* the extension is being created, */
+	SubTransactionId announce_subid;	/* in this subtransaction */
 	OutboxCountOp *counts;		/* what it counts at commit (shmem.h) */
 	int			ncounts;
 	int			maxcounts;
@@ -390,6 +392,8 @@ void
 outbox_xact_forget_database(void)
 {
 	xact_activate();
+	if (!xs.forget_database)
+		xs.forget_subid = GetCurrentSubTransactionId();
 	xs.forget_database = true;
 }
 
@@ -410,6 +414,8 @@ void
 outbox_xact_announce_database(void)
 {
 	xact_activate();
+	if (!xs.announce_database)
+		xs.announce_subid = GetCurrentSubTransactionId();
 	xs.announce_database = true;
 }
 
@@ -607,6 +613,10 @@ subxact_commit(SubTransactionId mySubid, SubTransactionId parentSubid)
 		if (xt->forget && xt->forget_subid == mySubid)
 			xt->forget_subid = parentSubid;
 	}
+	if (xs.forget_database && xs.forget_subid == mySubid)
+		xs.forget_subid = parentSubid;
+	if (xs.announce_database && xs.announce_subid == mySubid)
+		xs.announce_subid = parentSubid;
 }
 
 /* A subtransaction rolled back: what it did is undone at once. */
@@ -641,6 +651,23 @@ subxact_abort(SubTransactionId mySubid)
 		if (xt->forget && xt->forget_subid == mySubid)
 			xt->forget = false;
 	}
+
+	/*
+	 * CREATE EXTENSION rolled back to a savepoint: what its topics left in
+	 * shared memory goes, as at the abort of the whole transaction; unless
+	 * the transaction dropped the extension before (then the old install's
+	 * state is gone at commit, or stays if the drop is undone too).  A DROP
+	 * EXTENSION rolled back to a savepoint forgets nothing and tells the
+	 * launcher nothing: the install lives on.
+	 */
+	if (xs.announce_database && xs.announce_subid == mySubid)
+	{
+		if (!xs.forget_database && outbox_shmem_available())
+			outbox_forget_database_state(MyDatabaseId);
+		xs.announce_database = false;
+	}
+	if (xs.forget_database && xs.forget_subid == mySubid)
+		xs.forget_database = false;
 }
 
 static void
