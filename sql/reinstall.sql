@@ -59,3 +59,19 @@ ROLLBACK TO SAVEPOINT before_drop;
 COMMIT;
 SELECT count(*) AS claimed_again FROM outbox.claim('kept', 1);
 SELECT topic, available, leased FROM outbox.stats WHERE topic = 'kept';
+-- ... and an install dropped again in the savepoint that is rolled back
+DROP EXTENSION outbox;
+BEGIN;
+SAVEPOINT before_install;
+CREATE EXTENSION outbox;
+SELECT count(*) FROM (SELECT outbox.create_topic('pad' || g) FROM generate_series(1, 3) g) p;
+SELECT outbox.create_topic('gone');
+SELECT outbox.offer('gone', '{"f": 1}') AS gone_id \gset
+SELECT outbox.nack(id, lease_token, 'x', retry_after => '0') FROM outbox.claim('gone');
+DROP EXTENSION outbox;
+ROLLBACK TO SAVEPOINT before_install;
+COMMIT;
+CREATE EXTENSION outbox;
+SELECT outbox.create_topic('back');
+SELECT outbox.offer('back', '{"f": 2}') = :gone_id AS same_id;
+SELECT payload FROM outbox.claim('back');

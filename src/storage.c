@@ -17,6 +17,7 @@
 #include "xact.h"
 
 #include "catalog/namespace.h"
+#include "commands/extension.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "nodes/makefuncs.h"
@@ -379,8 +380,13 @@ outbox_setup_storage(PG_FUNCTION_ARGS)
 								 partman), SPI_OK_DELETE);
 	SPI_finish();
 
-	/* The background worker starts for this database at commit. */
-	if (outbox_shmem_available())
+	/*
+	 * The background worker starts for this database at commit.  Only when
+	 * called by CREATE EXTENSION outbox (from the install script): a call
+	 * by hand announces nothing.
+	 */
+	if (outbox_shmem_available() && creating_extension &&
+		CurrentExtensionObject == get_extension_oid("outbox", true))
 		outbox_xact_announce_database();
 	PG_RETURN_VOID();
 }

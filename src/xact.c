@@ -70,7 +70,8 @@ typedef struct XactState
 	SubTransactionId forget_subid;	/* in this subtransaction */
 	Oid			dropped_database;	/* another database is being dropped */
 	bool		announce_database;	/* the extension is being created, */
-	SubTransactionId announce_subid;	/* in this subtransaction */
+	SubTransactionId announce_subid;	/* in this subtransaction, */
+	bool		dropped_before;	/* after a drop in this transaction */
 	OutboxCountOp *counts;		/* what it counts at commit (shmem.h) */
 	int			ncounts;
 	int			maxcounts;
@@ -415,7 +416,10 @@ outbox_xact_announce_database(void)
 {
 	xact_activate();
 	if (!xs.announce_database)
+	{
 		xs.announce_subid = GetCurrentSubTransactionId();
+		xs.dropped_before = xs.forget_database;
+	}
 	xs.announce_database = true;
 }
 
@@ -545,19 +549,25 @@ xact_finish(bool commit)
 		/*
 		 * The extension made in this transaction is gone with it: so is
 		 * what its topics left in shared memory (its event ids come again
-		 * when it is made anew).
+		 * when it is made anew).  Unless it was dropped first in this
+		 * transaction: the drop is undone too, and the old install's state
+		 * stays.
 		 */
-		if (!commit && xs.announce_database && !xs.forget_database)
+		if (!commit && xs.announce_database && !xs.dropped_before)
 			outbox_forget_database_state(MyDatabaseId);
 
 		if (commit && OidIsValid(xs.dropped_database))
 			outbox_forget_database_state(xs.dropped_database);
 
-		/* Tell the launcher the database gained or lost the extension. */
-		if (commit && xs.forget_database)
-			outbox_database_changed(MyDatabaseId, false);
-		else if (commit && xs.announce_database)
+		/*
+		 * Tell the launcher the database gained or lost the extension: it
+		 * has it if it was created last.
+		 */
+		if (commit && xs.announce_database &&
+			(xs.dropped_before || !xs.forget_database))
 			outbox_database_changed(MyDatabaseId, true);
+		else if (commit && xs.forget_database)
+			outbox_database_changed(MyDatabaseId, false);
 
 		/* The slot is empty again. */
 		outbox_offer_slot_reset();
@@ -654,17 +664,19 @@ subxact_abort(SubTransactionId mySubid)
 
 	/*
 	 * CREATE EXTENSION rolled back to a savepoint: what its topics left in
-	 * shared memory goes, as at the abort of the whole transaction; unless
-	 * the transaction dropped the extension before (then the old install's
-	 * state is gone at commit, or stays if the drop is undone too).  A DROP
-	 * EXTENSION rolled back to a savepoint forgets nothing and tells the
-	 * launcher nothing: the install lives on.
+	 * shared memory goes, as at the abort of the whole transaction (a DROP
+	 * after it in the same savepoint included); unless the transaction
+	 * dropped the extension before it (then the old install's state is gone
+	 * at commit, or stays if the drop is undone too).  A DROP EXTENSION
+	 * rolled back to a savepoint forgets nothing and tells the launcher
+	 * nothing: the install lives on.
 	 */
 	if (xs.announce_database && xs.announce_subid == mySubid)
 	{
-		if (!xs.forget_database && outbox_shmem_available())
+		if (!xs.dropped_before && outbox_shmem_available())
 			outbox_forget_database_state(MyDatabaseId);
 		xs.announce_database = false;
+		xs.dropped_before = false;
 	}
 	if (xs.forget_database && xs.forget_subid == mySubid)
 		xs.forget_database = false;

@@ -231,6 +231,41 @@ ok($node->poll_query_until('postgres',
 my $prompt = time - $t0;
 cmp_ok($prompt, '<', 5, sprintf('at once (%.2f s), the launcher sleeping for an hour', $prompt));
 
+# ---- the launcher still knows that a database has the extension after a
+# DROP EXTENSION rolled back to a savepoint, and after a DROP and a CREATE
+# EXTENSION committed together: a worker that stops is started again (after
+# the restart back-off, not the launcher's hour of naptime)
+sub worker_comes_back
+{
+	my ($db) = @_;
+	my $old = worker_pid('outbox worker', $db);
+	$node->safe_psql('postgres', "SELECT pg_terminate_backend($old)") if $old ne '';
+	my $until = time + 30;
+	while (time < $until)
+	{
+		my $pid = worker_pid('outbox worker', $db);
+		return 1 if $pid ne '' && $pid ne $old;
+		sleep 0.5;
+	}
+	return 0;
+}
+$node->safe_psql('prompt', q{
+	BEGIN;
+	SAVEPOINT before_drop;
+	DROP EXTENSION outbox;
+	ROLLBACK TO SAVEPOINT before_drop;
+	COMMIT;
+});
+ok(worker_comes_back('prompt'), 'a DROP EXTENSION rolled back to a savepoint: the worker comes back');
+$node->safe_psql('prompt', q{
+	SET client_min_messages = warning;
+	BEGIN;
+	DROP EXTENSION outbox;
+	CREATE EXTENSION outbox;
+	COMMIT;
+});
+ok(worker_comes_back('prompt'), 'a DROP and a CREATE EXTENSION in one transaction: the worker comes back');
+
 # ---- outbox.enabled = off stops the workers
 $node->safe_psql('postgres', q{
 	ALTER SYSTEM SET outbox.enabled = off;
