@@ -784,6 +784,23 @@ ok(poll(60, sub {
 }), 'once the slot is back, the held events are delivered');
 is(join(',', grep { $resent{$_} } split /,/, $held), $held, 'and the new slot carried all three');
 
+# ---- a per-tenant topic with all its events in its tenant parts: the parent
+# holds none, and its own watermark stays where it was made; how far the
+# topic is delivered is its parts'.
+sql(q{SELECT outbox.create_topic('ledger', delivery => 'wal', slot => 'outbox_td')});
+sql(q{SELECT outbox.isolate_tenants('ledger')});
+my $max_ledger = sql(q{SELECT max(outbox.offer('ledger', '{}', tenant => t)) FROM unnest(ARRAY['x', 'y', 'x']) t});
+is(sql(qq{SELECT delivered_through < $max_ledger FROM outbox.wal_topics WHERE topic = 'ledger'}), 't',
+	'wal_topics: ledger not delivered before its slot confirms');
+ok(poll(30, sub {
+	sql(q{SELECT count(*) FROM pg_logical_slot_get_changes('outbox_td', NULL, NULL)});
+	sql('SELECT outbox.reap()');
+	return stats('ledger') eq '0:false';
+}), 'ledger: its tenants\' events are delivered once the slot confirms');
+is(sql(qq{SELECT delivered_through >= $max_ledger FROM outbox.wal_topics WHERE topic = 'ledger'}), 't',
+	"wal_topics: ledger delivered through its last event ($max_ledger), over its tenant parts")
+  or diag(sql(q{SELECT * FROM outbox.wal_topics WHERE topic = 'ledger'}));
+
 # The worker has logged no error.
 unlike(slurp_file($node->logfile), qr/outbox worker: \w+ failed/, 'the worker logged no failure');
 $node->stop;
