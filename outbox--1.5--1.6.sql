@@ -29,20 +29,15 @@ SELECT t.name AS topic, t.slot,
 	   (r.confirmed_flush_lsn IS NOT NULL
 		AND r.wal_status IS DISTINCT FROM 'lost') AS slot_exists,
 	   r.confirmed_flush_lsn,
-	   coalesce(
-		   (SELECT pg_catalog.min(ps.watermark)
-			FROM outbox.topic p
-			JOIN outbox.topic_state ps ON ps.topic_id OPERATOR(pg_catalog.=) p.topic_id
-			WHERE (p.topic_id OPERATOR(pg_catalog.=) t.topic_id
-				   OR p.parent_id OPERATOR(pg_catalog.=) t.topic_id)
-			  AND EXISTS (SELECT 1 FROM outbox.event e
-						  WHERE e.topic_id OPERATOR(pg_catalog.=) p.topic_id
-							AND e.id OPERATOR(pg_catalog.>) ps.watermark)),
-		   (SELECT pg_catalog.max(ps.watermark)
-			FROM outbox.topic p
-			JOIN outbox.topic_state ps ON ps.topic_id OPERATOR(pg_catalog.=) p.topic_id
-			WHERE p.topic_id OPERATOR(pg_catalog.=) t.topic_id
-			   OR p.parent_id OPERATOR(pg_catalog.=) t.topic_id)) AS delivered_through
+	   (SELECT coalesce(pg_catalog.min(ps.watermark)
+							FILTER (WHERE EXISTS (SELECT 1 FROM outbox.event e
+												  WHERE e.topic_id OPERATOR(pg_catalog.=) p.topic_id
+													AND e.id OPERATOR(pg_catalog.>) ps.watermark)),
+						pg_catalog.max(ps.watermark))
+		FROM outbox.topic p
+		JOIN outbox.topic_state ps ON ps.topic_id OPERATOR(pg_catalog.=) p.topic_id
+		WHERE p.topic_id OPERATOR(pg_catalog.=) t.topic_id
+		   OR p.parent_id OPERATOR(pg_catalog.=) t.topic_id) AS delivered_through
 FROM outbox.topic t
 JOIN outbox.topic_state ts USING (topic_id)
 LEFT JOIN pg_catalog.pg_replication_slots r

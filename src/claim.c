@@ -109,10 +109,7 @@ static const char *retry_due_sql =
  * of a batch while other keys have events to go, and the rest of the batch
  * only when the log has too few of them.
  */
-#ifndef OUTBOX_RUN_DIVISOR
-#define OUTBOX_RUN_DIVISOR	10
-#endif
-#define OUTBOX_RUN_FIRST(batch)	Max(1, (batch) / OUTBOX_RUN_DIVISOR)
+#define OUTBOX_RUN_FIRST(batch)	Max(1, (batch) / 10)
 
 typedef struct ClaimState
 {

@@ -399,6 +399,22 @@ outbox_xact_forget_database(void)
 }
 
 /*
+ * The extension created in this transaction is rolled back (with the whole
+ * transaction, or to a savepoint): what its topics left in shared memory
+ * goes, since its event ids come again when it is made anew.  Unless it was
+ * dropped first in this transaction: that drop is undone too (or commits
+ * and forgets everything then), and the old install's state stays.
+ */
+static void
+install_rolled_back(void)
+{
+	if (!xs.dropped_before)
+		outbox_forget_database_state(MyDatabaseId);
+	xs.announce_database = false;
+	xs.dropped_before = false;
+}
+
+/*
  * DROP DATABASE of dbid: what shared memory holds for its topics (leases,
  * keys, events held back, counters) goes when the drop commits.  Not
  * before: the drop can still fail (another session is connected), and the
@@ -546,15 +562,8 @@ xact_finish(bool commit)
 		if (commit && xs.forget_database)
 			outbox_forget_database_state(MyDatabaseId);
 
-		/*
-		 * The extension made in this transaction is gone with it: so is
-		 * what its topics left in shared memory (its event ids come again
-		 * when it is made anew).  Unless it was dropped first in this
-		 * transaction: the drop is undone too, and the old install's state
-		 * stays.
-		 */
-		if (!commit && xs.announce_database && !xs.dropped_before)
-			outbox_forget_database_state(MyDatabaseId);
+		if (!commit && xs.announce_database)
+			install_rolled_back();
 
 		if (commit && OidIsValid(xs.dropped_database))
 			outbox_forget_database_state(xs.dropped_database);
@@ -663,21 +672,14 @@ subxact_abort(SubTransactionId mySubid)
 	}
 
 	/*
-	 * CREATE EXTENSION rolled back to a savepoint: what its topics left in
-	 * shared memory goes, as at the abort of the whole transaction (a DROP
-	 * after it in the same savepoint included); unless the transaction
-	 * dropped the extension before it (then the old install's state is gone
-	 * at commit, or stays if the drop is undone too).  A DROP EXTENSION
-	 * rolled back to a savepoint forgets nothing and tells the launcher
-	 * nothing: the install lives on.
+	 * A CREATE EXTENSION rolled back to a savepoint goes as at the abort of
+	 * the whole transaction (a DROP after it in the same savepoint
+	 * included).  A DROP EXTENSION rolled back to a savepoint forgets
+	 * nothing and tells the launcher nothing: the install lives on.
 	 */
-	if (xs.announce_database && xs.announce_subid == mySubid)
-	{
-		if (!xs.dropped_before && outbox_shmem_available())
-			outbox_forget_database_state(MyDatabaseId);
-		xs.announce_database = false;
-		xs.dropped_before = false;
-	}
+	if (xs.announce_database && xs.announce_subid == mySubid &&
+		outbox_shmem_available())
+		install_rolled_back();
 	if (xs.forget_database && xs.forget_subid == mySubid)
 		xs.forget_database = false;
 }
